@@ -1,0 +1,32 @@
+// server: the flags a node runs with, parsed and validated by main.cpp (CLI11).
+// Promises: plain values only; nothing here opens a socket or a file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace ticketd::server {
+
+enum class Durability {
+  kHigh,    // nothing is acknowledged before it is fdatasync'ed
+  kMedium,  // written to the device on every batch; fdatasync'ed in the background every 200 ms
+  kLow,     // buffered in memory; written and fdatasync'ed in the background every 200 ms
+};
+
+const char* durability_name(Durability d);
+bool parse_durability(const std::string& s, Durability* out);
+
+struct ServerOptions {
+  uint64_t id = 1;
+  std::string saddr = ":11001";  // client (RESP) address
+  std::string raddr = ":12001";  // raft peer address
+  std::string join;              // address of any member to join, empty: bootstrap or restart
+  std::string dir = "data";      // data lives under <dir>/<id>/
+  Durability durability = Durability::kHigh;
+  unsigned threads = 0;          // shard threads; 0 = online CPUs
+  unsigned max_clients = 20000;  // connections past this are closed with -ERR max clients
+  uint64_t snapshot_every = 10000;  // entries between automatic snapshots + WAL compaction
+  uint64_t wal_segment_bytes = 64ull << 20;
+};
+
+}  // namespace ticketd::server

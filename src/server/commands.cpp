@@ -1,0 +1,435 @@
+#include "commands.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+
+#include "node.h"
+#include "ticketd/resp/parser.h"
+#include "ticketd/resp/writer.h"
+
+#ifndef TICKETD_VERSION
+#define TICKETD_VERSION "0.1.0"
+#endif
+
+namespace ticketd::server {
+
+namespace {
+
+using Args = std::span<const std::string_view>;
+using Handler = void (*)(Shard& s, Connection* c, Args args, std::string& out);
+
+struct CommandSpec {
+  const char* name;  // lower case, as Redis reports it
+  int arity;         // > 0: exactly; < 0: at least -arity (the name counts)
+  const char* flags;
+  Handler handler;
+};
+
+std::string lower(std::string_view s) {
+  std::string r(s);
+  for (char& ch : r) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return r;
+}
+
+std::string upper(std::string_view s) {
+  std::string r(s);
+  for (char& ch : r) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return r;
+}
+
+void unknown_subcommand(std::string& out, std::string_view cmd, std::string_view sub) {
+  std::string msg = "ERR unknown subcommand '";
+  msg.append(sub.substr(0, 128));
+  msg += "'. Try ";
+  msg += upper(cmd);
+  msg += " HELP.";
+  resp::append_error(out, msg);
+}
+
+void cmd_ticket(Shard&, Connection*, Args, std::string&) {
+  // Never reached: TICKET with arity 1 takes the fast path in Shard::run_commands.
+}
+
+void cmd_ping(Shard&, Connection*, Args args, std::string& out) {
+  if (args.size() > 2) {
+    resp::append_error(out, "ERR wrong number of arguments for 'ping' command");
+  } else if (args.size() == 2) {
+    resp::append_bulk(out, args[1]);
+  } else {
+    resp::append_simple(out, "PONG");
+  }
+}
+
+void cmd_echo(Shard&, Connection*, Args args, std::string& out) { resp::append_bulk(out, args[1]); }
+
+void cmd_quit(Shard&, Connection* c, Args, std::string& out) {
+  resp::append_simple(out, "OK");
+  c->closing = true;
+  c->close_after_flush = true;
+}
+
+void cmd_select(Shard&, Connection*, Args args, std::string& out) {
+  if (args[1] == "0") {
+    resp::append_simple(out, "OK");
+  } else {
+    bool numeric = !args[1].empty() && std::all_of(args[1].begin(), args[1].end(), [](char ch) {
+      return std::isdigit(static_cast<unsigned char>(ch)) || ch == '-';
+    });
+    resp::append_error(out, numeric ? "ERR DB index is out of range"
+                                    : "ERR value is not an integer or out of range");
+  }
+}
+
+void hello_reply(Shard& s, Connection* c, std::string& out) {
+  resp::append_array_header(out, 14);
+  resp::append_bulk(out, "server");
+  resp::append_bulk(out, "ticketd");
+  resp::append_bulk(out, "version");
+  resp::append_bulk(out, TICKETD_VERSION);
+  resp::append_bulk(out, "proto");
+  resp::append_integer(out, 2);
+  resp::append_bulk(out, "id");
+  resp::append_integer(out, static_cast<int64_t>(c->id));
+  resp::append_bulk(out, "mode");
+  resp::append_bulk(out, "standalone");
+  resp::append_bulk(out, "role");
+  resp::append_bulk(out, "master");
+  resp::append_bulk(out, "modules");
+  resp::append_array_header(out, 0);
+  (void)s;
+}
+
+void cmd_hello(Shard& s, Connection* c, Args args, std::string& out) {
+  // RESP2 only: a client asking for 3 gets -NOPROTO and falls back, as with old Redis.
+  size_t i = 1;
+  if (args.size() >= 2) {
+    std::string_view v = args[1];
+    if (v != "2") {
+      if (v == "3") {
+        resp::append_error(out, "NOPROTO sorry, this protocol version is not supported.");
+      } else {
+        bool numeric = !v.empty() && std::all_of(v.begin(), v.end(), [](char ch) {
+          return std::isdigit(static_cast<unsigned char>(ch));
+        });
+        resp::append_error(out, numeric ? "NOPROTO sorry, this protocol version is not supported."
+                                        : "ERR Protocol version is not an integer or out of range");
+      }
+      return;
+    }
+    i = 2;
+  }
+  std::string_view setname;
+  bool has_setname = false;
+  for (; i < args.size(); ++i) {
+    if (resp::iequals(args[i], "AUTH") && i + 2 < args.size()) {
+      resp::append_error(out, "WRONGPASS invalid username-password pair or user is disabled.");
+      return;
+    } else if (resp::iequals(args[i], "SETNAME") && i + 1 < args.size()) {
+      setname = args[++i];
+      has_setname = true;
+    } else {
+      std::string msg = "ERR Syntax error in HELLO option '";
+      msg.append(args[i].substr(0, 128));
+      msg += "'";
+      resp::append_error(out, msg);
+      return;
+    }
+  }
+  if (has_setname) c->name.assign(setname);
+  hello_reply(s, c, out);
+}
+
+bool valid_client_name(std::string_view n) {
+  for (char ch : n) {
+    if (ch < '!' || ch > '~') return false;
+  }
+  return true;
+}
+
+void cmd_client(Shard& s, Connection* c, Args args, std::string& out) {
+  std::string_view sub = args[1];
+  if (resp::iequals(sub, "SETNAME") && args.size() == 3) {
+    if (!valid_client_name(args[2])) {
+      resp::append_error(out,
+                         "ERR Client names cannot contain spaces, newlines or special characters.");
+      return;
+    }
+    c->name.assign(args[2]);
+    resp::append_simple(out, "OK");
+  } else if (resp::iequals(sub, "GETNAME") && args.size() == 2) {
+    if (c->name.empty()) {
+      resp::append_null(out);
+    } else {
+      resp::append_bulk(out, c->name);
+    }
+  } else if (resp::iequals(sub, "SETINFO") && args.size() == 4) {
+    if (!resp::iequals(args[2], "LIB-NAME") && !resp::iequals(args[2], "LIB-VER")) {
+      std::string msg = "ERR Unrecognized option '";
+      msg.append(args[2].substr(0, 128));
+      msg += "'";
+      resp::append_error(out, msg);
+      return;
+    }
+    resp::append_simple(out, "OK");
+  } else if (resp::iequals(sub, "ID") && args.size() == 2) {
+    resp::append_integer(out, static_cast<int64_t>(c->id));
+  } else if (resp::iequals(sub, "INFO") && args.size() == 2) {
+    char line[256];
+    std::snprintf(line, sizeof(line), "id=%llu name=%s age=%llu shard=%u\n",
+                  static_cast<unsigned long long>(c->id), c->name.c_str(),
+                  static_cast<unsigned long long>((now_ms() - c->created_ms) / 1000), s.index());
+    resp::append_bulk(out, line);
+  } else if (resp::iequals(sub, "SETNAME") || resp::iequals(sub, "GETNAME") ||
+             resp::iequals(sub, "SETINFO") || resp::iequals(sub, "ID") ||
+             resp::iequals(sub, "INFO")) {
+    std::string msg = "ERR wrong number of arguments for 'client|" + lower(sub) + "' command";
+    resp::append_error(out, msg);
+  } else {
+    unknown_subcommand(out, "CLIENT", sub);
+  }
+}
+
+void cmd_config(Shard&, Connection*, Args args, std::string& out) {
+  std::string_view sub = args[1];
+  if (resp::iequals(sub, "GET")) {
+    if (args.size() < 3) {
+      resp::append_error(out, "ERR wrong number of arguments for 'config|get' command");
+      return;
+    }
+    // ticketd has no Redis configuration parameters to report: an empty result.
+    resp::append_array_header(out, 0);
+  } else {
+    unknown_subcommand(out, "CONFIG", sub);
+  }
+}
+
+std::span<const CommandSpec> command_table();
+
+void command_entry(std::string& out, const CommandSpec& spec) {
+  // The Redis 7 COMMAND reply shape: name, arity, flags, first key, last key, step,
+  // ACL categories, tips, key specs, subcommands.
+  resp::append_array_header(out, 10);
+  resp::append_bulk(out, spec.name);
+  resp::append_integer(out, spec.arity);
+  std::string_view flags = spec.flags;
+  size_t nflags = flags.empty() ? 0 : static_cast<size_t>(std::count(flags.begin(), flags.end(), ' ') + 1);
+  resp::append_array_header(out, nflags);
+  while (!flags.empty()) {
+    size_t sp = flags.find(' ');
+    resp::append_simple(out, flags.substr(0, sp));
+    flags = sp == std::string_view::npos ? std::string_view{} : flags.substr(sp + 1);
+  }
+  resp::append_integer(out, 0);
+  resp::append_integer(out, 0);
+  resp::append_integer(out, 0);
+  resp::append_array_header(out, 0);
+  resp::append_array_header(out, 0);
+  resp::append_array_header(out, 0);
+  resp::append_array_header(out, 0);
+}
+
+const CommandSpec* find_command(std::string_view name) {
+  for (const CommandSpec& spec : command_table()) {
+    if (resp::iequals(name, spec.name)) return &spec;
+  }
+  return nullptr;
+}
+
+void cmd_command(Shard&, Connection*, Args args, std::string& out) {
+  auto table = command_table();
+  if (args.size() == 1) {
+    resp::append_array_header(out, table.size());
+    for (const CommandSpec& spec : table) command_entry(out, spec);
+    return;
+  }
+  std::string_view sub = args[1];
+  if (resp::iequals(sub, "COUNT") && args.size() == 2) {
+    resp::append_integer(out, static_cast<int64_t>(table.size()));
+  } else if (resp::iequals(sub, "DOCS")) {
+    // No documentation is served: an empty map (a flat empty array in RESP2).
+    resp::append_array_header(out, 0);
+  } else if (resp::iequals(sub, "INFO")) {
+    resp::append_array_header(out, args.size() - 2);
+    for (size_t i = 2; i < args.size(); ++i) {
+      const CommandSpec* spec = find_command(args[i]);
+      if (spec == nullptr) {
+        resp::append_null_array(out);
+      } else {
+        command_entry(out, *spec);
+      }
+    }
+  } else if (resp::iequals(sub, "LIST") && args.size() == 2) {
+    resp::append_array_header(out, table.size());
+    for (const CommandSpec& spec : table) resp::append_bulk(out, spec.name);
+  } else {
+    unknown_subcommand(out, "COMMAND", sub);
+  }
+}
+
+void cmd_info(Shard& s, Connection*, Args args, std::string& out) {
+  if (args.size() > 2) {
+    resp::append_error(out, "ERR syntax error");
+    return;
+  }
+  std::string_view section = args.size() == 2 ? args[1] : std::string_view("default");
+  resp::append_bulk(out, Commands::info_text(s, section));
+}
+
+const CommandSpec kCommands[] = {
+    {"ticket", 1, "write fast", &cmd_ticket},
+    {"ping", -1, "fast", &cmd_ping},
+    {"echo", 2, "fast", &cmd_echo},
+    {"quit", -1, "fast", &cmd_quit},
+    {"select", 2, "loading fast", &cmd_select},
+    {"hello", -1, "noscript loading fast", &cmd_hello},
+    {"client", -2, "noscript loading", &cmd_client},
+    {"config", -2, "admin noscript loading", &cmd_config},
+    {"command", -1, "loading", &cmd_command},
+    {"info", -1, "loading", &cmd_info},
+};
+
+std::span<const CommandSpec> command_table() { return kCommands; }
+
+void append_unknown_command(std::string& out, Args args) {
+  std::string msg = "ERR unknown command '";
+  msg.append(args[0].substr(0, 128));
+  msg += "', with args beginning with: ";
+  for (size_t i = 1; i < args.size() && msg.size() < 512; ++i) {
+    msg += "'";
+    msg.append(args[i].substr(0, 128));
+    msg += "' ";
+  }
+  resp::append_error(out, msg);
+}
+
+}  // namespace
+
+void Commands::run(Shard& s, Connection* c, Args args) {
+  std::string& out = s.reply_buffer(c);
+  const CommandSpec* spec = find_command(args[0]);
+  if (spec == nullptr) {
+    append_unknown_command(out, args);
+    return;
+  }
+  int n = static_cast<int>(args.size());
+  if ((spec->arity > 0 && n != spec->arity) || (spec->arity < 0 && n < -spec->arity)) {
+    std::string msg = "ERR wrong number of arguments for '";
+    msg += spec->name;
+    msg += "' command";
+    resp::append_error(out, msg);
+    return;
+  }
+  spec->handler(s, c, args, out);
+}
+
+BatchStatus Commands::ticket_admission(Shard& s) {
+  (void)s;
+  return BatchStatus::kOk;
+}
+
+void Commands::append_refusal(Shard&, std::string& out, BatchStatus why) {
+  resp::append_error(out, batch_status_error(why));
+}
+
+std::string Commands::info_text(Shard& s, std::string_view section) {
+  Node& node = s.node();
+  bool all = resp::iequals(section, "default") || resp::iequals(section, "all") ||
+             resp::iequals(section, "everything");
+  std::string r;
+  char line[512];
+  auto add = [&](const char* fmt, auto... v) {
+    std::snprintf(line, sizeof(line), fmt, v...);
+    r += line;
+    r += "\r\n";
+  };
+  uint64_t connected = 0, accepted = 0, rejected = 0, commands = 0, tickets = 0, requests = 0,
+           batches = 0, in = 0, outb = 0, perr = 0;
+  for (uint32_t i = 0; i < node.shard_count(); ++i) {
+    ShardStats& st = node.shard(i).stats();
+    connected += st.connected.load(std::memory_order_relaxed);
+    accepted += st.accepted.load(std::memory_order_relaxed);
+    rejected += st.rejected.load(std::memory_order_relaxed);
+    commands += st.commands.load(std::memory_order_relaxed);
+    tickets += st.tickets.load(std::memory_order_relaxed);
+    requests += st.ticket_requests.load(std::memory_order_relaxed);
+    batches += st.batches.load(std::memory_order_relaxed);
+    in += st.bytes_in.load(std::memory_order_relaxed);
+    outb += st.bytes_out.load(std::memory_order_relaxed);
+    perr += st.protocol_errors.load(std::memory_order_relaxed);
+  }
+  LogStats& ls = node.log_stats();
+  const ServerOptions& o = node.opts();
+  uint64_t uptime = (now_ms() - node.start_ms()) / 1000;
+  if (all || resp::iequals(section, "server")) {
+    r += "# Server\r\n";
+    add("redis_version:7.0.0");
+    add("ticketd_version:%s", TICKETD_VERSION);
+    add("redis_mode:standalone");
+    add("os:Linux");
+    add("process_id:%d", static_cast<int>(::getpid()));
+    add("tcp_port:%u", static_cast<unsigned>(node.service_port()));
+    add("uptime_in_seconds:%llu", static_cast<unsigned long long>(uptime));
+    add("node_id:%llu", static_cast<unsigned long long>(o.id));
+    add("threads:%u", node.shard_count());
+    add("io_uring_setup:%s", s.loop()->setup_mode().c_str());
+#ifdef TICKETD_WITH_MIMALLOC
+    add("mem_allocator:mimalloc");
+#else
+    add("mem_allocator:libc");
+#endif
+    r += "\r\n";
+  }
+  if (all || resp::iequals(section, "clients")) {
+    r += "# Clients\r\n";
+    add("connected_clients:%llu", static_cast<unsigned long long>(connected));
+    add("maxclients:%u", o.max_clients);
+    r += "\r\n";
+  }
+  if (all || resp::iequals(section, "memory")) {
+    r += "# Memory\r\n";
+    rusage ru{};
+    ::getrusage(RUSAGE_SELF, &ru);
+    add("used_memory_peak_rss:%llu", static_cast<unsigned long long>(ru.ru_maxrss) * 1024ull);
+    r += "\r\n";
+  }
+  if (all || resp::iequals(section, "persistence")) {
+    r += "# Persistence\r\n";
+    add("durability:%s", durability_name(o.durability));
+    add("data_dir:%s", node.data_dir().c_str());
+    add("wal_direct_io:%d", ls.direct_io.load() ? 1 : 0);
+    add("wal_last_index:%llu", static_cast<unsigned long long>(ls.last_index.load()));
+    add("wal_durable_index:%llu", static_cast<unsigned long long>(ls.durable_index.load()));
+    add("wal_writes:%llu", static_cast<unsigned long long>(ls.writes.load()));
+    add("wal_syncs:%llu", static_cast<unsigned long long>(ls.syncs.load()));
+    add("wal_write_errors:%llu", static_cast<unsigned long long>(ls.write_errors.load()));
+    add("wal_last_write_us:%llu", static_cast<unsigned long long>(ls.last_write_us.load()));
+    add("snapshot_index:%llu", static_cast<unsigned long long>(ls.snapshot_index.load()));
+    add("snapshots_taken:%llu", static_cast<unsigned long long>(ls.snapshots.load()));
+    r += "\r\n";
+  }
+  if (all || resp::iequals(section, "stats")) {
+    r += "# Stats\r\n";
+    add("total_connections_received:%llu", static_cast<unsigned long long>(accepted));
+    add("rejected_connections:%llu", static_cast<unsigned long long>(rejected));
+    add("total_commands_processed:%llu", static_cast<unsigned long long>(commands));
+    add("total_net_input_bytes:%llu", static_cast<unsigned long long>(in));
+    add("total_net_output_bytes:%llu", static_cast<unsigned long long>(outb));
+    add("total_error_replies:%llu", static_cast<unsigned long long>(perr));
+    add("tickets_issued:%llu", static_cast<unsigned long long>(tickets));
+    add("ticket_requests:%llu", static_cast<unsigned long long>(requests));
+    add("ticket_batches:%llu", static_cast<unsigned long long>(batches));
+    add("last_ticket:%llu", static_cast<unsigned long long>(ls.counter.load()));
+    uint64_t w = ls.writes.load();
+    add("tickets_per_log_write:%.2f",
+        w == 0 ? 0.0 : static_cast<double>(ls.batched_tickets.load()) / static_cast<double>(w));
+    r += "\r\n";
+  }
+  if (r.size() >= 2) r.resize(r.size() - 2);  // no blank line after the last section
+  return r;
+}
+
+}  // namespace ticketd::server

@@ -1,0 +1,26 @@
+// The command table: a name, an arity checked in one place, a handler (Redis style).
+// Promises: every reply is appended through Shard::reply_buffer, so order per connection
+// holds. Never: blocks, or answers a command it does not implement with anything but -ERR.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "shard.h"
+
+namespace ticketd::server {
+
+class Commands {
+ public:
+  // Runs one parsed command (anything but the TICKET fast path) on `c`.
+  static void run(Shard& s, Connection* c, std::span<const std::string_view> args);
+  // May this node take TICKETs now? kOk, or why not (follower, no leader, stopping).
+  static BatchStatus ticket_admission(Shard& s);
+  // The reply for one TICKET refused with `why` (e.g. -MOVED to the leader).
+  static void append_refusal(Shard& s, std::string& out, BatchStatus why);
+  // The INFO text (all sections, or the one named).
+  static std::string info_text(Shard& s, std::string_view section);
+};
+
+}  // namespace ticketd::server

@@ -1,0 +1,135 @@
+#include "node.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "ticketd/io/loop.h"
+#include "ticketd/server/server.h"
+
+namespace ticketd::server {
+
+uint64_t now_ms() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+uint64_t now_us() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+namespace {
+bool make_dirs(const std::string& path, std::string* err) {
+  std::string cur;
+  for (size_t i = 0; i <= path.size(); ++i) {
+    if (i == path.size() || path[i] == '/') {
+      if (!cur.empty() && ::mkdir(cur.c_str(), 0755) < 0 && errno != EEXIST) {
+        *err = "cannot create directory " + cur + ": " + std::strerror(errno);
+        return false;
+      }
+    }
+    if (i < path.size()) cur += path[i];
+  }
+  return true;
+}
+}  // namespace
+
+Node::Node(const ServerOptions& opts) : opts_(opts) {
+  unsigned n = opts_.threads;
+  if (n == 0) {
+    long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+    n = cpus > 0 ? static_cast<unsigned>(cpus) : 1;
+  }
+  for (unsigned i = 0; i < n; ++i) shards_.push_back(std::make_unique<Shard>(*this, i));
+  log_ = make_local_ticket_log(*this);
+}
+
+Node::~Node() { stop(); }
+
+std::string Node::data_dir() const { return opts_.dir + "/" + std::to_string(opts_.id); }
+
+void Node::log_line(const std::string& msg) {
+  std::lock_guard<std::mutex> g(log_mu_);
+  std::fprintf(stderr, "ticketd[%llu]: %s\n", static_cast<unsigned long long>(opts_.id),
+               msg.c_str());
+}
+
+bool Node::start(std::string* err) {
+  start_ms_ = now_ms();
+  uint16_t port = 0;
+  if (!io::parse_host_port(opts_.saddr, &service_host_, &port)) {
+    *err = "bad --saddr '" + opts_.saddr + "' (want host:port or :port)";
+    return false;
+  }
+  service_port_.store(port);
+  if (port != 0) {
+    // SO_REUSEPORT would let a second ticketd bind the same port and take half of our
+    // clients. A plain bind first fails if anyone holds the port, reuseport or not.
+    int probe = io::listen_tcp(service_host_, port, false, err);
+    if (probe < 0) return false;
+    ::close(probe);
+  }
+  if (!make_dirs(data_dir(), err)) return false;
+  if (!log_->open(err)) return false;
+  // Shard 0 first: it binds the port (which may be 0: pick one) and owns the log.
+  shards_[0]->start();
+  while (!shards_[0]->started()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (shards_[0]->start_failed(err)) {
+    shards_[0]->join();
+    return false;
+  }
+  for (size_t i = 1; i < shards_.size(); ++i) shards_[i]->start();
+  for (size_t i = 1; i < shards_.size(); ++i) {
+    while (!shards_[i]->started()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (shards_[i]->start_failed(err)) {
+      stop();
+      return false;
+    }
+  }
+  log_line("serving on " + (service_host_.empty() ? std::string("*") : service_host_) + ":" +
+           std::to_string(service_port()) + " with " + std::to_string(shards_.size()) +
+           " shard(s), durability " + durability_name(opts_.durability) + ", io_uring " +
+           shards_[0]->loop()->setup_mode());
+  return true;
+}
+
+void Node::drain_requests() {
+  for (uint32_t i = 1; i < shards_.size(); ++i) {
+    BatchRequest r;
+    while (shards_[i]->to_log().try_pop(&r)) log_->submit(i, r.total);
+  }
+}
+
+void Node::stop() {
+  std::lock_guard<std::mutex> g(stop_mu_);
+  if (stopped_) return;
+  stopped_ = true;
+  // Other shards first: their in-flight TICKETs still need shard 0's log to answer.
+  for (size_t i = 1; i < shards_.size(); ++i) shards_[i]->request_stop();
+  for (size_t i = 1; i < shards_.size(); ++i) shards_[i]->join();
+  if (!shards_.empty()) {
+    shards_[0]->request_stop();
+    shards_[0]->join();
+  }
+}
+
+void Node::wait() {
+  for (auto& s : shards_) s->join();
+}
+
+Server::Server(const ServerOptions& opts) : node_(std::make_unique<Node>(opts)) {}
+Server::~Server() = default;
+bool Server::start(std::string* err) { return node_->start(err); }
+void Server::wait() { node_->wait(); }
+void Server::stop() { node_->stop(); }
+uint16_t Server::service_port() const { return node_->service_port(); }
+
+}  // namespace ticketd::server

@@ -1,0 +1,102 @@
+// The node: its shards, and the ticket log that shard 0 runs.
+// Promises: exactly one TicketLog, driven only from shard 0's thread; every other shard
+// reaches it through its SPSC pipes. Never: shares a connection between shards.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "shard.h"
+#include "ticketd/server/options.h"
+
+namespace ticketd::server {
+
+// Figures the ticket log publishes for INFO and RAFT.* (written by shard 0, read anywhere).
+struct LogStats {
+  std::atomic<uint64_t> counter{0};         // the last ticket handed out (applied state)
+  std::atomic<uint64_t> last_index{0};      // last log index
+  std::atomic<uint64_t> durable_index{0};   // last index known durable locally
+  std::atomic<uint64_t> writes{0};          // log writes issued
+  std::atomic<uint64_t> syncs{0};           // fdatasyncs issued (beyond RWF_DSYNC writes)
+  std::atomic<uint64_t> batched_tickets{0}; // tickets that went through the log
+  std::atomic<uint64_t> snapshot_index{0};
+  std::atomic<uint64_t> snapshots{0};
+  std::atomic<uint64_t> write_errors{0};
+  std::atomic<uint64_t> last_write_us{0};   // duration of the last durable write
+  std::atomic<bool> direct_io{false};
+};
+
+// The sequencer behind TICKET. It runs on shard 0's loop.
+class TicketLog {
+ public:
+  virtual ~TicketLog() = default;
+  // Opens/recovers storage. False with *err when the node must not start.
+  virtual bool open(std::string* err) = 0;
+  // Binds to shard 0's loop (called on shard 0's thread before any submit).
+  virtual void attach(io::Loop* loop) = 0;
+  // A batch of `n` tickets from `shard`. Results go back through Shard::post_result /
+  // deliver_result, in submission order per shard.
+  virtual void submit(uint32_t shard, uint64_t n) = 0;
+  // End of shard 0's loop turn: start a write if none is in flight and work is pending.
+  virtual void on_turn_end() = 0;
+  // Graceful stop: finish what is in flight. True once nothing is pending.
+  virtual bool drained() const = 0;
+  // Synchronous best-effort flush at shutdown (low/medium durability).
+  virtual void close() = 0;
+  // RAFT.SNAPSHOT: take a snapshot now. False with *err if not possible.
+  virtual bool snapshot_now(std::string* err) = 0;
+};
+
+std::unique_ptr<TicketLog> make_local_ticket_log(Node& node);
+
+class Node {
+ public:
+  explicit Node(const ServerOptions& opts);
+  ~Node();
+
+  const ServerOptions& opts() const { return opts_; }
+  std::string data_dir() const;  // <dir>/<id>
+  Shard& shard(uint32_t i) { return *shards_[i]; }
+  uint32_t shard_count() const { return static_cast<uint32_t>(shards_.size()); }
+  TicketLog& log() { return *log_; }
+  LogStats& log_stats() { return log_stats_; }
+
+  bool start(std::string* err);
+  void wait();
+  void stop();
+
+  // The client listener host/port (resolved once at start; shards bind their own sockets).
+  const std::string& service_host() const { return service_host_; }
+  uint16_t service_port() const { return service_port_.load(); }
+  void set_service_port(uint16_t p) { service_port_.store(p); }
+
+  uint64_t start_ms() const { return start_ms_; }
+  std::atomic<uint64_t>& connections_total() { return conn_total_; }
+
+  // Called on shard 0 by its loop: drain every shard's requests into the ticket log.
+  void drain_requests();
+
+  void log_line(const std::string& msg);
+
+ private:
+  ServerOptions opts_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::unique_ptr<TicketLog> log_;
+  LogStats log_stats_;
+  std::string service_host_;
+  std::atomic<uint16_t> service_port_{0};
+  std::atomic<uint64_t> conn_total_{0};
+  uint64_t start_ms_ = 0;
+  std::mutex stop_mu_;  // only start/stop/wait, never the ticket path
+  bool stopped_ = false;
+  std::mutex log_mu_;   // serialises log lines from several threads (stderr)
+};
+
+uint64_t now_ms();
+uint64_t now_us();
+
+}  // namespace ticketd::server

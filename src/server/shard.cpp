@@ -1,0 +1,484 @@
+#include "shard.h"
+
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "commands.h"
+#include "node.h"
+#include "ticketd/base/check.h"
+#include "ticketd/resp/writer.h"
+
+namespace ticketd::server {
+
+namespace {
+constexpr unsigned kRecvBuffers = 512;        // per shard, shared by all its connections
+constexpr unsigned kRecvBufSize = 16 * 1024;
+constexpr size_t kMaxStash = 2 * 1024 * 1024;  // an incomplete command may not grow past this
+constexpr size_t kMaxOutput = 64 * 1024 * 1024;  // unread replies before we drop the client
+constexpr uint64_t kMaxOutstandingBatches = 512;  // stays below the result queue's capacity
+}  // namespace
+
+const char* batch_status_error(BatchStatus s) {
+  switch (s) {
+    case BatchStatus::kOk: return "";
+    case BatchStatus::kLogFailed: return "ERR write-ahead log write failed; ticket not issued";
+    case BatchStatus::kNoLeader: return "CLUSTERDOWN no leader";
+    case BatchStatus::kNotLeader: return "ERR node is not the leader";
+    case BatchStatus::kLeadershipLost:
+      return "ERR leadership lost before the ticket committed; ticket not issued";
+    case BatchStatus::kStopping: return "ERR server is shutting down";
+  }
+  return "ERR internal";
+}
+
+Shard::Shard(Node& node, uint32_t index) : node_(node), index_(index) {}
+
+Shard::~Shard() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Shard::start() { thread_ = std::thread([this] { thread_main(); }); }
+
+void Shard::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Shard::start_failed(std::string* err) const {
+  if (failed_.load(std::memory_order_acquire)) {
+    *err = fail_msg_;
+    return true;
+  }
+  return false;
+}
+
+void Shard::request_stop() {
+  stop_requested_.store(true, std::memory_order_release);
+  if (loop_) loop_->wake();
+}
+
+void Shard::thread_main() {
+  try {
+    // The ring is created on the thread that submits to it (SINGLE_ISSUER).
+    loop_ = std::make_unique<io::Loop>();
+    bufs_ = std::make_unique<io::BufferRing>(*loop_, 1, kRecvBuffers, kRecvBufSize);
+  } catch (const std::exception& e) {
+    fail_msg_ = e.what();
+    failed_.store(true, std::memory_order_release);
+    started_.store(true, std::memory_order_release);
+    return;
+  }
+  std::string err;
+  int fd = io::listen_tcp(node_.service_host(), node_.service_port(), true, &err);
+  if (fd < 0) {
+    fail_msg_ = err;
+    failed_.store(true, std::memory_order_release);
+    started_.store(true, std::memory_order_release);
+    return;
+  }
+  listen_fd_ = fd;
+  if (index_ == 0) node_.set_service_port(io::local_port(fd));
+  accept_c_.owner = this;
+  accept_c_.fn = &Shard::on_accept;
+  arm_accept();
+  loop_->set_on_turn_end([this] { on_turn_end(); });
+  loop_->set_on_wake([this] { on_wake(); });
+  if (index_ == 0) node_.log().attach(loop_.get());
+  started_.store(true, std::memory_order_release);
+
+  bool closed_listener = false;
+  uint64_t stop_deadline = 0;
+  while (true) {
+    loop_->run_once(true);
+    if (!stop_requested_.load(std::memory_order_acquire)) continue;
+    if (!closed_listener) {
+      // Stop accepting, stop reading; answer what is in flight, then leave.
+      closed_listener = true;
+      if (accept_armed_) loop_->cancel(&accept_c_, nullptr);
+      ::shutdown(listen_fd_, SHUT_RDWR);
+      for (Connection* c : all_) {
+        if (!c->closing) {
+          c->closing = true;
+          c->close_after_flush = true;
+          if (c->recv_armed) loop_->cancel(&c->recv_c, nullptr);
+          flush(c);
+        }
+      }
+      stop_deadline = now_ms() + 5000;
+    }
+    bool idle = requests_.empty() && all_.empty() && (index_ != 0 || node_.log().drained());
+    if (idle || now_ms() > stop_deadline) break;
+    // Keep turning while draining: a short timer makes sure we wake to re-check.
+    if (!drain_timer_armed_) {
+      drain_timer_armed_ = true;
+      drain_timer_c_.owner = this;
+      drain_timer_c_.fn = [](io::Completion* c, int32_t, uint32_t) {
+        static_cast<Shard*>(c->owner)->drain_timer_armed_ = false;
+      };
+      loop_->timeout(&drain_ts_, &drain_timer_c_);
+    }
+  }
+  if (index_ == 0) node_.log().close();
+  for (Connection* c : all_) {
+    if (c->fd >= 0) ::close(c->fd);
+  }
+  ::close(listen_fd_);
+  // Leave the ring to the destructor; the completions it still references are ours and
+  // no further turn runs.
+}
+
+void Shard::arm_accept() {
+  loop_->accept_multishot(listen_fd_, &accept_c_);
+  accept_armed_ = true;
+}
+
+void Shard::on_accept(io::Completion* comp, int32_t res, uint32_t flags) {
+  auto* s = static_cast<Shard*>(comp->owner);
+  if (!io::cqe_more(flags)) {
+    s->accept_armed_ = false;
+    if (!s->stop_requested_.load(std::memory_order_acquire)) s->arm_accept();
+  }
+  if (res < 0) return;  // EMFILE, ECONNABORTED...: keep accepting
+  int fd = res;
+  if (s->stop_requested_.load(std::memory_order_acquire)) {
+    ::close(fd);
+    return;
+  }
+  uint64_t live = s->node_.connections_total().fetch_add(1, std::memory_order_relaxed) + 1;
+  if (live > s->node_.opts().max_clients) {
+    s->node_.connections_total().fetch_sub(1, std::memory_order_relaxed);
+    static const char kMsg[] = "-ERR max number of clients reached\r\n";
+    ssize_t n = ::send(fd, kMsg, sizeof(kMsg) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)n;
+    ::close(fd);
+    s->stats_.rejected.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  auto* c = new Connection(resp::Limits{});
+  c->shard = s;
+  c->fd = fd;
+  c->id = (static_cast<uint64_t>(s->index_) << 48) | s->next_conn_id_++;
+  c->created_ms = now_ms();
+  c->recv_c.owner = c;
+  c->recv_c.fn = &Shard::on_recv;
+  c->send_c.owner = c;
+  c->send_c.fn = &Shard::on_send;
+  s->all_.push_back(c);
+  s->stats_.accepted.fetch_add(1, std::memory_order_relaxed);
+  s->stats_.connected.fetch_add(1, std::memory_order_relaxed);
+  s->loop_->recv_multishot(fd, s->bufs_->group_id(), &c->recv_c);
+  c->recv_armed = true;
+}
+
+void Shard::on_recv(io::Completion* comp, int32_t res, uint32_t flags) {
+  auto* c = static_cast<Connection*>(comp->owner);
+  Shard* s = c->shard;
+  if (!io::cqe_more(flags)) c->recv_armed = false;
+  if (res > 0 && io::cqe_has_buffer(flags)) {
+    uint16_t bid = io::cqe_buffer_id(flags);
+    s->stats_.bytes_in.fetch_add(static_cast<uint64_t>(res), std::memory_order_relaxed);
+    if (!c->closing) s->handle_input(c, s->bufs_->buffer(bid), static_cast<size_t>(res));
+    s->bufs_->recycle(bid);
+  } else if (res == -ENOBUFS) {
+    // Every receive buffer is busy: this turn's completions will return them; read again.
+  } else if (res == 0) {
+    // EOF: the client may have only half-closed (`nc -q`): answer what it sent, then close.
+    if (!c->closing) {
+      c->closing = true;
+      c->close_after_flush = true;
+      s->queue_ticket_run(c);
+      s->mark_dirty(c);
+    }
+  } else if (res < 0) {
+    // A reset or other error: the client is gone; answer nothing more.
+    c->closing = true;
+    c->close_after_flush = false;
+  }
+  if (!c->recv_armed) {
+    if (!c->closing && res == -ENOBUFS) {
+      s->loop_->recv_multishot(c->fd, s->bufs_->group_id(), &c->recv_c);
+      c->recv_armed = true;
+    } else if (!c->closing && res > 0) {
+      s->loop_->recv_multishot(c->fd, s->bufs_->group_id(), &c->recv_c);
+      c->recv_armed = true;
+    }
+  }
+  if (c->closing) s->start_close(c);
+}
+
+void Shard::handle_input(Connection* c, const char* data, size_t len) {
+  if (c->inbuf.empty()) {
+    // Fast path: parse straight from the kernel's buffer; stash only an incomplete tail.
+    size_t used = run_commands(c, data, len);
+    if (!c->closing && used < len) c->inbuf.assign(data + used, len - used);
+  } else {
+    c->inbuf.append(data, len);
+    size_t hint = c->parser.pending_hint();
+    if (hint == 0 || c->inbuf.size() >= hint) {
+      size_t used = run_commands(c, c->inbuf.data(), c->inbuf.size());
+      if (!c->closing) c->inbuf.erase(0, used);
+    }
+  }
+  if (!c->closing && c->inbuf.size() > kMaxStash) {
+    resp::append_error(reply_buffer(c), "ERR Protocol error: too big request");
+    c->closing = true;
+    c->close_after_flush = true;
+  }
+  if (c->closing) c->inbuf.clear();
+  queue_ticket_run(c);
+  mark_dirty(c);
+}
+
+size_t Shard::run_commands(Connection* c, const char* data, size_t len) {
+  std::string_view in(data, len);
+  size_t off = 0;
+  uint64_t commands = 0;
+  while (off < len && !c->closing) {
+    size_t consumed = 0;
+    resp::ParseStatus st = c->parser.parse(in.substr(off), &consumed);
+    if (st == resp::ParseStatus::kNeedMore) {
+      off += consumed;
+      break;
+    }
+    if (st == resp::ParseStatus::kError) {
+      queue_ticket_run(c);
+      resp::append_error(reply_buffer(c), c->parser.error());
+      stats_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+      c->closing = true;
+      c->close_after_flush = true;
+      off += consumed;
+      break;
+    }
+    off += consumed;
+    ++commands;
+    auto args = c->parser.args();
+    if (args.size() == 1 && resp::iequals(args[0], "TICKET")) {
+      // The hot path: consecutive TICKETs collapse into one request.
+      ++c->ticket_run;
+      continue;
+    }
+    queue_ticket_run(c);
+    Commands::run(*this, c, args);
+  }
+  stats_.commands.fetch_add(commands, std::memory_order_relaxed);
+  return off;
+}
+
+void Shard::queue_ticket_run(Connection* c) {
+  if (c->ticket_run == 0) return;
+  uint64_t n = c->ticket_run;
+  c->ticket_run = 0;
+  BatchStatus refuse = Commands::ticket_admission(*this);
+  if (refuse != BatchStatus::kOk) {
+    std::string& out = reply_buffer(c);
+    for (uint64_t i = 0; i < n; ++i) Commands::append_refusal(*this, out, refuse);
+    return;
+  }
+  c->waiting.push_back(Connection::Segment{n, {}});
+  c->outstanding++;
+  requests_.push_back(PendingRequest{c, n});
+  unsent_total_ += n;
+  stats_.ticket_requests.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::string& Shard::reply_buffer(Connection* c) {
+  if (c->waiting.empty()) return c->out;
+  // Behind a pending TICKET: the bytes wait in order.
+  if (c->waiting.back().tickets != 0) c->waiting.push_back(Connection::Segment{});
+  return c->waiting.back().bytes;
+}
+
+void Shard::reply(Connection* c, std::string_view bytes) { reply_buffer(c).append(bytes); }
+
+void Shard::mark_dirty(Connection* c) {
+  if (!c->dirty) {
+    c->dirty = true;
+    dirty_.push_back(c);
+  }
+}
+
+void Shard::on_turn_end() {
+  send_batch();
+  if (index_ == 0) {
+    node_.drain_requests();
+    node_.log().on_turn_end();
+  }
+  // Flush every connection that got replies this turn: one send per connection per turn.
+  // (Iterate by index: flush() may close and never appends to dirty_.)
+  for (size_t i = 0; i < dirty_.size(); ++i) {
+    Connection* c = dirty_[i];
+    c->dirty = false;
+    flush(c);
+  }
+  dirty_.clear();
+}
+
+void Shard::send_batch() {
+  if (unsent_total_ == 0) return;
+  if (index_ == 0) {
+    // Same thread as the log: no queue needed.
+    node_.log().submit(0, unsent_total_);
+    unsent_total_ = 0;
+    outstanding_batches_++;
+    stats_.batches.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (outstanding_batches_ >= kMaxOutstandingBatches) return;  // keep accumulating
+  if (!to_log_.try_push(BatchRequest{unsent_total_})) return;     // full: next turn
+  unsent_total_ = 0;
+  outstanding_batches_++;
+  stats_.batches.fetch_add(1, std::memory_order_relaxed);
+  node_.shard(0).loop()->wake(loop_.get());
+}
+
+bool Shard::post_result(const BatchResult& r, io::Loop* from) {
+  // Cannot fail: a shard never has more outstanding batches than the queue holds.
+  bool ok = from_log_.try_push(r);
+  TICKETD_CHECK(ok);
+  loop_->wake(from);
+  return ok;
+}
+
+void Shard::deliver_result(const BatchResult& r) { apply_result(r); }
+
+void Shard::on_wake() {
+  drain_results();
+  if (index_ == 0) node_.drain_requests();
+}
+
+void Shard::drain_results() {
+  BatchResult r;
+  while (from_log_.try_pop(&r)) apply_result(r);
+}
+
+void Shard::apply_result(const BatchResult& r) {
+  TICKETD_CHECK(outstanding_batches_ > 0);
+  outstanding_batches_--;
+  // Hand the batch's range to its requests in the order they were made: this is what
+  // makes each connection's tickets increase.
+  uint64_t next = r.start;
+  uint64_t left = r.total;
+  while (left > 0) {
+    TICKETD_CHECK(!requests_.empty());
+    PendingRequest pr = requests_.front();
+    requests_.pop_front();
+    TICKETD_CHECK(pr.n <= left);
+    left -= pr.n;
+    Connection* c = pr.conn;
+    c->outstanding--;
+    if (!c->closing || c->close_after_flush) {
+      TICKETD_CHECK(!c->waiting.empty() && c->waiting.front().tickets == pr.n);
+      c->waiting.pop_front();
+      if (r.status == BatchStatus::kOk) {
+        for (uint64_t i = 0; i < pr.n; ++i) resp::append_simple_u64(c->out, next + i);
+        stats_.tickets.fetch_add(pr.n, std::memory_order_relaxed);
+      } else {
+        for (uint64_t i = 0; i < pr.n; ++i) resp::append_error(c->out, batch_status_error(r.status));
+      }
+      // Whatever waited behind this TICKET can go now, up to the next pending TICKET.
+      while (!c->waiting.empty() && c->waiting.front().tickets == 0) {
+        c->out.append(c->waiting.front().bytes);
+        c->waiting.pop_front();
+      }
+      mark_dirty(c);
+    } else {
+      maybe_free(c);
+    }
+    next += pr.n;
+  }
+}
+
+void Shard::flush(Connection* c) {
+  if (c->out.size() + c->sending.size() > kMaxOutput && !(c->closing && !c->close_after_flush)) {
+    // The client does not read its replies: drop it rather than grow without bound.
+    c->closing = true;
+    c->close_after_flush = false;
+    c->out.clear();
+    start_close(c);
+    return;
+  }
+  if (c->send_inflight) return;
+  if (!c->out.empty() && c->fd >= 0 && !(c->closing && !c->close_after_flush)) {
+    c->sending.swap(c->out);
+    c->out.clear();
+    c->send_off = 0;
+    c->send_inflight = true;
+    loop_->send(c->fd, c->sending.data(), c->sending.size(), &c->send_c);
+    return;
+  }
+  if (c->closing) start_close(c);
+}
+
+void Shard::on_send(io::Completion* comp, int32_t res, uint32_t) {
+  auto* c = static_cast<Connection*>(comp->owner);
+  Shard* s = c->shard;
+  c->send_inflight = false;
+  if (res <= 0) {
+    c->closing = true;
+    c->close_after_flush = false;
+    c->sending.clear();
+    c->out.clear();
+    s->start_close(c);
+    return;
+  }
+  s->stats_.bytes_out.fetch_add(static_cast<uint64_t>(res), std::memory_order_relaxed);
+  c->send_off += static_cast<size_t>(res);
+  if (c->send_off < c->sending.size()) {
+    // A partial send: the rest goes before anything newer.
+    c->send_inflight = true;
+    s->loop_->send(c->fd, c->sending.data() + c->send_off, c->sending.size() - c->send_off,
+                   &c->send_c);
+    return;
+  }
+  c->sending.clear();
+  c->send_off = 0;
+  s->flush(c);
+}
+
+void Shard::start_close(Connection* c) {
+  c->closing = true;
+  // With close_after_flush, wait until every queued reply has left.
+  if (c->close_after_flush &&
+      (!c->waiting.empty() || !c->out.empty() || c->send_inflight || c->ticket_run > 0)) {
+    return;
+  }
+  if (!c->close_after_flush && c->fd >= 0 && c->send_inflight && !c->shut_down) {
+    // A send may wait forever on a client that does not read: shutting the socket down
+    // ends it (and the receive) with an error, so the connection can be freed.
+    ::shutdown(c->fd, SHUT_RDWR);
+    c->shut_down = true;
+  }
+  if (c->recv_armed && !c->cancel_sent) {
+    c->cancel_sent = true;
+    loop_->cancel(&c->recv_c, nullptr);
+    // The recv's final completion will call back here.
+  }
+  if (c->fd >= 0 && !c->recv_armed && !c->send_inflight) {
+    ::close(c->fd);
+    c->fd = -1;
+    stats_.connected.fetch_sub(1, std::memory_order_relaxed);
+    node_.connections_total().fetch_sub(1, std::memory_order_relaxed);
+  }
+  maybe_free(c);
+}
+
+void Shard::maybe_free(Connection* c) {
+  if (c->fd >= 0 || c->recv_armed || c->send_inflight || c->outstanding > 0) return;
+  if (c->dirty) return;  // freed after this turn's flush loop (it will call back)
+  for (size_t i = 0; i < all_.size(); ++i) {
+    if (all_[i] == c) {
+      all_[i] = all_.back();
+      all_.pop_back();
+      break;
+    }
+  }
+  delete c;
+}
+
+}  // namespace ticketd::server

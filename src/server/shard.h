@@ -1,0 +1,170 @@
+// A shard: one thread, one io_uring loop, its own connections and receive buffers.
+// Promises: replies leave each connection in request order; the TICKETs of one turn on
+// this shard travel to the ticket log as ONE batch. Never: touches another shard's
+// connections, or blocks its loop on anything but io_uring.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "spsc_queue.h"
+#include "ticketd/io/loop.h"
+#include "ticketd/resp/parser.h"
+
+namespace ticketd::server {
+
+class Node;
+class Shard;
+
+// Shard -> ticket log: every TICKET this shard collected in one loop turn.
+struct BatchRequest {
+  uint64_t total = 0;
+};
+
+// Ticket log -> shard: the batch's range [start, start + total), or a failure.
+// Results come back in the order the shard sent its requests.
+enum class BatchStatus : uint8_t { kOk, kLogFailed, kNoLeader, kNotLeader, kLeadershipLost, kStopping };
+struct BatchResult {
+  uint64_t start = 0;
+  uint64_t total = 0;
+  BatchStatus status = BatchStatus::kOk;
+};
+const char* batch_status_error(BatchStatus s);  // the -ERR text for a failed batch
+
+// Counters of one shard, read by INFO from any thread (relaxed: figures, not control).
+struct ShardStats {
+  std::atomic<uint64_t> connected{0};
+  std::atomic<uint64_t> accepted{0};
+  std::atomic<uint64_t> rejected{0};
+  std::atomic<uint64_t> commands{0};
+  std::atomic<uint64_t> tickets{0};
+  std::atomic<uint64_t> ticket_requests{0};
+  std::atomic<uint64_t> batches{0};
+  std::atomic<uint64_t> bytes_in{0};
+  std::atomic<uint64_t> bytes_out{0};
+  std::atomic<uint64_t> protocol_errors{0};
+};
+
+struct Connection {
+  Shard* shard = nullptr;
+  int fd = -1;
+  uint64_t id = 0;
+  io::Completion recv_c;
+  io::Completion send_c;
+  resp::Parser parser;
+  std::string inbuf;    // the unparsed tail of earlier reads (an incomplete command)
+  std::string out;      // replies ready to send, not yet handed to the kernel
+  std::string sending;  // replies handed to the kernel by the send in flight
+  size_t send_off = 0;
+  bool recv_armed = false;
+  bool send_inflight = false;
+  bool closing = false;          // no more input is processed
+  bool close_after_flush = false;
+  bool dirty = false;            // queued for this turn's flush
+  bool cancel_sent = false;      // the multishot recv was asked to stop
+  bool shut_down = false;
+  uint64_t outstanding = 0;      // ticket requests the shard still has to answer
+  // Replies waiting behind a TICKET whose range has not come back yet. Each entry is
+  // either a ticket request (tickets > 0) or already-encoded bytes that must follow it.
+  struct Segment {
+    uint64_t tickets = 0;
+    std::string bytes;
+  };
+  std::deque<Segment> waiting;
+  uint64_t ticket_run = 0;  // consecutive TICKETs of the current read, not yet queued
+  std::string name;         // CLIENT SETNAME
+  uint64_t created_ms = 0;
+  explicit Connection(const resp::Limits& l) : parser(l) {}
+};
+
+class Shard {
+ public:
+  Shard(Node& node, uint32_t index);
+  ~Shard();
+
+  uint32_t index() const { return index_; }
+  Node& node() { return node_; }
+  io::Loop* loop() { return loop_.get(); }
+  ShardStats& stats() { return stats_; }
+
+  // Starts the thread; `ready` is signalled when the listener is armed (or failed).
+  void start();
+  void join();
+  // Requests a graceful stop from any thread.
+  void request_stop();
+  bool start_failed(std::string* err) const;
+  bool started() const { return started_.load(std::memory_order_acquire); }
+
+  // The cross-thread pipes to the ticket log (shard 0). to_log_: this shard produces,
+  // shard 0 consumes. from_log_: shard 0 produces, this shard consumes.
+  SpscQueue<BatchRequest>& to_log() { return to_log_; }
+  bool post_result(const BatchResult& r, io::Loop* from);
+  // Shard 0 only: the ticket log answers its own shard's batches directly (same thread).
+  void deliver_result(const BatchResult& r);
+
+  // Reply helpers used by the command handlers.
+  void reply(Connection* c, std::string_view bytes);
+  std::string& reply_buffer(Connection* c);  // where the next reply's bytes go (ordered)
+
+ private:
+  void thread_main();
+  void arm_accept();
+  static void on_accept(io::Completion* c, int32_t res, uint32_t flags);
+  static void on_recv(io::Completion* c, int32_t res, uint32_t flags);
+  static void on_send(io::Completion* c, int32_t res, uint32_t flags);
+  void handle_input(Connection* c, const char* data, size_t len);
+  // Runs the complete commands at the front of [data, data+len); returns bytes consumed.
+  size_t run_commands(Connection* c, const char* data, size_t len);
+  void queue_ticket_run(Connection* c);
+  void mark_dirty(Connection* c);
+  void flush(Connection* c);
+  void start_close(Connection* c);
+  void maybe_free(Connection* c);
+  void on_turn_end();
+  void on_wake();
+  void send_batch();
+  void drain_results();
+  void apply_result(const BatchResult& r);
+
+  Node& node_;
+  uint32_t index_;
+  std::unique_ptr<io::Loop> loop_;
+  std::unique_ptr<io::BufferRing> bufs_;
+  int listen_fd_ = -1;
+  io::Completion accept_c_;
+  bool accept_armed_ = false;
+  std::thread thread_;
+  std::atomic<bool> started_{false};
+  std::atomic<bool> failed_{false};
+  std::string fail_msg_;
+  std::atomic<bool> stop_requested_{false};
+  ShardStats stats_;
+
+  SpscQueue<BatchRequest> to_log_{1024};
+  SpscQueue<BatchResult> from_log_{1024};
+  uint64_t next_conn_id_ = 1;
+  io::Completion drain_timer_c_;
+  __kernel_timespec drain_ts_{.tv_sec = 0, .tv_nsec = 10'000'000};
+  bool drain_timer_armed_ = false;
+
+  struct PendingRequest {
+    Connection* conn;
+    uint64_t n;
+  };
+  // Every request waiting for its range, oldest first. The last unsent_total_ tickets'
+  // worth of them have not been sent to the log yet (this turn's, or the queue was full).
+  std::deque<PendingRequest> requests_;
+  uint64_t unsent_total_ = 0;
+  uint64_t outstanding_batches_ = 0;
+  std::vector<Connection*> dirty_;
+  std::vector<Connection*> all_;  // every live connection (for shutdown)
+
+  friend class Commands;
+};
+
+}  // namespace ticketd::server

@@ -1,0 +1,226 @@
+"""Shared pieces of the integration tests: start real ticketd processes on free loopback
+ports in a temporary data directory, talk RESP to them, and stop them by PID.
+
+Every test script takes `--binary PATH --build DIR` (ctest passes both) and exits non-zero
+on the first failed check, printing what it checked."""
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def parse_args():
+    p = argparse.ArgumentParser()
+    p.add_argument("--binary", required=True)
+    p.add_argument("--build", required=True)
+    return p.parse_args()
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def check(cond, what):
+    if not cond:
+        print("FAIL:", what, flush=True)
+        sys.exit(1)
+    print("ok:", what, flush=True)
+
+
+class Node:
+    """One ticketd process. Stopped only by its own PID."""
+
+    def __init__(self, binary, node_id=1, dir=None, durability="high", threads=2,
+                 extra=None, port=None, rport=None, join=None):
+        self.binary = binary
+        self.id = node_id
+        self.own_dir = dir is None
+        self.dir = dir or tempfile.mkdtemp(prefix="ticketd-it-")
+        self.port = port or free_port()
+        self.rport = rport or free_port()
+        self.durability = durability
+        self.threads = threads
+        self.extra = extra or []
+        self.join = join
+        self.proc = None
+        self.log_path = os.path.join(self.dir, "node-%d.log" % node_id)
+
+    def args(self):
+        a = [self.binary, "--id", str(self.id), "--saddr", "127.0.0.1:%d" % self.port,
+             "--raddr", "127.0.0.1:%d" % self.rport, "--dir", self.dir,
+             "--durability", self.durability, "--threads", str(self.threads)]
+        if self.join:
+            a += ["--join", self.join]
+        return a + self.extra
+
+    def start(self, wait=True):
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args(), stdout=self.logf, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=15):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("ticketd exited early with %s; log:\n%s" %
+                                   (self.proc.returncode, self.log()))
+            try:
+                c = Client(self.port, timeout=2)
+                r = c.call("PING")
+                c.close()
+                if r == "PONG":
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("ticketd did not become ready; log:\n" + self.log())
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def kill9(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def terminate(self, timeout=15):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+                return None
+        return self.proc.returncode if self.proc else None
+
+    def rss_kb(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def cleanup(self):
+        self.kill9()
+        if self.own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RespError(Exception):
+    pass
+
+
+class Client:
+    """A minimal blocking RESP2 client (stdlib only)."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=10):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    @staticmethod
+    def encode(*args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if isinstance(a, str):
+                a = a.encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(out)
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed by server")
+        self.buf += chunk
+
+    def _line(self):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line = self.buf[:i]
+                self.buf = self.buf[i + 2:]
+                return line
+            self._fill()
+
+    def read_reply(self, raise_errors=False):
+        line = self._line()
+        t, rest = line[:1], line[1:]
+        if t == b"+":
+            return rest.decode()
+        if t == b"-":
+            e = RespError(rest.decode())
+            if raise_errors:
+                raise e
+            return e
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                self._fill()
+            data = self.buf[:n]
+            self.buf = self.buf[n + 2:]
+            return data.decode(errors="replace")
+        if t == b"*":
+            n = int(rest)
+            if n < 0:
+                return None
+            return [self.read_reply() for _ in range(n)]
+        raise ValueError("bad reply line %r" % line)
+
+    def call(self, *args):
+        self.send_raw(self.encode(*args))
+        return self.read_reply()
+
+    def tickets(self, n):
+        """Sends n TICKETs in one pipeline; returns the n values (ints) in order."""
+        self.send_raw(self.encode("TICKET") * n)
+        out = []
+        for _ in range(n):
+            r = self.read_reply()
+            if isinstance(r, RespError):
+                raise r
+            out.append(int(r))
+        return out
+
+
+def run_main(fn):
+    """Runs fn(args), turning an exception into a failed test with its message."""
+    args = parse_args()
+    try:
+        fn(args)
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001 - report anything as a test failure
+        import traceback
+        traceback.print_exc()
+        print("FAIL: exception:", e, flush=True)
+        sys.exit(1)
+    print("PASS", flush=True)

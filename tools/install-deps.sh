@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ticketd needs to build, test and benchmark.
+# Idempotent: does nothing when every package is already installed.
+set -euo pipefail
+
+if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
+  echo "usage: tools/install-deps.sh [--check]"
+  echo "  installs the Debian packages ticketd needs (needs root); --check only reports what is missing"
+  exit 0
+fi
+
+PKGS=(
+  build-essential cmake pkg-config
+  liburing-dev libxxhash-dev libmimalloc-dev libcli11-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  redis-server redis-tools
+  netcat-openbsd iproute2 procps python3
+  clang libclang-rt-14-dev
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  exit 0
+fi
+if [[ "${1:-}" == "--check" ]]; then
+  echo "missing packages: ${missing[*]}"
+  exit 1
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps: missing packages (${missing[*]}) and not root; run: sudo $0" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# redis-server's package starts a system instance on :6379; we never rely on it.
