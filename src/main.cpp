@@ -80,7 +80,6 @@ int main(int argc, char** argv) {
     if (!ticketd::io::parse_host_port(opts.join, &host, &port)) {
       return usage_error("bad --join '" + opts.join + "' (want host:port or :port)");
     }
-    return usage_error("--join: clustering is not available in this build yet");
   }
   if (opts.dir.empty()) return usage_error("--dir must not be empty");
 

@@ -270,13 +270,28 @@ void cmd_command(Shard&, Connection*, Args args, std::string& out) {
   }
 }
 
-void cmd_info(Shard& s, Connection*, Args args, std::string& out) {
+void cmd_info(Shard& s, Connection* c, Args args, std::string& out) {
   if (args.size() > 2) {
     resp::append_error(out, "ERR syntax error");
     return;
   }
   std::string_view section = args.size() == 2 ? args[1] : std::string_view("default");
-  resp::append_bulk(out, Commands::info_text(s, section));
+  std::string text = Commands::info_text(s, section);
+  bool raft = resp::iequals(section, "default") || resp::iequals(section, "all") ||
+              resp::iequals(section, "everything") || resp::iequals(section, "raft");
+  if (!raft) {
+    resp::append_bulk(out, text);
+    return;
+  }
+  // The raft section lives on shard 0: the reply comes back from there, in order.
+  if (!text.empty()) text += "\r\n";
+  std::string_view fwd[2] = {"INFO", text};
+  s.submit_admin(c, fwd);
+}
+
+void cmd_raft_admin(Shard& s, Connection* c, Args args, std::string&) {
+  // Raft state and membership live on shard 0; the reply keeps its place in the pipeline.
+  s.submit_admin(c, args);
 }
 
 const CommandSpec kCommands[] = {
@@ -290,6 +305,15 @@ const CommandSpec kCommands[] = {
     {"config", -2, "admin noscript loading", &cmd_config},
     {"command", -1, "loading", &cmd_command},
     {"info", -1, "loading", &cmd_info},
+    {"raft.addvoter", -3, "admin", &cmd_raft_admin},
+    {"raft.removeserver", -2, "admin", &cmd_raft_admin},
+    {"raft.configuration", 1, "admin", &cmd_raft_admin},
+    {"raft.leader", 1, "fast", &cmd_raft_admin},
+    {"raft.lastcontact", 1, "fast", &cmd_raft_admin},
+    {"raft.snapshot", 1, "admin", &cmd_raft_admin},
+    {"raft.stats", 1, "admin", &cmd_raft_admin},
+    {"raft.transferleader", 2, "admin", &cmd_raft_admin},
+    {"raft.join", 5, "admin", &cmd_raft_admin},
 };
 
 std::span<const CommandSpec> command_table() { return kCommands; }
@@ -327,11 +351,25 @@ void Commands::run(Shard& s, Connection* c, Args args) {
 }
 
 BatchStatus Commands::ticket_admission(Shard& s) {
-  (void)s;
-  return BatchStatus::kOk;
+  switch (s.node().role()) {
+    case ClusterRole::kLeader: return BatchStatus::kOk;
+    case ClusterRole::kFollower: return BatchStatus::kNotLeader;
+    case ClusterRole::kNoLeader: return BatchStatus::kNoLeader;
+  }
+  return BatchStatus::kNoLeader;
 }
 
-void Commands::append_refusal(Shard&, std::string& out, BatchStatus why) {
+void Commands::append_refusal(Shard& s, std::string& out, BatchStatus why) {
+  if (why == BatchStatus::kNotLeader) {
+    // -MOVED sends redis-cli -c and cluster-aware clients to the leader.
+    std::string addr = s.node().leader_service_addr();
+    if (!addr.empty()) {
+      std::string msg = "MOVED 0 " + addr;
+      resp::append_error(out, msg);
+      return;
+    }
+    why = BatchStatus::kNoLeader;
+  }
   resp::append_error(out, batch_status_error(why));
 }
 

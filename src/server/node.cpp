@@ -49,7 +49,7 @@ Node::Node(const ServerOptions& opts) : opts_(opts) {
     n = cpus > 0 ? static_cast<unsigned>(cpus) : 1;
   }
   for (unsigned i = 0; i < n; ++i) shards_.push_back(std::make_unique<Shard>(*this, i));
-  log_ = make_local_ticket_log(*this);
+  log_ = make_raft_ticket_log(*this);
 }
 
 Node::~Node() { stop(); }
@@ -106,6 +106,40 @@ void Node::drain_requests() {
     BatchRequest r;
     while (shards_[i]->to_log().try_pop(&r)) log_->submit(i, r.total);
   }
+}
+
+void Node::publish_role(ClusterRole role, const std::string& leader_service_addr) {
+  {
+    std::lock_guard<std::mutex> g(leader_mu_);
+    if (leader_addr_ != leader_service_addr) leader_addr_ = leader_service_addr;
+  }
+  role_.store(static_cast<int>(role), std::memory_order_release);
+}
+
+std::string Node::leader_service_addr() {
+  std::lock_guard<std::mutex> g(leader_mu_);
+  return leader_addr_;
+}
+
+void Node::post_admin(AdminRequest&& req, io::Loop* from) {
+  {
+    std::lock_guard<std::mutex> g(admin_mu_);
+    admin_inbox_.push_back(std::move(req));
+  }
+  shards_[0]->loop()->wake(from);
+}
+
+void Node::drain_admin() {
+  std::vector<AdminRequest> reqs;
+  {
+    std::lock_guard<std::mutex> g(admin_mu_);
+    reqs.swap(admin_inbox_);
+  }
+  for (AdminRequest& r : reqs) log_->admin(std::move(r));
+}
+
+void Node::reply_admin(const AdminRequest& req, std::string bytes) {
+  shards_[req.shard]->post_admin_reply(req.conn, std::move(bytes));
 }
 
 void Node::stop() {

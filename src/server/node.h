@@ -30,6 +30,14 @@ struct LogStats {
   std::atomic<bool> direct_io{false};
 };
 
+// A command that must run on shard 0 (Raft admin, status). The reply goes back with
+// Node::reply_admin, which keeps it in its place in the connection's pipeline.
+struct AdminRequest {
+  uint32_t shard = 0;
+  Connection* conn = nullptr;
+  std::vector<std::string> args;
+};
+
 // The sequencer behind TICKET. It runs on shard 0's loop.
 class TicketLog {
  public:
@@ -47,11 +55,16 @@ class TicketLog {
   virtual bool drained() const = 0;
   // Synchronous best-effort flush at shutdown (low/medium durability).
   virtual void close() = 0;
-  // RAFT.SNAPSHOT: take a snapshot now. False with *err if not possible.
-  virtual bool snapshot_now(std::string* err) = 0;
+  // An admin command (RAFT.*, INFO raft). Answer with Node::reply_admin, now or later.
+  virtual void admin(AdminRequest&& req) = 0;
+  // SIGTERM: a leader hands leadership over before the node goes (drained() waits for it).
+  virtual void begin_shutdown() {}
 };
 
-std::unique_ptr<TicketLog> make_local_ticket_log(Node& node);
+std::unique_ptr<TicketLog> make_raft_ticket_log(Node& node);
+
+// What shards need to know to admit or redirect a TICKET.
+enum class ClusterRole : int { kNoLeader = 0, kLeader = 1, kFollower = 2 };
 
 class Node {
  public:
@@ -79,8 +92,17 @@ class Node {
 
   // Called on shard 0 by its loop: drain every shard's requests into the ticket log.
   void drain_requests();
+  // Any shard -> shard 0: queue an admin command and wake shard 0.
+  void post_admin(AdminRequest&& req, io::Loop* from);
+  void drain_admin();
+  void reply_admin(const AdminRequest& req, std::string bytes);
 
   void log_line(const std::string& msg);
+
+  // Published by the ticket log on shard 0; read by every shard.
+  void publish_role(ClusterRole role, const std::string& leader_service_addr);
+  ClusterRole role() const { return static_cast<ClusterRole>(role_.load(std::memory_order_acquire)); }
+  std::string leader_service_addr();
 
  private:
   ServerOptions opts_;
@@ -94,6 +116,11 @@ class Node {
   std::mutex stop_mu_;  // only start/stop/wait, never the ticket path
   bool stopped_ = false;
   std::mutex log_mu_;   // serialises log lines from several threads (stderr)
+  std::mutex admin_mu_; // admin commands only, never the TICKET path
+  std::vector<AdminRequest> admin_inbox_;
+  std::atomic<int> role_{0};
+  std::mutex leader_mu_;  // guards leader_addr_: read only when refusing a TICKET
+  std::string leader_addr_;
 };
 
 uint64_t now_ms();

@@ -98,6 +98,7 @@ void Shard::thread_main() {
     if (!closed_listener) {
       // Stop accepting, stop reading; answer what is in flight, then leave.
       closed_listener = true;
+      if (index_ == 0) node_.log().begin_shutdown();
       if (accept_armed_) loop_->cancel(&accept_c_, nullptr);
       ::shutdown(listen_fd_, SHUT_RDWR);
       for (Connection* c : all_) {
@@ -280,7 +281,7 @@ void Shard::queue_ticket_run(Connection* c) {
     for (uint64_t i = 0; i < n; ++i) Commands::append_refusal(*this, out, refuse);
     return;
   }
-  c->waiting.push_back(Connection::Segment{n, {}});
+  c->waiting.push_back(Connection::Segment{n, false, true, {}});
   c->outstanding++;
   requests_.push_back(PendingRequest{c, n});
   unsent_total_ += n;
@@ -290,7 +291,7 @@ void Shard::queue_ticket_run(Connection* c) {
 std::string& Shard::reply_buffer(Connection* c) {
   if (c->waiting.empty()) return c->out;
   // Behind a pending TICKET: the bytes wait in order.
-  if (c->waiting.back().tickets != 0) c->waiting.push_back(Connection::Segment{});
+  if (c->waiting.back().pending) c->waiting.push_back(Connection::Segment{});
   return c->waiting.back().bytes;
 }
 
@@ -307,6 +308,7 @@ void Shard::on_turn_end() {
   send_batch();
   if (index_ == 0) {
     node_.drain_requests();
+    node_.drain_admin();
     node_.log().on_turn_end();
   }
   // Flush every connection that got replies this turn: one send per connection per turn.
@@ -349,7 +351,11 @@ void Shard::deliver_result(const BatchResult& r) { apply_result(r); }
 
 void Shard::on_wake() {
   drain_results();
-  if (index_ == 0) node_.drain_requests();
+  drain_admin_replies();
+  if (index_ == 0) {
+    node_.drain_requests();
+    node_.drain_admin();
+  }
 }
 
 void Shard::drain_results() {
@@ -373,24 +379,78 @@ void Shard::apply_result(const BatchResult& r) {
     Connection* c = pr.conn;
     c->outstanding--;
     if (!c->closing || c->close_after_flush) {
-      TICKETD_CHECK(!c->waiting.empty() && c->waiting.front().tickets == pr.n);
-      c->waiting.pop_front();
+      // Ticket requests resolve in the order they were made: the first pending one is ours.
+      Connection::Segment* seg = nullptr;
+      for (auto& w : c->waiting) {
+        if (w.pending && !w.admin) {
+          seg = &w;
+          break;
+        }
+      }
+      TICKETD_CHECK(seg != nullptr && seg->tickets == pr.n);
+      seg->pending = false;
       if (r.status == BatchStatus::kOk) {
-        for (uint64_t i = 0; i < pr.n; ++i) resp::append_simple_u64(c->out, next + i);
+        for (uint64_t i = 0; i < pr.n; ++i) resp::append_simple_u64(seg->bytes, next + i);
         stats_.tickets.fetch_add(pr.n, std::memory_order_relaxed);
       } else {
-        for (uint64_t i = 0; i < pr.n; ++i) resp::append_error(c->out, batch_status_error(r.status));
+        for (uint64_t i = 0; i < pr.n; ++i) Commands::append_refusal(*this, seg->bytes, r.status);
       }
-      // Whatever waited behind this TICKET can go now, up to the next pending TICKET.
-      while (!c->waiting.empty() && c->waiting.front().tickets == 0) {
-        c->out.append(c->waiting.front().bytes);
-        c->waiting.pop_front();
-      }
-      mark_dirty(c);
+      release_ready(c);
     } else {
       maybe_free(c);
     }
     next += pr.n;
+  }
+}
+
+void Shard::release_ready(Connection* c) {
+  // Whatever is resolved at the front can go now, up to the next pending entry.
+  while (!c->waiting.empty() && !c->waiting.front().pending) {
+    if (c->out.empty()) {
+      c->out.swap(c->waiting.front().bytes);
+    } else {
+      c->out.append(c->waiting.front().bytes);
+    }
+    c->waiting.pop_front();
+  }
+  mark_dirty(c);
+}
+
+void Shard::submit_admin(Connection* c, std::span<const std::string_view> args) {
+  c->waiting.push_back(Connection::Segment{0, true, true, {}});
+  c->outstanding++;
+  std::vector<std::string> copy(args.begin(), args.end());
+  node_.post_admin(AdminRequest{index_, c, std::move(copy)}, loop_.get());
+}
+
+void Shard::post_admin_reply(Connection* c, std::string bytes) {
+  {
+    std::lock_guard<std::mutex> g(admin_mu_);
+    admin_replies_.emplace_back(c, std::move(bytes));
+  }
+  loop_->wake(node_.shard(0).loop());  // called on shard 0's thread
+}
+
+void Shard::drain_admin_replies() {
+  std::vector<std::pair<Connection*, std::string>> replies;
+  {
+    std::lock_guard<std::mutex> g(admin_mu_);
+    replies.swap(admin_replies_);
+  }
+  for (auto& [c, bytes] : replies) {
+    c->outstanding--;
+    if (c->closing && !c->close_after_flush) {
+      maybe_free(c);
+      continue;
+    }
+    for (auto& w : c->waiting) {
+      if (w.pending && w.admin) {
+        w.pending = false;
+        w.bytes = std::move(bytes);
+        break;
+      }
+    }
+    release_ready(c);
   }
 }
 

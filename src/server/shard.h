@@ -7,6 +7,8 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <mutex>
+#include <span>
 #include <memory>
 #include <string>
 #include <thread>
@@ -69,10 +71,14 @@ struct Connection {
   bool cancel_sent = false;      // the multishot recv was asked to stop
   bool shut_down = false;
   uint64_t outstanding = 0;      // ticket requests the shard still has to answer
-  // Replies waiting behind a TICKET whose range has not come back yet. Each entry is
-  // either a ticket request (tickets > 0) or already-encoded bytes that must follow it.
+  // Replies waiting behind a request whose answer has not come back yet (a TICKET waiting
+  // for its range, or an admin command running on shard 0). Each entry is a pending ticket
+  // request (tickets > 0), a pending admin command (admin), or encoded bytes; `bytes` of a
+  // pending entry are filled in when it resolves. The front leaves once it is resolved.
   struct Segment {
     uint64_t tickets = 0;
+    bool admin = false;
+    bool pending = false;
     std::string bytes;
   };
   std::deque<Segment> waiting;
@@ -110,6 +116,11 @@ class Shard {
   // Reply helpers used by the command handlers.
   void reply(Connection* c, std::string_view bytes);
   std::string& reply_buffer(Connection* c);  // where the next reply's bytes go (ordered)
+  // Runs `args` on shard 0 (Raft admin commands, INFO raft...); the reply comes back later
+  // and keeps its place in the connection's pipeline.
+  void submit_admin(Connection* c, std::span<const std::string_view> args);
+  // Shard 0 -> this shard: the answer to an admin command (any thread).
+  void post_admin_reply(Connection* c, std::string bytes);
 
  private:
   void thread_main();
@@ -130,6 +141,8 @@ class Shard {
   void send_batch();
   void drain_results();
   void apply_result(const BatchResult& r);
+  void drain_admin_replies();
+  void release_ready(Connection* c);  // moves resolved replies at the front to `out`
 
   Node& node_;
   uint32_t index_;
@@ -161,6 +174,8 @@ class Shard {
   std::deque<PendingRequest> requests_;
   uint64_t unsent_total_ = 0;
   uint64_t outstanding_batches_ = 0;
+  std::mutex admin_mu_;  // admin replies only: never on the TICKET path
+  std::vector<std::pair<Connection*, std::string>> admin_replies_;
   std::vector<Connection*> dirty_;
   std::vector<Connection*> all_;  // every live connection (for shutdown)
 

@@ -224,3 +224,98 @@ def run_main(fn):
         print("FAIL: exception:", e, flush=True)
         sys.exit(1)
     print("PASS", flush=True)
+
+
+class Cluster:
+    """N ticketd processes on loopback formed as the README says: node 1 bootstraps, the
+    others --join it. Nodes are stopped only by their own PIDs."""
+
+    def __init__(self, binary, n=3, durability="high", threads=1):
+        self.binary = binary
+        self.dir = tempfile.mkdtemp(prefix="ticketd-cluster-")
+        self.nodes = {}
+        self.durability = durability
+        self.threads = threads
+        for i in range(1, n + 1):
+            self.add_node(i, start=False)
+
+    def add_node(self, i, start=True, join_id=None):
+        join = None
+        if i != 1 or join_id is not None:
+            j = self.nodes[join_id or 1]
+            join = "127.0.0.1:%d" % j.port
+        node = Node(self.binary, node_id=i, dir=self.dir, durability=self.durability,
+                    threads=self.threads, join=join)
+        node.own_dir = False
+        self.nodes[i] = node
+        if start:
+            node.start()
+        return node
+
+    def start(self):
+        for i in sorted(self.nodes):
+            self.nodes[i].start()
+        self.wait_voters(len(self.nodes))
+        return self
+
+    def alive(self):
+        return [n for n in self.nodes.values() if n.proc and n.proc.poll() is None]
+
+    def config(self, via=None, timeout=2):
+        for n in ([via] if via else self.alive()):
+            try:
+                c = Client(n.port, timeout=timeout)
+                r = c.call("RAFT.CONFIGURATION")
+                c.close()
+                if isinstance(r, list):
+                    return [dict(zip(e[0::2], e[1::2])) for e in r]
+            except OSError:
+                pass
+        return []
+
+    def wait_voters(self, k, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            leader = self.leader(timeout=5)
+            if leader:
+                conf = self.config(via=leader)
+                if sum(1 for s in conf if s["suffrage"] == "Voter") == k:
+                    return conf
+            time.sleep(0.1)
+        raise RuntimeError("cluster did not reach %d voters: %r" % (k, self.config()))
+
+    def leader(self, timeout=10):
+        """The node that answers TICKET itself (asks every live node RAFT.LEADER)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for n in self.alive():
+                try:
+                    c = Client(n.port, timeout=1)
+                    r = c.call("RAFT.LEADER")
+                    c.close()
+                except OSError:
+                    continue
+                if isinstance(r, str):
+                    for m in self.alive():
+                        if "127.0.0.1:%d" % m.port == r:
+                            try:
+                                c = Client(m.port, timeout=1)
+                                st = c.call("RAFT.STATS")
+                                c.close()
+                            except OSError:
+                                continue
+                            if isinstance(st, list) and dict(zip(st[0::2], st[1::2])).get("state") == "leader":
+                                return m
+            time.sleep(0.05)
+        return None
+
+    def stats(self, node):
+        c = Client(node.port, timeout=3)
+        st = c.call("RAFT.STATS")
+        c.close()
+        return dict(zip(st[0::2], st[1::2]))
+
+    def cleanup(self):
+        for n in self.nodes.values():
+            n.kill9()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,310 @@
+// raft::Node: the Raft consensus core as a pure, deterministic state machine (etcd-io/raft style).
+// It promises Raft's safety given that the driver obeys the Ready contract below; it never
+// touches a socket, a file, a thread or a clock: time is tick(), randomness a seeded generator.
+//
+// Usage (the driver owns disk, network and clock):
+//
+//   raft::Node node(cfg, state_from_disk);            // or raft::bootstrap_single(id, ctx)
+//   every tick interval:        node.tick();
+//   on a message from the wire: node.step(msg);
+//   client wants a ticket:      auto r = node.propose(allocate_bytes); // remember r.index+r.term
+//   loop:
+//     while (node.has_ready()) {
+//       raft::Ready rd = node.ready();
+//       send(rd.messages);                            // 1. may leave at once (leader appends)
+//       if (rd.snapshot) disk.install(*rd.snapshot);  // 2. persist, in this order, as one batch:
+//       if (rd.hard_state) disk.save(*rd.hard_state);
+//       if (rd.truncate_from) disk.truncate_from(rd.truncate_from);
+//       disk.append(rd.entries);
+//       disk.sync();   // (may complete later; ready() may be called again meanwhile, see below)
+//       -- when that batch is durable --
+//       if (rd.durable_mark) node.on_persisted(rd.durable_mark->index, rd.durable_mark->term);
+//       send(rd.persist_then_send);                   // 3. votes and acks, only once durable
+//       app.apply(rd.committed_entries);              // 4. in order; reply to clients whose
+//     }                                               //    entry (index AND term) matches
+//
+// THE READY CONTRACT
+//  * Readys are numbered by the order ready() returned them. The driver makes their writes
+//    durable in that order (Ready k's writes never become durable before Ready k-1's), and may
+//    call ready() again while earlier writes are still in flight (group commit, and the leader
+//    writing its log in parallel with replication, Raft thesis §10.2.1).
+//  * Writes of one Ready, in this order: snapshot (if set: store it and discard every stored log
+//    entry), then hard_state, then "drop stored entries with index >= truncate_from" (if
+//    non-zero), then append `entries` (contiguous, increasing). A crash may tear the tail of this
+//    batch; the core tolerates any prefix surviving (HardState.commit is clamped on restart).
+//    The hard state goes first so that no entry of a term is ever durable while that term is
+//    not (a restarted node would otherwise reuse the term for different entries); the core
+//    also defends against that order being broken (it adopts its log's last term, voting for
+//    itself), but a driver must not rely on it.
+//  * After Ready k's writes (and so all earlier ones) are durable: call on_persisted with
+//    durable_mark (if set), then send persist_then_send. Never send persist_then_send earlier: a
+//    vote or an append acknowledgement promises the state is on disk.
+//  * `messages` may be sent immediately, in any order, or dropped (raft retries).
+//  * committed_entries are committed on a quorum: apply them in order, after this Ready's writes
+//    are durable (simplest: persist, send, apply). If `snapshot` is set, the application first
+//    replaces its state with snapshot->data (state after snapshot->index), then applies. Every Normal entry is applied exactly once per
+//    process lifetime; after a restart the node hands out again every committed entry after its
+//    snapshot, so the application restarts from the snapshot.
+//  * compact(i, data): call only after the application's snapshot at applied index i is durable.
+//
+// Configuration: a node uses the LATEST configuration in its log (appended, not only committed),
+// as the Raft dissertation prescribes for single-server changes. A server not in that
+// configuration, or a non-voter, never campaigns; a node with an empty configuration (a --join
+// node) waits to be added by the leader.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ticketd/raft/raft_log.h"
+#include "ticketd/raft/types.h"
+
+namespace ticketd::raft {
+
+struct Config {
+  uint64_t id = kNoId;
+  int election_ticks = 10;       // election timeout is random in [election, 2*election)
+  int heartbeat_ticks = 2;       // leader heartbeat interval
+  int max_inflight_msgs = 4;     // appends in flight per follower in replicate mode
+  uint64_t max_msg_bytes = 64 * 1024;  // soft cap on entry bytes per append (>= 1 entry sent)
+  bool pre_vote = true;
+  bool check_quorum = true;
+  uint64_t seed = 1;             // seeds the election-timeout generator
+};
+
+struct InitialState {
+  HardState hard_state;
+  std::optional<Snapshot> snapshot;
+  std::vector<Entry> entries;  // contiguous, starting right after the snapshot (or at 1)
+};
+
+// A brand-new single-node cluster: self as the sole voter, carried by a committed ConfChange
+// entry at index 1, term 1. Only a node with no state and no --join may use it.
+InitialState bootstrap_single(uint64_t id, std::string context);
+// Same for a fixed initial configuration (tests and the simulator start multi-node clusters
+// this way; every node must get the same configuration).
+InitialState bootstrap(const Configuration& configuration);
+
+std::string encode_configuration(const Configuration& c);
+bool decode_configuration(std::string_view data, Configuration* out);
+
+struct LogPosition {
+  uint64_t index = 0;
+  uint64_t term = 0;
+  bool operator==(const LogPosition&) const = default;
+};
+
+struct Ready {
+  std::optional<HardState> hard_state;  // persist if set (term/vote changed, or commit moved)
+  std::optional<Snapshot> snapshot;     // persist and install (a leader sent InstallSnapshot)
+  uint64_t truncate_from = 0;           // if non-zero: drop stored entries >= it first
+  std::vector<Entry> entries;           // append after the truncation
+  std::optional<LogPosition> durable_mark;  // once durable: on_persisted(index, term)
+                                            // (set whenever this Ready has anything to write)
+  std::vector<Message> messages;            // may be sent at once
+  std::vector<Message> persist_then_send;   // only after this Ready's writes are durable
+  std::vector<Entry> committed_entries;     // apply in order (after the writes are durable)
+
+  bool empty() const {
+    return !hard_state && !snapshot && entries.empty() && messages.empty() &&
+           persist_then_send.empty() && committed_entries.empty();
+  }
+  void clear();
+};
+
+enum class Role : uint8_t { kFollower, kPreCandidate, kCandidate, kLeader };
+const char* to_string(Role r);
+
+enum class ProposeStatus : uint8_t {
+  kOk,
+  kNotLeader,           // leader_hint says whom to ask (kNoId: unknown)
+  kChangePending,       // a configuration change is not committed yet
+  kTransferInProgress,  // leadership transfer running: proposals paused
+  kInvalid,             // e.g. adding an existing server, removing an unknown one
+};
+const char* to_string(ProposeStatus s);
+
+struct ProposeResult {
+  ProposeStatus status = ProposeStatus::kNotLeader;
+  uint64_t index = 0;  // with term, identifies the entry: answer the client only if the entry
+  uint64_t term = 0;   // committed at `index` has this term
+  uint64_t leader_hint = kNoId;
+  bool ok() const { return status == ProposeStatus::kOk; }
+};
+
+struct ConfChangeRequest {
+  enum class Kind : uint8_t { kAddNonVoter, kPromote, kRemove };
+  Kind kind = Kind::kAddNonVoter;
+  uint64_t id = kNoId;
+  std::string context;  // for kAddNonVoter
+};
+
+enum class ProgressState : uint8_t { kProbe, kReplicate, kSnapshot };
+
+// The leader's view of one peer (RAFT.STATS).
+struct PeerProgress {
+  uint64_t id = kNoId;
+  uint64_t match = 0;
+  uint64_t next = 1;
+  ProgressState state = ProgressState::kProbe;
+  uint64_t ticks_since_contact = 0;
+  bool recent_active = false;  // heard from within the current check-quorum window
+  bool probe_sent = false;     // probe mode: one append outstanding
+  uint64_t pending_snapshot = 0;
+  std::deque<uint64_t> inflight;  // last index of each append in flight (replicate mode)
+  uint64_t catchup_target = 0;    // non-voter: promoted once match reaches this (then re-armed)
+};
+
+class Node {
+ public:
+  Node(const Config& cfg, InitialState st);
+
+  // ---- inputs
+  void tick();
+  void step(const Message& m);
+  ProposeResult propose(std::string data);
+  ProposeResult propose_conf_change(const ConfChangeRequest& req);
+  // Leader only: hands leadership to `id` (a voter) via TimeoutNow once it is caught up.
+  // Aborted after an election timeout. Returns false if not leader or id is not a voter.
+  bool transfer_leadership(uint64_t id);
+  // The application durably snapshotted its state after applying `applied_index`.
+  void compact(uint64_t applied_index, std::string snapshot_data);
+  // Ready writes up to (index, term) are durable (see the contract above).
+  void on_persisted(uint64_t index, uint64_t term);
+  // Starts an election now (tests; also what TimeoutNow does, without the lease bypass).
+  void campaign();
+
+  // ---- output
+  bool has_ready() const;
+  Ready ready();
+  void ready(Ready* out);  // same, reusing out's capacity
+
+  // ---- queries
+  uint64_t id() const { return cfg_.id; }
+  Role role() const { return role_; }
+  uint64_t term() const { return term_; }
+  uint64_t vote() const { return vote_; }
+  uint64_t leader_id() const { return leader_; }
+  uint64_t commit_index() const { return commit_; }
+  uint64_t applied_index() const { return applied_; }
+  uint64_t last_index() const { return log_.last_index(); }
+  uint64_t last_term() const { return log_.last_term(); }
+  uint64_t snapshot_index() const { return log_.snapshot_index(); }
+  uint64_t snapshot_term() const { return log_.snapshot_term(); }
+  uint64_t durable_index() const { return stable_index_; }
+  std::optional<uint64_t> term_at(uint64_t index) const { return log_.term_at(index); }
+  const RaftLog& log() const { return log_; }
+  const Configuration& configuration() const { return config_; }   // latest in the log
+  uint64_t configuration_index() const { return config_index_; }
+  Configuration committed_configuration() const;
+  bool conf_change_pending() const { return config_index_ > commit_; }
+  uint64_t transfer_target() const { return transferee_; }
+  // Ticks since this node last heard from a leader (0 on the leader itself).
+  uint64_t ticks_since_leader_contact() const;
+  // Leader only: one entry per other server in the latest configuration.
+  std::vector<PeerProgress> progress() const;
+  const Snapshot* snapshot() const { return snapshot_ ? &*snapshot_ : nullptr; }
+
+ private:
+  struct PendingWrite {
+    LogPosition last;          // durable_mark handed out with this write
+    uint64_t truncate_from;    // 0 if the write truncates nothing
+    uint64_t self_vote_term;   // non-zero: this write carries our vote for ourselves in that term
+  };
+
+  // roles
+  void become_follower(uint64_t term, uint64_t leader);
+  void become_pre_candidate();
+  void become_candidate();
+  void become_leader();
+  void campaign_internal(bool pre, bool transfer);
+  void reset(uint64_t term);
+  void reset_randomized_timeout();
+
+  // message handling
+  void step_leader(const Message& m);
+  void step_candidate(const Message& m);
+  void step_follower(const Message& m);
+  void handle_vote_request(const Message& m);
+  void handle_append(const Message& m);
+  void handle_heartbeat(const Message& m);
+  void handle_snapshot(const Message& m);
+  void handle_append_resp(const Message& m, PeerProgress& pr);
+  int tally_votes(int* granted, int* rejected) const;
+
+  // leader replication
+  void broadcast_append();
+  void broadcast_heartbeat();
+  bool send_append(PeerProgress& pr, bool send_if_empty);
+  void send_heartbeat(const PeerProgress& pr);
+  void send_timeout_now(uint64_t to);
+  bool maybe_commit();
+  void append_local(EntryType type, std::string data);
+  void maybe_promote_nonvoters();
+  void sync_progress_with_config();
+  void become_probe(PeerProgress& pr);
+  void become_replicate(PeerProgress& pr);
+  bool is_paused(const PeerProgress& pr) const;
+
+  // log and configuration
+  void set_commit(uint64_t commit);
+  void truncate_log(uint64_t from);
+  void recompute_config();
+  Configuration config_at(uint64_t index) const;
+  bool propose_configuration(Configuration next);
+  void on_log_appended(const Entry& e);
+  bool is_up_to_date(uint64_t last_index, uint64_t last_term) const;
+  bool promotable() const;
+  size_t quorum() const { return config_.voter_count() / 2 + 1; }
+  void send(Message m, bool after_persist);
+  uint64_t next_random();
+
+  Config cfg_;
+  RaftLog log_;
+  std::optional<Snapshot> snapshot_;        // latest snapshot (own compaction or installed)
+  bool snapshot_unsent_ = false;            // installed snapshot not yet handed out in a Ready
+  Role role_ = Role::kFollower;
+  uint64_t term_ = 0;
+  uint64_t vote_ = kNoId;
+  uint64_t leader_ = kNoId;
+  uint64_t commit_ = 0;
+  uint64_t applied_ = 0;         // last committed index handed out in a Ready
+  HardState last_hard_state_;    // last HardState handed out (or loaded)
+
+  Configuration config_;
+  uint64_t config_index_ = 0;
+
+  // durability tracking
+  uint64_t unsent_from_ = 1;     // first log index not yet handed out in a Ready
+  uint64_t handed_last_ = 0;     // last log index handed out in a Ready (before truncations)
+  uint64_t stable_index_ = 0;    // entries <= this are durable (as far as this node knows)
+  std::deque<PendingWrite> pending_writes_;
+
+  // timers
+  int election_elapsed_ = 0;
+  int heartbeat_elapsed_ = 0;
+  int randomized_election_timeout_ = 0;
+  uint64_t ticks_since_leader_ = 0;
+  uint64_t rng_state_ = 0;
+
+  // candidate
+  std::map<uint64_t, bool> votes_;
+  bool self_vote_pending_ = false;  // our own vote counts only once it is durable
+
+  // leader
+  std::map<uint64_t, PeerProgress> progress_;
+  uint64_t transferee_ = kNoId;
+  int transfer_elapsed_ = 0;
+
+  bool broadcast_pending_ = false;  // leader: new entries or commit to replicate at ready()
+  bool broadcast_commit_ = false;   // leader: commit advanced, send even empty appends
+
+  std::vector<Message> msgs_;
+  std::vector<Message> msgs_after_persist_;
+};
+
+}  // namespace ticketd::raft

@@ -1,0 +1,1039 @@
+#include "ticketd/raft/node.h"
+
+#include <algorithm>
+
+#include "ticketd/base/check.h"
+#include "ticketd/raft/bugs.h"
+
+namespace ticketd::raft {
+
+#ifdef TICKETD_RAFT_BUGS
+namespace testing {
+Bugs bugs;
+}
+#define TICKETD_BUG(name) (::ticketd::raft::testing::bugs.name)
+#else
+#define TICKETD_BUG(name) false
+#endif
+
+const char* to_string(Role r) {
+  switch (r) {
+    case Role::kFollower: return "follower";
+    case Role::kPreCandidate: return "pre-candidate";
+    case Role::kCandidate: return "candidate";
+    case Role::kLeader: return "leader";
+  }
+  return "?";
+}
+
+const char* to_string(ProposeStatus s) {
+  switch (s) {
+    case ProposeStatus::kOk: return "ok";
+    case ProposeStatus::kNotLeader: return "not leader";
+    case ProposeStatus::kChangePending: return "configuration change pending";
+    case ProposeStatus::kTransferInProgress: return "leadership transfer in progress";
+    case ProposeStatus::kInvalid: return "invalid request";
+  }
+  return "?";
+}
+
+const char* to_string(MessageType t) {
+  switch (t) {
+    case MessageType::kPreVote: return "PreVote";
+    case MessageType::kPreVoteResp: return "PreVoteResp";
+    case MessageType::kVote: return "Vote";
+    case MessageType::kVoteResp: return "VoteResp";
+    case MessageType::kAppend: return "Append";
+    case MessageType::kAppendResp: return "AppendResp";
+    case MessageType::kHeartbeat: return "Heartbeat";
+    case MessageType::kHeartbeatResp: return "HeartbeatResp";
+    case MessageType::kInstallSnapshot: return "InstallSnapshot";
+    case MessageType::kTimeoutNow: return "TimeoutNow";
+  }
+  return "?";
+}
+
+void Ready::clear() {
+  hard_state.reset();
+  snapshot.reset();
+  truncate_from = 0;
+  entries.clear();
+  durable_mark.reset();
+  messages.clear();
+  persist_then_send.clear();
+  committed_entries.clear();
+}
+
+InitialState bootstrap(const Configuration& configuration) {
+  InitialState st;
+  st.hard_state = HardState{1, kNoId, 1};
+  st.entries.push_back(Entry{1, 1, EntryType::kConfChange, encode_configuration(configuration)});
+  return st;
+}
+
+InitialState bootstrap_single(uint64_t id, std::string context) {
+  Configuration c;
+  c.servers.push_back(Server{id, Suffrage::kVoter, std::move(context)});
+  return bootstrap(c);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Node::Node(const Config& cfg, InitialState st) : cfg_(cfg) {
+  TICKETD_CHECK(cfg_.id != kNoId);
+  TICKETD_CHECK(cfg_.election_ticks > cfg_.heartbeat_ticks && cfg_.heartbeat_ticks > 0);
+  TICKETD_CHECK(cfg_.max_inflight_msgs > 0);
+  rng_state_ = cfg_.seed * 0x9E3779B97F4A7C15ull + cfg_.id;
+  snapshot_ = st.snapshot;
+  log_ = RaftLog(st.snapshot, std::move(st.entries));
+  term_ = st.hard_state.term;
+  vote_ = st.hard_state.vote;
+  if (log_.last_term() > term_) {
+    // A torn write kept entries of a term whose hard state did not land. We must not go back
+    // below a term our log already holds (we might reuse it for different entries); the vote
+    // in that term is unknown, so we claim it for ourselves: refusing votes is always safe.
+    term_ = log_.last_term();
+    vote_ = cfg_.id;
+  }
+  // The commit hint may be ahead of a torn log tail; those entries are committed on a quorum
+  // anyway, so forgetting that we knew is safe.
+  commit_ = std::clamp(st.hard_state.commit, log_.snapshot_index(), log_.last_index());
+  applied_ = log_.snapshot_index();
+  last_hard_state_ = st.hard_state;
+  // Everything we were started from is on disk already.
+  stable_index_ = log_.last_index();
+  unsent_from_ = log_.last_index() + 1;
+  handed_last_ = log_.last_index();
+  recompute_config();
+  become_follower(term_, kNoId);
+}
+
+uint64_t Node::next_random() {
+  // splitmix64: tiny, deterministic on every platform.
+  uint64_t z = (rng_state_ += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+void Node::reset_randomized_timeout() {
+  randomized_election_timeout_ =
+      cfg_.election_ticks + static_cast<int>(next_random() % static_cast<uint64_t>(cfg_.election_ticks));
+}
+
+void Node::reset(uint64_t term) {
+  if (term_ != term) {
+    TICKETD_CHECK(term > term_);
+    term_ = term;
+    vote_ = kNoId;
+  }
+  leader_ = kNoId;
+  election_elapsed_ = 0;
+  heartbeat_elapsed_ = 0;
+  reset_randomized_timeout();
+  votes_.clear();
+  self_vote_pending_ = false;
+  progress_.clear();
+  transferee_ = kNoId;
+  transfer_elapsed_ = 0;
+  broadcast_pending_ = false;
+  broadcast_commit_ = false;
+}
+
+void Node::become_follower(uint64_t term, uint64_t leader) {
+  reset(term);
+  role_ = Role::kFollower;
+  leader_ = leader;
+  if (leader != kNoId) ticks_since_leader_ = 0;
+}
+
+void Node::become_pre_candidate() {
+  // A pre-candidate changes neither term nor vote: a partitioned node cannot inflate terms.
+  votes_.clear();
+  progress_.clear();
+  role_ = Role::kPreCandidate;
+  leader_ = kNoId;
+  election_elapsed_ = 0;
+  reset_randomized_timeout();
+}
+
+void Node::become_candidate() {
+  reset(term_ + 1);
+  role_ = Role::kCandidate;
+  vote_ = cfg_.id;
+}
+
+void Node::become_leader() {
+  TICKETD_CHECK(role_ == Role::kCandidate);
+  reset(term_);
+  role_ = Role::kLeader;
+  leader_ = cfg_.id;
+  ticks_since_leader_ = 0;
+  sync_progress_with_config();
+  for (auto& [id, pr] : progress_) pr.recent_active = true;
+  // The no-op commits this term, and with it every earlier entry (Raft §5.4.2, §8).
+  append_local(EntryType::kNoop, std::string());
+  broadcast_pending_ = true;
+}
+
+bool Node::promotable() const {
+  if (config_.is_voter(cfg_.id)) return true;
+  // A server whose own removal is appended but not committed (typically the old leader) must
+  // still be able to campaign: otherwise, if it holds the longest log, the remaining voters can
+  // never win its vote and the cluster deadlocks. It counts votes of the LATEST configuration
+  // only (never its own), so election safety rests on the usual single-change quorum overlap.
+  return config_index_ > commit_ && committed_configuration().is_voter(cfg_.id);
+}
+
+void Node::campaign() {
+  if (role_ == Role::kLeader || !promotable()) return;
+  campaign_internal(cfg_.pre_vote, false);
+}
+
+void Node::campaign_internal(bool pre, bool transfer) {
+  uint64_t vote_term;
+  if (pre) {
+    become_pre_candidate();
+    vote_term = term_ + 1;
+  } else {
+    become_candidate();
+    vote_term = term_;
+  }
+  if (pre) {
+    votes_[cfg_.id] = true;
+    int granted = 0, rejected = 0;
+    tally_votes(&granted, &rejected);
+    if (static_cast<size_t>(granted) >= quorum()) {
+      campaign_internal(false, transfer);
+      return;
+    }
+  } else {
+    // Our own vote counts only once the new term and vote are durable (on_persisted): a lone
+    // voter that led a term it then forgot in a crash would reuse that term for other entries
+    // (and its appends to non-voters leave at once).
+    self_vote_pending_ = true;
+  }
+  for (const Server& s : config_.servers) {
+    if (s.id == cfg_.id || s.suffrage != Suffrage::kVoter) continue;
+    Message m;
+    m.type = pre ? MessageType::kPreVote : MessageType::kVote;
+    m.to = s.id;
+    m.term = vote_term;
+    m.index = log_.last_index();
+    m.log_term = log_.last_term();
+    m.transfer = transfer;
+    // A real vote request may leave only once our new term and self-vote are durable: a crash
+    // before that could otherwise let us vote twice in this term.
+    send(std::move(m), /*after_persist=*/!pre);
+  }
+}
+
+int Node::tally_votes(int* granted, int* rejected) const {
+  *granted = 0;
+  *rejected = 0;
+  for (const auto& [id, v] : votes_) {
+    if (!config_.is_voter(id)) continue;
+    (v ? *granted : *rejected) += 1;
+  }
+  return *granted;
+}
+
+void Node::send(Message m, bool after_persist) {
+  m.from = cfg_.id;
+  (after_persist ? msgs_after_persist_ : msgs_).push_back(std::move(m));
+}
+
+// ---------------------------------------------------------------------------------------------
+// tick
+
+void Node::tick() {
+  if (role_ != Role::kLeader) {
+    ++ticks_since_leader_;
+    ++election_elapsed_;
+    if (promotable() && election_elapsed_ >= randomized_election_timeout_) {
+      election_elapsed_ = 0;
+      campaign_internal(cfg_.pre_vote, false);
+    }
+    return;
+  }
+  ++heartbeat_elapsed_;
+  ++election_elapsed_;
+  for (auto& [id, pr] : progress_) ++pr.ticks_since_contact;
+  if (transferee_ != kNoId && ++transfer_elapsed_ >= cfg_.election_ticks) {
+    transferee_ = kNoId;  // the target did not take over in time: resume normal service
+  }
+  if (election_elapsed_ >= cfg_.election_ticks) {
+    election_elapsed_ = 0;
+    if (cfg_.check_quorum) {
+      size_t active = config_.is_voter(cfg_.id) ? 1 : 0;
+      for (auto& [id, pr] : progress_) {
+        if (pr.recent_active && config_.is_voter(id)) ++active;
+        pr.recent_active = false;
+      }
+      if (active < quorum()) {
+        // We cannot hear a quorum: someone else may be leading already; stop acting as leader.
+        become_follower(term_, kNoId);
+        return;
+      }
+    }
+  }
+  if (heartbeat_elapsed_ >= cfg_.heartbeat_ticks) {
+    heartbeat_elapsed_ = 0;
+    broadcast_heartbeat();
+  }
+  maybe_promote_nonvoters();
+}
+
+uint64_t Node::ticks_since_leader_contact() const {
+  return role_ == Role::kLeader ? 0 : ticks_since_leader_;
+}
+
+// ---------------------------------------------------------------------------------------------
+// step
+
+void Node::step(const Message& m) {
+  if (m.from == cfg_.id || m.from == kNoId) return;
+  if (m.term > term_) {
+    if (m.type == MessageType::kPreVote || m.type == MessageType::kVote) {
+      // Leader lease: a server that heard from a live leader within the election timeout
+      // ignores (pre)votes, so a rejoining node cannot disrupt a healthy cluster.
+      bool in_lease = cfg_.check_quorum && leader_ != kNoId && election_elapsed_ < cfg_.election_ticks;
+      if (in_lease && !m.transfer) return;
+    }
+    if (m.type == MessageType::kPreVote) {
+      // Pre-votes never change our term.
+    } else if (m.type == MessageType::kPreVoteResp && !m.reject) {
+      // Granted pre-vote carries the future term; the term changes when we campaign.
+    } else if (m.type == MessageType::kAppend || m.type == MessageType::kHeartbeat ||
+               m.type == MessageType::kInstallSnapshot) {
+      become_follower(m.term, m.from);
+    } else {
+      become_follower(m.term, kNoId);
+    }
+  } else if (m.term < term_) {
+    if ((cfg_.check_quorum || cfg_.pre_vote) &&
+        (m.type == MessageType::kAppend || m.type == MessageType::kHeartbeat)) {
+      // A stale leader (e.g. back from a partition) learns our term and steps down.
+      Message r;
+      r.type = MessageType::kAppendResp;
+      r.to = m.from;
+      r.term = term_;
+      r.reject = true;
+      r.index = m.index;
+      send(std::move(r), false);
+    } else if (m.type == MessageType::kPreVote) {
+      Message r;
+      r.type = MessageType::kPreVoteResp;
+      r.to = m.from;
+      r.term = term_;
+      r.reject = true;
+      send(std::move(r), false);
+    }
+    return;
+  }
+
+  if (m.type == MessageType::kPreVote || m.type == MessageType::kVote) {
+    handle_vote_request(m);
+    return;
+  }
+  switch (role_) {
+    case Role::kLeader: step_leader(m); break;
+    case Role::kPreCandidate:
+    case Role::kCandidate: step_candidate(m); break;
+    case Role::kFollower: step_follower(m); break;
+  }
+}
+
+bool Node::is_up_to_date(uint64_t last_index, uint64_t last_term) const {
+  return last_term > log_.last_term() ||
+         (last_term == log_.last_term() && last_index >= log_.last_index());
+}
+
+void Node::handle_vote_request(const Message& m) {
+  bool pre = m.type == MessageType::kPreVote;
+  bool can_vote = vote_ == m.from || (vote_ == kNoId && leader_ == kNoId) || (pre && m.term > term_);
+  bool up_to_date = is_up_to_date(m.index, m.log_term) || TICKETD_BUG(vote_without_log_check);
+  Message r;
+  r.type = pre ? MessageType::kPreVoteResp : MessageType::kVoteResp;
+  r.to = m.from;
+  if (can_vote && up_to_date) {
+    r.term = m.term;
+    if (!pre) {
+      vote_ = m.from;
+      election_elapsed_ = 0;
+    }
+  } else {
+    r.term = term_;
+    r.reject = true;
+  }
+  // A granted vote is a promise: it may leave only once the vote is durable.
+  send(std::move(r), /*after_persist=*/!pre);
+}
+
+void Node::step_candidate(const Message& m) {
+  switch (m.type) {
+    case MessageType::kAppend:
+      become_follower(m.term, m.from);
+      handle_append(m);
+      return;
+    case MessageType::kHeartbeat:
+      become_follower(m.term, m.from);
+      handle_heartbeat(m);
+      return;
+    case MessageType::kInstallSnapshot:
+      become_follower(m.term, m.from);
+      handle_snapshot(m);
+      return;
+    case MessageType::kPreVoteResp:
+    case MessageType::kVoteResp: {
+      bool pre_resp = m.type == MessageType::kPreVoteResp;
+      if (pre_resp != (role_ == Role::kPreCandidate)) return;
+      votes_.emplace(m.from, !m.reject);
+      int granted = 0, rejected = 0;
+      tally_votes(&granted, &rejected);
+      if (static_cast<size_t>(granted) >= quorum()) {
+        if (role_ == Role::kPreCandidate) {
+          campaign_internal(false, false);
+        } else {
+          become_leader();
+        }
+      } else if (static_cast<size_t>(rejected) >= quorum()) {
+        become_follower(term_, kNoId);
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+void Node::step_follower(const Message& m) {
+  switch (m.type) {
+    case MessageType::kAppend:
+      election_elapsed_ = 0;
+      ticks_since_leader_ = 0;
+      leader_ = m.from;
+      handle_append(m);
+      return;
+    case MessageType::kHeartbeat:
+      election_elapsed_ = 0;
+      ticks_since_leader_ = 0;
+      leader_ = m.from;
+      handle_heartbeat(m);
+      return;
+    case MessageType::kInstallSnapshot:
+      election_elapsed_ = 0;
+      ticks_since_leader_ = 0;
+      leader_ = m.from;
+      handle_snapshot(m);
+      return;
+    case MessageType::kTimeoutNow:
+      // Leadership transfer: campaign at once, skipping pre-vote, and ask voters to ignore
+      // their lease on the old leader (which is the one asking us).
+      if (promotable()) campaign_internal(false, true);
+      return;
+    default:
+      return;
+  }
+}
+
+void Node::handle_append(const Message& m) {
+  Message r;
+  r.type = MessageType::kAppendResp;
+  r.to = m.from;
+  r.term = term_;
+  if (m.index < commit_) {
+    // Everything up to commit_ matches the leader already (committed entries never change).
+    r.index = commit_;
+    send(std::move(r), true);
+    return;
+  }
+  if (log_.matches(m.index, m.log_term)) {
+    uint64_t last_new = m.index + m.entries.size();
+    size_t k = 0;
+    for (; k < m.entries.size(); ++k) {
+      const Entry& e = m.entries[k];
+      if (e.index > log_.last_index()) break;
+      if (*log_.term_at(e.index) != e.term) {
+        // Conflict: our suffix from here was never committed (the leader has every committed
+        // entry), so it may be replaced.
+        TICKETD_CHECK(e.index > commit_);
+        truncate_log(e.index);
+        break;
+      }
+    }
+    for (; k < m.entries.size(); ++k) {
+      TICKETD_CHECK(m.entries[k].index == log_.last_index() + 1);
+      log_.append(m.entries[k]);
+      on_log_appended(m.entries[k]);
+    }
+    set_commit(std::min(m.commit, last_new));
+    r.index = last_new;
+    // An acknowledgement promises the entries are durable: it waits for this Ready's writes.
+    send(std::move(r), !TICKETD_BUG(ack_before_persist));
+    return;
+  }
+  // Rejection with a fast-backtracking hint: the last index whose term is <= the leader's
+  // term at m.index; the leader skips a whole conflicting term per round trip.
+  r.reject = true;
+  r.index = m.index;
+  r.hint_index = log_.find_conflict_by_term(std::min(m.index, log_.last_index()), m.log_term);
+  r.hint_term = log_.term_at(r.hint_index).value_or(0);
+  send(std::move(r), true);
+}
+
+void Node::handle_heartbeat(const Message& m) {
+  // m.commit <= what the leader knows we match in this term, so it is safe to adopt.
+  set_commit(std::min(m.commit, log_.last_index()));
+  Message r;
+  r.type = MessageType::kHeartbeatResp;
+  r.to = m.from;
+  r.term = term_;
+  send(std::move(r), false);
+}
+
+void Node::handle_snapshot(const Message& m) {
+  Message r;
+  r.type = MessageType::kAppendResp;
+  r.to = m.from;
+  r.term = term_;
+  if (!m.snapshot) return;
+  const Snapshot& s = *m.snapshot;
+  if (s.index <= commit_) {
+    r.index = commit_;
+    send(std::move(r), true);
+    return;
+  }
+  if (log_.matches(s.index, s.term)) {
+    // Our log already holds the snapshot's prefix: just learn the commit.
+    set_commit(s.index);
+    r.index = s.index;
+    send(std::move(r), true);
+    return;
+  }
+  log_.reset_to(s.index, s.term);
+  snapshot_ = s;
+  snapshot_unsent_ = true;
+  commit_ = s.index;
+  applied_ = s.index;  // the application restores the snapshot before applying anything else
+  unsent_from_ = s.index + 1;
+  handed_last_ = s.index;
+  stable_index_ = 0;  // the snapshot write discards every stored entry
+  recompute_config();
+  r.index = s.index;
+  send(std::move(r), true);
+}
+
+void Node::step_leader(const Message& m) {
+  auto it = progress_.find(m.from);
+  if (it == progress_.end()) return;
+  PeerProgress& pr = it->second;
+  pr.recent_active = true;
+  pr.ticks_since_contact = 0;
+  switch (m.type) {
+    case MessageType::kAppendResp:
+      handle_append_resp(m, pr);
+      return;
+    case MessageType::kHeartbeatResp:
+      if (pr.state == ProgressState::kReplicate && pr.inflight.size() >= static_cast<size_t>(cfg_.max_inflight_msgs)) {
+        pr.inflight.pop_front();  // an append was probably lost: let one more through
+      }
+      if (pr.state == ProgressState::kProbe) pr.probe_sent = false;
+      // A lost InstallSnapshot would pause the peer forever: retry via probe (snapshots are
+      // tiny here, and a duplicate install is acknowledged without effect).
+      if (pr.state == ProgressState::kSnapshot) become_probe(pr);
+      // Behind: an empty append at pr.next exposes a lost append (the follower rejects the
+      // gap and we fall back to probing).
+      if (pr.match < log_.last_index()) send_append(pr, true);
+      return;
+    default:
+      return;
+  }
+}
+
+void Node::become_probe(PeerProgress& pr) {
+  if (pr.state == ProgressState::kSnapshot) {
+    pr.next = std::max(pr.match + 1, pr.pending_snapshot + 1);
+  } else {
+    pr.next = pr.match + 1;
+  }
+  pr.state = ProgressState::kProbe;
+  pr.probe_sent = false;
+  pr.pending_snapshot = 0;
+  pr.inflight.clear();
+}
+
+void Node::become_replicate(PeerProgress& pr) {
+  pr.state = ProgressState::kReplicate;
+  pr.next = pr.match + 1;
+  pr.probe_sent = false;
+  pr.pending_snapshot = 0;
+  pr.inflight.clear();
+}
+
+bool Node::is_paused(const PeerProgress& pr) const {
+  switch (pr.state) {
+    case ProgressState::kProbe: return pr.probe_sent;
+    case ProgressState::kReplicate: return pr.inflight.size() >= static_cast<size_t>(cfg_.max_inflight_msgs);
+    case ProgressState::kSnapshot: return true;
+  }
+  return true;
+}
+
+void Node::handle_append_resp(const Message& m, PeerProgress& pr) {
+  if (m.reject) {
+    uint64_t rejected = m.index;
+    uint64_t hint = m.hint_index;
+    if (m.hint_term > 0) hint = log_.find_conflict_by_term(m.hint_index, m.hint_term);
+    bool decreased = false;
+    if (pr.state == ProgressState::kReplicate) {
+      if (rejected > pr.match) {
+        become_probe(pr);
+        pr.next = std::max(std::min(rejected, hint + 1), pr.match + 1);
+        decreased = true;
+      }
+    } else if (pr.next - 1 == rejected) {  // otherwise a stale rejection of an older probe
+      pr.next = std::max(std::min(rejected, hint + 1), pr.match + 1);
+      pr.probe_sent = false;
+      if (pr.state == ProgressState::kSnapshot) become_probe(pr);
+      decreased = true;
+    }
+    if (decreased) send_append(pr, true);
+    return;
+  }
+  bool was_paused = is_paused(pr);
+  bool updated = false;
+  if (m.index > pr.match) {
+    pr.match = m.index;
+    updated = true;
+  }
+  if (pr.next < m.index + 1) pr.next = m.index + 1;
+  while (!pr.inflight.empty() && pr.inflight.front() <= m.index) pr.inflight.pop_front();
+  if (pr.state == ProgressState::kProbe) {
+    become_replicate(pr);
+  } else if (pr.state == ProgressState::kSnapshot && pr.match >= pr.pending_snapshot) {
+    become_replicate(pr);
+  }
+  if (updated && maybe_commit()) {
+    broadcast_pending_ = true;
+    broadcast_commit_ = true;
+  }
+  if (role_ != Role::kLeader) return;  // maybe_commit may have committed our own removal
+  if (updated || was_paused) {
+    while (send_append(pr, false)) {
+    }
+  }
+  if (m.from == transferee_ && pr.match == log_.last_index()) send_timeout_now(m.from);
+  maybe_promote_nonvoters();
+}
+
+bool Node::send_append(PeerProgress& pr, bool send_if_empty) {
+  if (is_paused(pr)) return false;
+  uint64_t prev = pr.next - 1;
+  auto prev_term = log_.term_at(prev);
+  if (!prev_term) {
+    // The follower needs entries we compacted away: send the snapshot instead.
+    if (!snapshot_) return false;
+    Message m;
+    m.type = MessageType::kInstallSnapshot;
+    m.to = pr.id;
+    m.term = term_;
+    m.snapshot = *snapshot_;
+    pr.state = ProgressState::kSnapshot;
+    pr.pending_snapshot = snapshot_->index;
+    pr.inflight.clear();
+    send(std::move(m), false);
+    return true;
+  }
+  Message m;
+  m.type = MessageType::kAppend;
+  m.to = pr.id;
+  m.term = term_;
+  m.index = prev;
+  m.log_term = *prev_term;
+  m.commit = commit_;
+  uint64_t bytes = 0;
+  for (uint64_t i = pr.next; i <= log_.last_index(); ++i) {
+    const Entry& e = log_.at(i);
+    if (!m.entries.empty() && bytes + e.data.size() > cfg_.max_msg_bytes) break;
+    bytes += e.data.size() + 24;
+    m.entries.push_back(e);
+  }
+  if (m.entries.empty() && !send_if_empty) return false;
+  if (pr.state == ProgressState::kReplicate) {
+    if (!m.entries.empty()) {
+      // Pipelining: optimistically advance next; the window bounds how far we run ahead.
+      pr.next = m.entries.back().index + 1;
+      pr.inflight.push_back(pr.next - 1);
+    }
+  } else {
+    pr.probe_sent = true;
+  }
+  send(std::move(m), false);
+  return true;
+}
+
+void Node::send_heartbeat(const PeerProgress& pr) {
+  Message m;
+  m.type = MessageType::kHeartbeat;
+  m.to = pr.id;
+  m.term = term_;
+  // Never tell a follower to commit past what we know it holds from us.
+  m.commit = std::min(pr.match, commit_);
+  send(std::move(m), false);
+}
+
+void Node::broadcast_heartbeat() {
+  for (auto& [id, pr] : progress_) send_heartbeat(pr);
+}
+
+void Node::broadcast_append() {
+  for (auto& [id, pr] : progress_) {
+    bool sent = send_append(pr, broadcast_commit_);
+    while (sent && pr.state == ProgressState::kReplicate && send_append(pr, false)) {
+    }
+  }
+  broadcast_pending_ = false;
+  broadcast_commit_ = false;
+}
+
+void Node::send_timeout_now(uint64_t to) {
+  Message m;
+  m.type = MessageType::kTimeoutNow;
+  m.to = to;
+  m.term = term_;
+  send(std::move(m), false);
+}
+
+bool Node::maybe_commit() {
+  if (role_ != Role::kLeader) return false;
+  std::vector<uint64_t> matches;
+  for (const Server& s : config_.servers) {
+    if (s.suffrage != Suffrage::kVoter) continue;
+    if (s.id == cfg_.id) {
+      // The leader counts itself only for entries it has made durable (thesis §10.2.1).
+      matches.push_back(stable_index_);
+    } else {
+      auto it = progress_.find(s.id);
+      matches.push_back(it == progress_.end() ? 0 : it->second.match);
+    }
+  }
+  if (matches.empty()) return false;
+  std::sort(matches.begin(), matches.end(), std::greater<uint64_t>());
+  uint64_t candidate = matches[quorum() - 1];
+  if (candidate <= commit_) return false;
+  // Raft §5.4.2: only an entry of the current term is committed by counting replicas.
+  if (log_.term_at(candidate) != term_ && !TICKETD_BUG(commit_old_term_by_counting)) return false;
+  set_commit(candidate);
+  if (!config_.find(cfg_.id) && commit_ >= config_index_) {
+    // Our own removal is committed: tell the followers, hand over to an up-to-date voter, and
+    // step down (we are no longer part of the cluster).
+    broadcast_commit_ = true;
+    broadcast_append();
+    for (auto& [id, pr] : progress_) {
+      if (config_.is_voter(id) && pr.match == log_.last_index()) {
+        send_timeout_now(id);
+        break;
+      }
+    }
+    become_follower(term_, kNoId);
+  }
+  return true;
+}
+
+void Node::set_commit(uint64_t commit) {
+  if (commit > commit_) {
+    TICKETD_CHECK(commit <= log_.last_index());
+    commit_ = commit;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// proposals and configuration
+
+void Node::append_local(EntryType type, std::string data) {
+  Entry e{term_, log_.last_index() + 1, type, std::move(data)};
+  log_.append(e);
+  on_log_appended(log_.at(e.index));
+  broadcast_pending_ = true;
+}
+
+ProposeResult Node::propose(std::string data) {
+  ProposeResult r;
+  r.leader_hint = leader_;
+  if (role_ != Role::kLeader) {
+    r.status = ProposeStatus::kNotLeader;
+    return r;
+  }
+  if (transferee_ != kNoId) {
+    r.status = ProposeStatus::kTransferInProgress;
+    return r;
+  }
+  append_local(EntryType::kNormal, std::move(data));
+  r.status = ProposeStatus::kOk;
+  r.index = log_.last_index();
+  r.term = term_;
+  return r;
+}
+
+bool Node::propose_configuration(Configuration next) {
+  append_local(EntryType::kConfChange, encode_configuration(next));
+  return true;
+}
+
+ProposeResult Node::propose_conf_change(const ConfChangeRequest& req) {
+  ProposeResult r;
+  r.leader_hint = leader_;
+  if (role_ != Role::kLeader) {
+    r.status = ProposeStatus::kNotLeader;
+    return r;
+  }
+  if (transferee_ != kNoId) {
+    r.status = ProposeStatus::kTransferInProgress;
+    return r;
+  }
+  // One change at a time, and only after this leader committed an entry of its own term
+  // (otherwise an uncommitted change of an earlier leader could combine with ours unsafely).
+  if (conf_change_pending() || log_.term_at(commit_) != term_) {
+    r.status = ProposeStatus::kChangePending;
+    return r;
+  }
+  Configuration next = config_;
+  const Server* existing = next.find(req.id);
+  switch (req.kind) {
+    case ConfChangeRequest::Kind::kAddNonVoter:
+      if (existing || req.id == kNoId) {
+        r.status = ProposeStatus::kInvalid;
+        return r;
+      }
+      next.servers.push_back(Server{req.id, Suffrage::kNonVoter, req.context});
+      break;
+    case ConfChangeRequest::Kind::kPromote:
+      if (!existing || existing->suffrage == Suffrage::kVoter) {
+        r.status = ProposeStatus::kInvalid;
+        return r;
+      }
+      for (Server& s : next.servers)
+        if (s.id == req.id) s.suffrage = Suffrage::kVoter;
+      break;
+    case ConfChangeRequest::Kind::kRemove:
+      if (!existing) {
+        r.status = ProposeStatus::kInvalid;
+        return r;
+      }
+      std::erase_if(next.servers, [&](const Server& s) { return s.id == req.id; });
+      if (next.voter_count() == 0) {
+        r.status = ProposeStatus::kInvalid;
+        return r;
+      }
+      break;
+  }
+  propose_configuration(std::move(next));
+  r.status = ProposeStatus::kOk;
+  r.index = log_.last_index();
+  r.term = term_;
+  return r;
+}
+
+void Node::maybe_promote_nonvoters() {
+  if (role_ != Role::kLeader || transferee_ != kNoId || conf_change_pending() ||
+      log_.term_at(commit_) != term_) {
+    return;
+  }
+  for (auto& [id, pr] : progress_) {
+    const Server* s = config_.find(id);
+    if (!s || s->suffrage != Suffrage::kNonVoter) continue;
+    // Catch-up in rounds (thesis §4.2.1): promote once the non-voter reached the leader's last
+    // index as of the previous check, so it can take part in quorums without stalling commits.
+    if (pr.catchup_target != 0 && pr.match >= pr.catchup_target) {
+      ConfChangeRequest req;
+      req.kind = ConfChangeRequest::Kind::kPromote;
+      req.id = id;
+      propose_conf_change(req);
+      return;
+    }
+    if (pr.catchup_target == 0 || pr.match >= pr.catchup_target) pr.catchup_target = log_.last_index();
+  }
+}
+
+void Node::on_log_appended(const Entry& e) {
+  if (e.type != EntryType::kConfChange) return;
+  Configuration c;
+  TICKETD_CHECK(decode_configuration(e.data, &c));
+  config_ = std::move(c);
+  config_index_ = e.index;
+  if (role_ == Role::kLeader) sync_progress_with_config();
+}
+
+void Node::sync_progress_with_config() {
+  for (const Server& s : config_.servers) {
+    if (s.id == cfg_.id || progress_.count(s.id)) continue;
+    PeerProgress pr;
+    pr.id = s.id;
+    pr.next = log_.last_index() + 1;
+    pr.recent_active = true;
+    progress_.emplace(s.id, std::move(pr));
+  }
+  std::erase_if(progress_, [&](const auto& kv) { return config_.find(kv.first) == nullptr; });
+  if (transferee_ != kNoId && !config_.is_voter(transferee_)) transferee_ = kNoId;
+}
+
+Configuration Node::config_at(uint64_t index) const {
+  for (uint64_t i = std::min(index, log_.last_index()); i > log_.snapshot_index(); --i) {
+    const Entry& e = log_.at(i);
+    if (e.type == EntryType::kConfChange) {
+      Configuration c;
+      TICKETD_CHECK(decode_configuration(e.data, &c));
+      return c;
+    }
+  }
+  return snapshot_ ? snapshot_->configuration : Configuration{};
+}
+
+void Node::recompute_config() {
+  config_index_ = snapshot_ ? snapshot_->index : 0;
+  config_ = snapshot_ ? snapshot_->configuration : Configuration{};
+  for (uint64_t i = log_.last_index(); i > log_.snapshot_index(); --i) {
+    const Entry& e = log_.at(i);
+    if (e.type == EntryType::kConfChange) {
+      TICKETD_CHECK(decode_configuration(e.data, &config_));
+      config_index_ = i;
+      break;
+    }
+  }
+  if (role_ == Role::kLeader) sync_progress_with_config();
+}
+
+Configuration Node::committed_configuration() const { return config_at(commit_); }
+
+void Node::truncate_log(uint64_t from) {
+  log_.truncate_from(from);
+  if (unsent_from_ > from) unsent_from_ = from;
+  // Entries from `from` on are gone from memory and will be dropped on disk: whatever we knew
+  // about their durability is void.
+  if (stable_index_ >= from) stable_index_ = from - 1;
+  if (config_index_ >= from) recompute_config();
+}
+
+bool Node::transfer_leadership(uint64_t id) {
+  if (role_ != Role::kLeader || id == cfg_.id || !config_.is_voter(id)) return false;
+  auto it = progress_.find(id);
+  if (it == progress_.end()) return false;
+  transferee_ = id;
+  transfer_elapsed_ = 0;
+  if (it->second.match == log_.last_index()) {
+    send_timeout_now(id);
+  } else {
+    send_append(it->second, true);
+  }
+  return true;
+}
+
+void Node::compact(uint64_t applied_index, std::string snapshot_data) {
+  TICKETD_CHECK(applied_index <= applied_);
+  if (applied_index <= log_.snapshot_index()) return;
+  auto term = log_.term_at(applied_index);
+  TICKETD_CHECK(term.has_value());
+  Snapshot s;
+  s.index = applied_index;
+  s.term = *term;
+  s.configuration = config_at(applied_index);
+  s.data = std::move(snapshot_data);
+  log_.compact_to(applied_index, *term);
+  snapshot_ = std::move(s);
+  // The application's snapshot is durable and covers every entry <= applied_index; pending
+  // truncations only ever touch uncommitted entries, which lie above it.
+  stable_index_ = std::max(stable_index_, applied_index);
+}
+
+void Node::on_persisted(uint64_t index, uint64_t term) {
+  auto it = std::find_if(pending_writes_.begin(), pending_writes_.end(),
+                         [&](const PendingWrite& w) { return w.last == LogPosition{index, term}; });
+  if (it == pending_writes_.end()) return;  // stale or unknown report
+  bool self_vote_durable = false;
+  for (auto w = pending_writes_.begin(); w != it + 1; ++w)
+    self_vote_durable |= w->self_vote_term == term_ && w->self_vote_term != 0;
+  pending_writes_.erase(pending_writes_.begin(), it + 1);
+  if (self_vote_durable && role_ == Role::kCandidate && self_vote_pending_) {
+    self_vote_pending_ = false;
+    votes_[cfg_.id] = true;
+    int granted = 0, rejected = 0;
+    tally_votes(&granted, &rejected);
+    if (static_cast<size_t>(granted) >= quorum()) become_leader();
+  }
+  // A later write still in flight may truncate below `index` (the ABA case of an entry that was
+  // overwritten and re-appended): until that write lands too, only the prefix below it counts.
+  uint64_t durable = index;
+  for (const PendingWrite& w : pending_writes_)
+    if (w.truncate_from != 0) durable = std::min(durable, w.truncate_from - 1);
+  // An in-memory truncation not yet handed out voids the entries above it the same way.
+  if (unsent_from_ <= handed_last_) durable = std::min(durable, unsent_from_ - 1);
+  durable = std::min(durable, log_.last_index());
+  if (durable == index && index > log_.snapshot_index() && !log_.matches(index, term)) return;
+  stable_index_ = std::max(stable_index_, durable);
+  if (role_ == Role::kLeader && maybe_commit()) {
+    broadcast_pending_ = true;
+    broadcast_commit_ = true;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ready
+
+bool Node::has_ready() const {
+  if (!msgs_.empty() || !msgs_after_persist_.empty() || snapshot_unsent_) return true;
+  if (unsent_from_ <= log_.last_index() || handed_last_ > log_.last_index()) return true;
+  if (commit_ > applied_) return true;
+  if (role_ == Role::kLeader && broadcast_pending_) return true;
+  return HardState{term_, vote_, commit_} != last_hard_state_;
+}
+
+Ready Node::ready() {
+  Ready rd;
+  ready(&rd);
+  return rd;
+}
+
+void Node::ready(Ready* out) {
+  out->clear();
+  if (role_ == Role::kLeader && broadcast_pending_) broadcast_append();
+  HardState hs{term_, vote_, commit_};
+  uint64_t self_vote_term = 0;
+  if (hs != last_hard_state_) {
+    last_hard_state_ = hs;
+    if (role_ == Role::kCandidate && self_vote_pending_ && vote_ == cfg_.id) self_vote_term = term_;
+    if (TICKETD_BUG(forget_to_persist_vote)) hs.vote = kNoId;
+    out->hard_state = hs;
+  }
+  uint64_t truncate = 0;
+  if (snapshot_unsent_) {
+    out->snapshot = *snapshot_;
+    snapshot_unsent_ = false;
+    truncate = 1;  // installing a snapshot discards every stored entry
+  } else if (unsent_from_ <= handed_last_) {
+    truncate = unsent_from_;
+    out->truncate_from = truncate;
+  }
+  for (uint64_t i = unsent_from_; i <= log_.last_index(); ++i) out->entries.push_back(log_.at(i));
+  if (out->snapshot || out->hard_state || !out->entries.empty() || out->truncate_from != 0) {
+    LogPosition mark{log_.last_index(), log_.last_term()};
+    out->durable_mark = mark;
+    pending_writes_.push_back(PendingWrite{mark, truncate, self_vote_term});
+  }
+  unsent_from_ = log_.last_index() + 1;
+  handed_last_ = log_.last_index();
+  for (uint64_t i = applied_ + 1; i <= commit_; ++i) out->committed_entries.push_back(log_.at(i));
+  applied_ = commit_;
+  out->messages.swap(msgs_);
+  out->persist_then_send.swap(msgs_after_persist_);
+  msgs_.clear();
+  msgs_after_persist_.clear();
+}
+
+std::vector<PeerProgress> Node::progress() const {
+  std::vector<PeerProgress> out;
+  for (const auto& [id, pr] : progress_) out.push_back(pr);
+  return out;
+}
+
+}  // namespace ticketd::raft

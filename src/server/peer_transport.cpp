@@ -1,0 +1,894 @@
+#include "peer_transport.h"
+
+#include <arpa/inet.h>
+#include <endian.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "ticketd/base/check.h"
+#include "ticketd/raft/codec.h"
+
+namespace ticketd::server {
+
+namespace {
+
+constexpr unsigned kRecvBuffers = 64;
+constexpr unsigned kRecvBufSize = 64 * 1024;
+// A refused peer may keep sending until it reads our REFUSE; we read and discard up to this
+// much (so our close does not reset the connection before the reason arrives), then close.
+constexpr size_t kMaxDiscardBytes = 1u << 20;
+constexpr char kHelloMagic[4] = {'T', 'K', 'D', 'P'};
+constexpr uint8_t kHelloVersion = 1;
+
+void put16(std::string* out, uint16_t v) {
+  v = htole16(v);
+  out->append(reinterpret_cast<const char*>(&v), 2);
+}
+void put64(std::string* out, uint64_t v) {
+  v = htole64(v);
+  out->append(reinterpret_cast<const char*>(&v), 8);
+}
+uint16_t get16(const char* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return le16toh(v);
+}
+uint32_t get32(const char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return le32toh(v);
+}
+uint64_t get64(const char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return le64toh(v);
+}
+void set32(std::string* out, size_t at, uint32_t v) {
+  v = htole32(v);
+  std::memcpy(out->data() + at, &v, 4);
+}
+
+// Starts a frame of `kind` at the end of *out; returns where its length goes.
+size_t begin_frame(std::string* out, PeerFrameKind kind) {
+  size_t start = out->size();
+  out->append(4, '\0');
+  out->push_back(static_cast<char>(kind));
+  return start;
+}
+void end_frame(std::string* out, size_t start) {
+  set32(out, start, static_cast<uint32_t>(out->size() - start - 4));
+}
+
+// Resolves a peer's "host:port" / ":port" for connecting (empty host = 127.0.0.1).
+bool resolve(const std::string& addr, sockaddr_storage* sa, socklen_t* len, std::string* err) {
+  std::string host;
+  uint16_t port = 0;
+  if (!io::parse_host_port(addr, &host, &port)) {
+    *err = "bad address '" + addr + "'";
+    return false;
+  }
+  if (host.empty()) host = "127.0.0.1";
+  std::memset(sa, 0, sizeof(*sa));
+  auto* v4 = reinterpret_cast<sockaddr_in*>(sa);
+  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    *len = sizeof(sockaddr_in);
+    return true;
+  }
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(sa);
+  if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    *len = sizeof(sockaddr_in6);
+    return true;
+  }
+  // A name (rare for raft addresses): a blocking lookup, done once per connect attempt.
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &res);
+  if (rc != 0 || res == nullptr) {
+    *err = "cannot resolve '" + host + "': " + ::gai_strerror(rc);
+    return false;
+  }
+  addrinfo* pick = res;
+  for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
+    if (a->ai_family == AF_INET) {
+      pick = a;
+      break;
+    }
+  }
+  std::memcpy(sa, pick->ai_addr, pick->ai_addrlen);
+  *len = pick->ai_addrlen;
+  if (sa->ss_family == AF_INET) v4->sin_port = htons(port);
+  if (sa->ss_family == AF_INET6) v6->sin6_port = htons(port);
+  ::freeaddrinfo(res);
+  return true;
+}
+
+// io::parse_host_port refuses port 0; for listening it means "any free port" (tests use it).
+bool parse_listen_addr(const std::string& s, std::string* host, uint16_t* port) {
+  if (io::parse_host_port(s, host, port)) return true;
+  auto colon = s.rfind(':');
+  std::string p = colon == std::string::npos ? s : s.substr(colon + 1);
+  if (p != "0") return false;
+  std::string h = colon == std::string::npos ? "" : s.substr(0, colon);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  *host = h;
+  *port = 0;
+  return true;
+}
+
+uint64_t xorshift(uint64_t* s) {
+  uint64_t x = *s;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  *s = x;
+  return x;
+}
+
+}  // namespace
+
+void append_hello_frame(const PeerHello& h, std::string* out) {
+  size_t start = begin_frame(out, PeerFrameKind::kHello);
+  size_t body = out->size();
+  out->append(kHelloMagic, 4);
+  out->push_back(static_cast<char>(kHelloVersion));
+  put64(out, h.cluster_id);
+  put64(out, h.node_id);
+  put64(out, h.incarnation);
+  for (const std::string* s : {&h.service_addr, &h.raft_addr}) {
+    size_t n = std::min(s->size(), kMaxHelloAddrBytes);
+    put16(out, static_cast<uint16_t>(n));
+    out->append(s->data(), n);
+  }
+  put64(out, XXH3_64bits(out->data() + body, out->size() - body));
+  end_frame(out, start);
+}
+
+std::string decode_hello(std::string_view in, PeerHello* out) {
+  constexpr size_t kFixed = 4 + 1 + 8 * 3;
+  if (in.size() < kFixed + 2 + 2 + 8) return "hello too short";
+  if (std::memcmp(in.data(), kHelloMagic, 4) != 0) return "hello magic mismatch";
+  size_t body = in.size() - 8;
+  if (XXH3_64bits(in.data(), body) != get64(in.data() + body)) return "hello checksum mismatch";
+  if (static_cast<uint8_t>(in[4]) != kHelloVersion) {
+    return "unsupported hello version " + std::to_string(static_cast<uint8_t>(in[4]));
+  }
+  out->cluster_id = get64(in.data() + 5);
+  out->node_id = get64(in.data() + 13);
+  out->incarnation = get64(in.data() + 21);
+  size_t pos = kFixed;
+  for (std::string* s : {&out->service_addr, &out->raft_addr}) {
+    if (pos + 2 > body) return "hello truncated";
+    size_t n = get16(in.data() + pos);
+    pos += 2;
+    if (n > kMaxHelloAddrBytes || pos + n > body) return "hello address too long";
+    s->assign(in.data() + pos, n);
+    pos += n;
+  }
+  if (pos != body) return "hello has trailing bytes";
+  return "";
+}
+
+bool append_message_frame(const raft::Message& m, uint32_t max_frame_bytes, std::string* out) {
+  size_t start = begin_frame(out, PeerFrameKind::kMessage);
+  raft::encode(m, out);  // straight into the queue: the only copy of the message's bytes
+  if (out->size() - start - 4 > max_frame_bytes) {
+    out->resize(start);
+    return false;
+  }
+  end_frame(out, start);
+  return true;
+}
+
+void append_refuse_frame(std::string_view reason, std::string* out) {
+  size_t start = begin_frame(out, PeerFrameKind::kRefuse);
+  out->append(reason.substr(0, 4096));
+  end_frame(out, start);
+}
+
+// One TCP connection, either direction. Heap-allocated and freed only once no operation of its
+// own is in the kernel (recv_armed / send_inflight / connect_inflight all false).
+struct PeerTransport::Conn {
+  Conn(PeerTransport* t_, int fd_, Link* link_, uint32_t max_frame)
+      : t(t_), fd(fd_), link(link_), reader(max_frame) {}
+  PeerTransport* t;
+  int fd;
+  Link* link;  // outbound: the peer link it serves; nullptr for an inbound connection
+  io::Completion connect_c, recv_c, send_c;
+  bool connect_inflight = false;
+  bool recv_armed = false;
+  bool send_inflight = false;
+  bool cancel_recv_sent = false;
+  bool cancel_connect_sent = false;
+  bool shut = false;
+  bool closing = false;
+  bool up = false;          // outbound: connected
+  bool hello_sent = false;  // outbound: our hello fully handed to the kernel
+  bool hello_ok = false;    // inbound: the peer's hello was accepted
+  bool refusing = false;    // inbound: REFUSE sent or sending; the rest is read and discarded
+  size_t discarded = 0;
+  PeerHello hello;  // inbound: the peer's hello
+  PeerFrameReader reader;
+  std::string sending;  // the bytes of the one send in flight (whole frames only)
+  size_t send_off = 0;
+  size_t hello_bytes = 0;
+  std::string close_reason;
+  std::chrono::steady_clock::time_point up_since;
+};
+
+// Our side of one peer: its address, its bounded queue, its outbound connection or timer.
+struct PeerTransport::Link {
+  PeerTransport* t = nullptr;
+  uint64_t id = 0;
+  std::string addr;
+  sockaddr_storage sa{};
+  socklen_t salen = 0;
+  bool addr_ok = false;
+  std::string pending;  // whole frames only, waiting for the next send
+  uint64_t pending_msgs = 0;
+  Conn* conn = nullptr;
+  io::Completion timer_c;
+  __kernel_timespec ts{};
+  bool timer_armed = false;
+  uint32_t backoff_ms = 0;  // the next reconnect delay before jitter
+  bool attempted = false;
+  bool removed = false;
+  bool refused = false;      // the peer refused our hello: wait the longest backoff
+  bool fail_logged = false;  // one log line per streak of failed attempts
+  uint64_t rng = 0;
+};
+
+PeerTransport::PeerTransport(io::Loop& loop, uint16_t buf_group, Options opts, Hooks hooks)
+    : loop_(loop), opts_(std::move(opts)), hooks_(std::move(hooks)) {
+  TICKETD_CHECK(opts_.backoff_min_ms > 0 && opts_.backoff_max_ms >= opts_.backoff_min_ms);
+  TICKETD_CHECK(opts_.max_frame_bytes > 0);
+  bufs_ = std::make_unique<io::BufferRing>(loop_, buf_group, kRecvBuffers, kRecvBufSize);
+  accept_c_.owner = this;
+  accept_c_.fn = &PeerTransport::on_accept;
+}
+
+PeerTransport::~PeerTransport() {
+  if (!shut_) shutdown();
+}
+
+void PeerTransport::log(const std::string& s) const {
+  if (hooks_.log) hooks_.log(s);
+}
+
+bool PeerTransport::listen(std::string* err) {
+  TICKETD_CHECK(listen_fd_ < 0 && !shutting_down_);
+  std::string host;
+  uint16_t port = 0;
+  if (!parse_listen_addr(opts_.listen_addr, &host, &port)) {
+    *err = "bad raft address '" + opts_.listen_addr + "'";
+    return false;
+  }
+  int fd = io::listen_tcp(host, port, /*reuseport=*/false, err);
+  if (fd < 0) return false;
+  listen_fd_ = fd;
+  listen_port_ = io::local_port(fd);
+  accept_armed_ = true;
+  loop_.accept_multishot(listen_fd_, &accept_c_);
+  return true;
+}
+
+PeerTransport::Conn* PeerTransport::new_conn(int fd, Link* link) {
+  auto* c = new Conn(this, fd, link, opts_.max_frame_bytes);
+  c->connect_c.owner = c;
+  c->connect_c.fn = &PeerTransport::on_connect;
+  c->recv_c.owner = c;
+  c->recv_c.fn = &PeerTransport::on_recv;
+  c->send_c.owner = c;
+  c->send_c.fn = &PeerTransport::on_send;
+  conns_.push_back(c);
+  return c;
+}
+
+void PeerTransport::on_accept(io::Completion* comp, int32_t res, uint32_t flags) {
+  auto* t = static_cast<PeerTransport*>(comp->owner);
+  if (!io::cqe_more(flags)) {
+    t->accept_armed_ = false;
+    if (!t->shutting_down_) {
+      t->accept_armed_ = true;
+      t->loop_.accept_multishot(t->listen_fd_, &t->accept_c_);
+    }
+  }
+  if (res < 0) return;  // EMFILE, ECONNABORTED...: keep accepting
+  if (t->shutting_down_) {
+    ::close(res);
+    return;
+  }
+  int one = 1;
+  ::setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  Conn* c = t->new_conn(res, nullptr);
+  t->arm_recv(c);
+}
+
+void PeerTransport::arm_recv(Conn* c) {
+  c->recv_armed = true;
+  loop_.recv_multishot(c->fd, bufs_->group_id(), &c->recv_c);
+}
+
+void PeerTransport::start_send(Conn* c) {
+  TICKETD_CHECK(!c->send_inflight && c->send_off < c->sending.size());
+  c->send_inflight = true;
+  loop_.send(c->fd, c->sending.data() + c->send_off, c->sending.size() - c->send_off, &c->send_c);
+}
+
+void PeerTransport::set_peer(uint64_t id, const std::string& raft_addr) {
+  if (id == raft::kNoId || id == opts_.self_id || shutting_down_) return;
+  auto it = links_.find(id);
+  if (it != links_.end()) {
+    Link* l = it->second.get();
+    if (l->addr == raft_addr) return;
+    std::string err;
+    l->addr = raft_addr;
+    l->addr_ok = resolve(raft_addr, &l->sa, &l->salen, &err);
+    if (!l->addr_ok) log("peer " + std::to_string(id) + ": " + err);
+    l->backoff_ms = static_cast<uint32_t>(opts_.backoff_min_ms);
+    // The old connection goes; the link reconnects to the new address after it drained.
+    if (l->conn != nullptr) break_conn(l->conn, "peer address changed to " + raft_addr);
+    return;
+  }
+  auto l = std::make_unique<Link>();
+  l->t = this;
+  l->id = id;
+  l->addr = raft_addr;
+  std::string err;
+  l->addr_ok = resolve(raft_addr, &l->sa, &l->salen, &err);
+  if (!l->addr_ok) log("peer " + std::to_string(id) + ": " + err);
+  l->timer_c.owner = l.get();
+  l->timer_c.fn = &PeerTransport::on_timer;
+  l->backoff_ms = static_cast<uint32_t>(opts_.backoff_min_ms);
+  // Seeded, not clock-random: the same ids give the same jitter sequence.
+  l->rng = (opts_.self_id * 0x9E3779B97F4A7C15ull) ^ (id * 0xC2B2AE3D27D4EB4Full) ^
+           opts_.incarnation ^ 0x5851F42D4C957F2Dull;
+  if (l->rng == 0) l->rng = 1;
+  links_.emplace(id, std::move(l));
+  // Connects lazily: the next flush() starts it.
+}
+
+void PeerTransport::remove_peer(uint64_t id) {
+  auto it = links_.find(id);
+  if (it == links_.end()) return;
+  Link* l = it->second.get();
+  retired_links_.push_back(std::move(it->second));
+  links_.erase(it);
+  l->removed = true;
+  stats_.dropped_msgs += l->pending_msgs;
+  l->pending.clear();
+  l->pending_msgs = 0;
+  // Whichever operation is still out frees the link when it ends (never both: a link has a
+  // timer only while it has no connection).
+  if (l->timer_armed) {
+    loop_.cancel(&l->timer_c, nullptr);
+    return;
+  }
+  if (l->conn != nullptr) {
+    break_conn(l->conn, "peer removed");
+    return;
+  }
+  maybe_free_link(l);
+}
+
+void PeerTransport::maybe_free_link(Link* l) {
+  if (!l->removed || l->conn != nullptr || l->timer_armed) return;
+  for (size_t i = 0; i < retired_links_.size(); ++i) {
+    if (retired_links_[i].get() == l) {
+      retired_links_[i] = std::move(retired_links_.back());
+      retired_links_.pop_back();
+      return;
+    }
+  }
+}
+
+void PeerTransport::send(const raft::Message& m) {
+  auto it = links_.find(m.to);
+  if (it == links_.end() || shutting_down_) {
+    stats_.dropped_msgs++;
+    return;
+  }
+  Link* l = it->second.get();
+  size_t before = l->pending.size();
+  if (!append_message_frame(m, opts_.max_frame_bytes, &l->pending)) {
+    stats_.dropped_msgs++;
+    log("message of type " + std::string(raft::to_string(m.type)) + " to peer " +
+        std::to_string(m.to) + " exceeds the frame limit; dropped");
+    return;
+  }
+  size_t inflight = l->conn != nullptr ? l->conn->sending.size() - l->conn->send_off : 0;
+  if (l->pending.size() + inflight > opts_.max_queue_bytes) {
+    // Full: drop the newest (raft retries; a follower that cannot keep up gets a snapshot).
+    l->pending.resize(before);
+    stats_.dropped_msgs++;
+    return;
+  }
+  l->pending_msgs++;
+}
+
+void PeerTransport::flush() {
+  if (shutting_down_) return;
+  for (auto& [id, lp] : links_) {
+    Link* l = lp.get();
+    if (l->conn == nullptr) {
+      if (!l->timer_armed && !l->attempted) start_connect(l);
+      continue;
+    }
+    Conn* c = l->conn;
+    if (c->up && !c->closing && !c->send_inflight && !l->pending.empty()) {
+      c->sending.clear();
+      c->sending.swap(l->pending);
+      c->send_off = 0;
+      c->hello_bytes = 0;
+      l->pending_msgs = 0;
+      start_send(c);
+    }
+  }
+}
+
+void PeerTransport::start_connect(Link* l) {
+  if (l->attempted) stats_.reconnects++;
+  l->attempted = true;
+  std::string err;
+  if (!l->addr_ok) l->addr_ok = resolve(l->addr, &l->sa, &l->salen, &err);
+  if (!l->addr_ok) {
+    if (!l->fail_logged) log("peer " + std::to_string(l->id) + ": " + err);
+    l->fail_logged = true;
+    schedule_reconnect(l);
+    return;
+  }
+  int fd = ::socket(l->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    if (!l->fail_logged) log("peer " + std::to_string(l->id) + ": socket: " + std::strerror(errno));
+    l->fail_logged = true;
+    schedule_reconnect(l);
+    return;
+  }
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  Conn* c = new_conn(fd, l);
+  l->conn = c;
+  c->connect_inflight = true;
+  // l->sa lives in the link, which outlives the connection (a link is freed only after its
+  // connection has drained).
+  loop_.connect(fd, &l->sa, l->salen, &c->connect_c);
+}
+
+void PeerTransport::schedule_reconnect(Link* l) {
+  uint32_t b = l->backoff_ms;
+  if (l->refused) {
+    b = static_cast<uint32_t>(opts_.backoff_max_ms);
+    l->refused = false;
+  }
+  uint32_t delay = b / 2 + static_cast<uint32_t>(xorshift(&l->rng) % (b - b / 2 + 1));
+  l->ts.tv_sec = delay / 1000;
+  l->ts.tv_nsec = static_cast<long long>(delay % 1000) * 1000000;
+  l->timer_armed = true;
+  loop_.timeout(&l->ts, &l->timer_c);
+  l->backoff_ms = std::min<uint32_t>(b * 2, static_cast<uint32_t>(opts_.backoff_max_ms));
+}
+
+void PeerTransport::on_timer(io::Completion* comp, int32_t, uint32_t) {
+  auto* l = static_cast<Link*>(comp->owner);
+  PeerTransport* t = l->t;
+  l->timer_armed = false;
+  if (l->removed || t->shutting_down_) {
+    t->maybe_free_link(l);  // may free l: nothing touches it after this
+    return;
+  }
+  t->start_connect(l);
+}
+
+void PeerTransport::on_connect(io::Completion* comp, int32_t res, uint32_t) {
+  auto* c = static_cast<Conn*>(comp->owner);
+  PeerTransport* t = c->t;
+  c->connect_inflight = false;
+  if (c->closing) {
+    t->finish_if_drained(c);
+    return;
+  }
+  Link* l = c->link;
+  if (res < 0) {
+    std::string why = "connect failed: " + std::string(std::strerror(-res));
+    if (!l->fail_logged) {
+      t->log("peer " + std::to_string(l->id) + " at " + l->addr + ": " + why +
+             " (retrying with backoff)");
+    }
+    l->fail_logged = true;
+    c->close_reason = why;
+    t->break_conn(c, why);
+    return;
+  }
+  c->up = true;
+  c->up_since = std::chrono::steady_clock::now();
+  t->stats_.connects++;
+  if (l->fail_logged) t->log("peer " + std::to_string(l->id) + " at " + l->addr + ": connected");
+  l->fail_logged = false;
+  // A new connection begins with our hello, then only whole frames from the queue (a frame
+  // torn by an earlier connection's break was dropped, never resent in part).
+  PeerHello h{t->opts_.cluster_id, t->opts_.self_id, t->opts_.incarnation, t->opts_.service_addr,
+              t->opts_.raft_addr};
+  c->sending.clear();
+  append_hello_frame(h, &c->sending);
+  c->hello_bytes = c->sending.size();
+  c->send_off = 0;
+  // Outbound links receive only a possible REFUSE, or the EOF that tells us the peer is gone.
+  t->arm_recv(c);
+  t->start_send(c);
+}
+
+void PeerTransport::on_send(io::Completion* comp, int32_t res, uint32_t) {
+  auto* c = static_cast<Conn*>(comp->owner);
+  PeerTransport* t = c->t;
+  c->send_inflight = false;
+  if (res > 0) c->send_off += static_cast<size_t>(res);
+  if (c->closing) {
+    t->finish_if_drained(c);  // may free c
+    return;
+  }
+  if (res <= 0) {
+    t->break_conn(c, res == 0 ? "send returned 0" : "send failed: " + std::string(std::strerror(-res)));
+    return;
+  }
+  if (!c->hello_sent && c->hello_bytes > 0 && c->send_off >= c->hello_bytes) c->hello_sent = true;
+  if (c->send_off < c->sending.size()) {
+    t->start_send(c);  // a partial send: the rest goes before anything newer
+    return;
+  }
+  if (c->link != nullptr) {
+    size_t pos = 0;
+    while (pos + kPeerFrameHeader <= c->sending.size()) {
+      if (static_cast<uint8_t>(c->sending[pos + 4]) == static_cast<uint8_t>(PeerFrameKind::kMessage)) {
+        t->stats_.sent_msgs++;
+      }
+      pos += 4 + get32(c->sending.data() + pos);
+    }
+  }
+  c->sending.clear();
+  c->send_off = 0;
+  c->hello_bytes = 0;
+  if (c->refusing) {
+    // The reason is on its way; FIN after it. We keep reading until the peer closes.
+    ::shutdown(c->fd, SHUT_WR);
+    return;
+  }
+  Link* l = c->link;
+  if (l != nullptr && !l->pending.empty()) {
+    c->sending.swap(l->pending);
+    l->pending_msgs = 0;
+    t->start_send(c);
+  }
+}
+
+void PeerTransport::on_recv(io::Completion* comp, int32_t res, uint32_t flags) {
+  auto* c = static_cast<Conn*>(comp->owner);
+  PeerTransport* t = c->t;
+  if (!io::cqe_more(flags)) c->recv_armed = false;
+  bool want_close = false;
+  std::string why;
+  if (res > 0 && io::cqe_has_buffer(flags)) {
+    uint16_t bid = io::cqe_buffer_id(flags);
+    const char* data = t->bufs_->buffer(bid);
+    if (!c->closing) {
+      if (c->refusing) {
+        c->discarded += static_cast<size_t>(res);
+        if (c->discarded > kMaxDiscardBytes) {
+          want_close = true;
+          why = "refused peer kept sending";
+        }
+      } else {
+        bool ok = c->reader.feed(data, static_cast<size_t>(res), [t, c](uint8_t kind, std::string_view p) {
+          return t->handle_frame(c, kind, p);
+        });
+        if (!ok && !c->refusing) {
+          want_close = true;
+          if (c->close_reason.empty()) {
+            // The reader itself rejected the stream (a zero or oversized length).
+            t->stats_.bad_frames++;
+            why = "bad frame: " + c->reader.error();
+          } else {
+            why = c->close_reason;
+          }
+        }
+      }
+    }
+    t->bufs_->recycle(bid);
+  } else if (res == -ENOBUFS) {
+    // Every buffer is busy this turn; they come back as their completions are handled.
+  } else if (res == 0) {
+    want_close = true;
+    why = "connection closed by the peer";
+  } else if (res < 0 && res != -ECANCELED) {
+    want_close = true;
+    why = "recv failed: " + std::string(std::strerror(-res));
+  }
+  if (!c->recv_armed && !c->closing && !want_close) t->arm_recv(c);
+  if (want_close) {
+    t->break_conn(c, why);  // may free c
+  } else if (c->closing) {
+    t->finish_if_drained(c);  // may free c
+  }
+}
+
+bool PeerTransport::handle_frame(Conn* c, uint8_t kind, std::string_view payload) {
+  if (c->link != nullptr) {
+    // Outbound: the peer only ever answers with a REFUSE.
+    Link* l = c->link;
+    if (kind == static_cast<uint8_t>(PeerFrameKind::kRefuse)) {
+      std::string reason(payload.substr(0, 512));
+      log("peer " + std::to_string(l->id) + " at " + l->addr + " refused our hello: " + reason);
+      stats_.refused_by_peer++;
+      l->refused = true;
+      c->close_reason = "refused by the peer: " + reason;
+      return false;
+    }
+    stats_.bad_frames++;
+    c->close_reason = "unexpected frame kind " + std::to_string(kind) + " on an outbound link";
+    return false;
+  }
+  if (!c->hello_ok) {
+    if (kind != static_cast<uint8_t>(PeerFrameKind::kHello)) {
+      stats_.bad_frames++;
+      c->close_reason = "first frame is not a hello (kind " + std::to_string(kind) + ")";
+      return false;
+    }
+    return handle_hello(c, payload);
+  }
+  if (kind != static_cast<uint8_t>(PeerFrameKind::kMessage)) {
+    stats_.bad_frames++;
+    c->close_reason = "unexpected frame kind " + std::to_string(kind) + " after the hello";
+    return false;
+  }
+  raft::Message m;
+  std::string err = raft::decode(payload, &m);
+  if (!err.empty()) {
+    stats_.bad_frames++;
+    c->close_reason = "bad message from node " + std::to_string(c->hello.node_id) + ": " + err;
+    return false;
+  }
+  // The hello said who is speaking; a message claiming another sender, or meant for another
+  // node, means a confused or hostile peer: it never reaches raft.
+  if (m.from != c->hello.node_id || m.to != opts_.self_id) {
+    stats_.bad_frames++;
+    c->close_reason = "message from " + std::to_string(m.from) + " to " + std::to_string(m.to) +
+                      " on the link of node " + std::to_string(c->hello.node_id);
+    return false;
+  }
+  stats_.recv_msgs++;
+  if (hooks_.on_message) hooks_.on_message(std::move(m));
+  return true;
+}
+
+bool PeerTransport::handle_hello(Conn* c, std::string_view payload) {
+  PeerHello h;
+  std::string err = decode_hello(payload, &h);
+  if (!err.empty()) {
+    stats_.bad_frames++;
+    c->close_reason = "bad hello: " + err;
+    return false;
+  }
+  std::string reason;
+  if (h.cluster_id != 0 && opts_.cluster_id != 0 && h.cluster_id != opts_.cluster_id) {
+    reason = "cluster id mismatch: ours " + std::to_string(opts_.cluster_id) + ", theirs " +
+             std::to_string(h.cluster_id);
+  } else if (h.node_id == raft::kNoId) {
+    reason = "node id 0 is not valid";
+  } else if (h.node_id == opts_.self_id) {
+    reason = "node id " + std::to_string(h.node_id) + " is our own id";
+  } else if (hooks_.check_hello) {
+    reason = hooks_.check_hello(h);
+  }
+  c->hello = h;
+  if (!reason.empty()) {
+    refuse(c, reason);
+    return false;
+  }
+  c->hello_ok = true;
+  log("accepted peer node " + std::to_string(h.node_id) + " (raft " + h.raft_addr + ", service " +
+      h.service_addr + ")");
+  // A newer link from the same node replaces any older one (the peer opens one outbound link
+  // at a time; an older one is half-open or about to close).
+  std::vector<Conn*> older;
+  for (Conn* o : conns_) {
+    if (o != c && o->link == nullptr && o->hello_ok && !o->closing && o->hello.node_id == h.node_id) {
+      older.push_back(o);
+    }
+  }
+  for (Conn* o : older) break_conn(o, "replaced by a newer link from the same node");
+  if (hooks_.on_hello) hooks_.on_hello(h);
+  return true;
+}
+
+void PeerTransport::refuse(Conn* c, const std::string& reason) {
+  stats_.refused_hellos++;
+  log("refused peer node " + std::to_string(c->hello.node_id) + " (raft " + c->hello.raft_addr +
+      ", cluster " + std::to_string(c->hello.cluster_id) + "): " + reason);
+  c->refusing = true;
+  c->close_reason = "refused: " + reason;
+  // An inbound link never sends anything else, so no send can be in flight here.
+  TICKETD_CHECK(!c->send_inflight);
+  c->sending.clear();
+  c->send_off = 0;
+  append_refuse_frame(reason, &c->sending);
+  start_send(c);
+}
+
+void PeerTransport::break_conn(Conn* c, const std::string& why) {
+  if (c->closing) {
+    finish_if_drained(c);
+    return;
+  }
+  c->closing = true;
+  if (c->close_reason.empty()) c->close_reason = why;
+  if (c->link != nullptr) {
+    if (c->up && !shutting_down_) {
+      log("link to peer " + std::to_string(c->link->id) + " at " + c->link->addr + " closed: " + why);
+    }
+  } else if (c->hello_ok && !shutting_down_) {
+    log("link from peer node " + std::to_string(c->hello.node_id) + " closed: " + why);
+  } else if (!c->refusing && !shutting_down_) {
+    log("inbound peer connection closed: " + why);
+  }
+  start_close(c);
+}
+
+void PeerTransport::start_close(Conn* c) {
+  // shutdown() ends a send stuck on a peer that does not read, and makes the multishot recv
+  // finish; the cancels cover the recv and a connect still in progress. The fd is closed only
+  // after every one of them has reported its final completion (finish_if_drained).
+  if (c->fd >= 0 && !c->shut) {
+    ::shutdown(c->fd, SHUT_RDWR);
+    c->shut = true;
+  }
+  if (c->recv_armed && !c->cancel_recv_sent) {
+    c->cancel_recv_sent = true;
+    loop_.cancel(&c->recv_c, nullptr);
+  }
+  if (c->connect_inflight && !c->cancel_connect_sent) {
+    c->cancel_connect_sent = true;
+    loop_.cancel(&c->connect_c, nullptr);
+  }
+  finish_if_drained(c);
+}
+
+void PeerTransport::finish_if_drained(Conn* c) {
+  if (!c->closing || c->recv_armed || c->send_inflight || c->connect_inflight) return;
+  if (c->fd >= 0) {
+    ::close(c->fd);
+    c->fd = -1;
+  }
+  for (size_t i = 0; i < conns_.size(); ++i) {
+    if (conns_[i] == c) {
+      conns_[i] = conns_.back();
+      conns_.pop_back();
+      break;
+    }
+  }
+  if (c->link != nullptr) link_conn_gone(c->link, c);
+  delete c;
+}
+
+void PeerTransport::link_conn_gone(Link* l, Conn* c) {
+  l->conn = nullptr;
+  // Give back the frames of the last send that never left, whole: the frame the break cut
+  // (if any) is dropped, so the next connection starts at a frame boundary after its hello.
+  bool keep = !l->removed && !shutting_down_;
+  std::string back;
+  uint64_t back_msgs = 0;
+  const std::string& s = c->sending;
+  size_t pos = 0;
+  while (pos + kPeerFrameHeader <= s.size()) {
+    size_t end = pos + 4 + get32(s.data() + pos);
+    bool is_msg = static_cast<uint8_t>(s[pos + 4]) == static_cast<uint8_t>(PeerFrameKind::kMessage);
+    if (is_msg) {
+      if (end <= c->send_off) {
+        stats_.sent_msgs++;
+      } else if (pos < c->send_off || !keep) {
+        stats_.dropped_msgs++;
+      } else {
+        back.append(s, pos, end - pos);
+        back_msgs++;
+      }
+    }
+    pos = end;
+  }
+  if (!back.empty()) {
+    back.append(l->pending);
+    l->pending.swap(back);
+    l->pending_msgs += back_msgs;
+  }
+  if (!keep) {
+    maybe_free_link(l);  // may free l
+    return;
+  }
+  // A link that stayed up a while earns a fast retry; repeated quick failures back off.
+  if (c->up && std::chrono::steady_clock::now() - c->up_since >=
+                   std::chrono::milliseconds(opts_.backoff_max_ms)) {
+    l->backoff_ms = static_cast<uint32_t>(opts_.backoff_min_ms);
+  }
+  schedule_reconnect(l);
+}
+
+void PeerTransport::shutdown() {
+  if (shut_) return;
+  shutting_down_ = true;
+  if (accept_armed_) loop_.cancel(&accept_c_, nullptr);
+  if (listen_fd_ >= 0) ::shutdown(listen_fd_, SHUT_RDWR);
+  for (auto& [id, l] : links_) {
+    l->removed = true;
+    stats_.dropped_msgs += l->pending_msgs;
+    l->pending.clear();
+    l->pending_msgs = 0;
+    retired_links_.push_back(std::move(l));
+  }
+  links_.clear();
+  std::vector<Link*> links;
+  for (auto& l : retired_links_) links.push_back(l.get());
+  for (Link* l : links) {
+    if (l->timer_armed) loop_.cancel(&l->timer_c, nullptr);  // on_timer frees the link
+  }
+  std::vector<Conn*> conns = conns_;
+  for (Conn* c : conns) break_conn(c, "shutting down");
+  // A link with neither timer nor connection has nothing to wait for. (Re-scan the vector:
+  // break_conn above may already have freed some links.)
+  for (size_t i = 0; i < retired_links_.size();) {
+    Link* l = retired_links_[i].get();
+    if (!l->timer_armed && l->conn == nullptr) {
+      retired_links_[i] = std::move(retired_links_.back());
+      retired_links_.pop_back();
+    } else {
+      ++i;
+    }
+  }
+  // Every operation of ours has been cancelled or cut short; turn the loop until each one has
+  // reported its final completion, so that no Completion we own is referenced by the kernel
+  // when we are destroyed.
+  while (inflight_ops() > 0) loop_.run_once(true);
+  TICKETD_CHECK(conns_.empty());
+  TICKETD_CHECK(retired_links_.empty());
+  if (listen_fd_ >= 0) {
+    ::close(listen_fd_);
+    listen_fd_ = -1;
+  }
+  bufs_.reset();  // unregisters the buffer group: no recv of ours can use it any more
+  shut_ = true;
+}
+
+size_t PeerTransport::inflight_ops() const {
+  size_t n = accept_armed_ ? 1 : 0;
+  for (const Conn* c : conns_) n += c->recv_armed + c->send_inflight + c->connect_inflight;
+  for (const auto& [id, l] : links_) n += l->timer_armed;
+  for (const auto& l : retired_links_) n += l->timer_armed;
+  return n;
+}
+
+bool PeerTransport::connected(uint64_t id) const {
+  auto it = links_.find(id);
+  if (it == links_.end() || it->second->conn == nullptr) return false;
+  const Conn* c = it->second->conn;
+  return c->up && c->hello_sent && !c->closing;
+}
+
+size_t PeerTransport::queued_bytes(uint64_t id) const {
+  auto it = links_.find(id);
+  if (it == links_.end()) return 0;
+  const Link* l = it->second.get();
+  size_t n = l->pending.size();
+  if (l->conn != nullptr) n += l->conn->sending.size() - l->conn->send_off;
+  return n;
+}
+
+}  // namespace ticketd::server

@@ -1,0 +1,256 @@
+// The Raft peer transport: carries raft::Messages between nodes over TCP, on ONE io::Loop.
+// Promises: only whole, length-checked frames reach raft::decode; a malformed frame or a refused
+// hello closes that one link and is counted; per-peer queues are bounded (overflow drops and counts).
+// Must never: block the loop, crash on peer input, or free a Completion the kernel may still report.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "ticketd/io/loop.h"
+#include "ticketd/raft/types.h"
+
+namespace ticketd::server {
+
+// Wire: every frame is [u32 LE length][u8 kind][payload], length = 1 + payload bytes.
+inline constexpr size_t kPeerFrameHeader = 5;
+enum class PeerFrameKind : uint8_t {
+  kHello = 1,    // payload: see append_hello_frame; always the first frame of an outbound link
+  kMessage = 2,  // payload: raft::encode bytes (versioned, xxh3-checksummed by the codec)
+  kRefuse = 3,   // payload: the refusal reason, sent back on an inbound link before closing
+};
+
+struct PeerHello {
+  uint64_t cluster_id = 0;
+  uint64_t node_id = 0;
+  uint64_t incarnation = 0;
+  std::string service_addr;
+  std::string raft_addr;
+
+  bool operator==(const PeerHello&) const = default;
+};
+
+inline constexpr size_t kMaxHelloAddrBytes = 1024;
+
+// Hello payload: "TKDP" | u8 version | u64 cluster | u64 node | u64 incarnation |
+// u16 len + service_addr | u16 len + raft_addr | u64 xxh3 of everything before it (all LE).
+void append_hello_frame(const PeerHello& h, std::string* out);
+// Decodes a hello payload (the bytes after the kind). "" on success, else the error text.
+std::string decode_hello(std::string_view payload, PeerHello* out);
+// Appends the MESSAGE frame for m; false (and nothing appended) if it exceeds max_frame_bytes.
+bool append_message_frame(const raft::Message& m, uint32_t max_frame_bytes, std::string* out);
+void append_refuse_frame(std::string_view reason, std::string* out);
+
+// Reassembles frames from a TCP byte stream. Whole frames inside one chunk are handed over in
+// place (no copy); only a frame split across chunks is stashed, and its full size is reserved
+// once its header is known. The stash never grows past max_frame_bytes + header.
+class PeerFrameReader {
+ public:
+  explicit PeerFrameReader(uint32_t max_frame_bytes) : max_frame_(max_frame_bytes) {}
+
+  // Calls on_frame(PeerFrameKind-as-uint8, std::string_view payload) for each whole frame in
+  // order; on_frame returns false to stop (the reader then fails). Returns false once the stream
+  // is bad (a zero or too large length, or on_frame refused); error() says why.
+  template <class F>
+  bool feed(const char* data, size_t len, F&& on_frame);
+
+  bool failed() const { return failed_; }
+  const std::string& error() const { return error_; }
+  size_t buffered() const { return stash_.size(); }
+
+ private:
+  static uint32_t load_le32(const char* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return le32toh_(v);
+  }
+  static uint32_t le32toh_(uint32_t v) {
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return __builtin_bswap32(v);
+#else
+    return v;
+#endif
+  }
+  bool check_length(uint32_t n) {
+    if (n == 0 || n > max_frame_) {
+      fail("bad frame length " + std::to_string(n));
+      return false;
+    }
+    return true;
+  }
+  void fail(std::string why) {
+    failed_ = true;
+    error_ = std::move(why);
+    stash_.clear();
+  }
+
+  uint32_t max_frame_;
+  bool failed_ = false;
+  std::string error_;
+  std::string stash_;
+};
+
+class PeerTransport {
+ public:
+  struct Options {
+    uint64_t self_id = 0;
+    uint64_t cluster_id = 0;  // 0 = unknown yet
+    uint64_t incarnation = 0;
+    std::string listen_addr;  // "host:port" or ":port" (port 0 picks a free port)
+    std::string service_addr;
+    std::string raft_addr;  // advertised
+    size_t max_queue_bytes = 32u << 20;
+    uint32_t max_frame_bytes = 64u << 20;
+    int backoff_min_ms = 20;
+    int backoff_max_ms = 1000;
+  };
+  struct Hooks {
+    std::function<void(raft::Message&&)> on_message;           // from a peer whose hello was accepted
+    std::function<std::string(const PeerHello&)> check_hello;  // "" accepts; else the refusal reason
+    std::function<void(const PeerHello&)> on_hello;            // after acceptance
+    std::function<void(std::string_view)> log;
+  };
+  struct Stats {
+    uint64_t sent_msgs = 0;        // MESSAGE frames fully handed to the kernel
+    uint64_t recv_msgs = 0;        // messages delivered to on_message
+    uint64_t dropped_msgs = 0;     // queue full, unknown peer, too large, torn by a broken link
+    uint64_t bad_frames = 0;       // inbound links closed for a malformed frame or hello
+    uint64_t refused_hellos = 0;   // hellos WE refused (cluster id, node id, check_hello)
+    uint64_t refused_by_peer = 0;  // REFUSE frames we received on our outbound links
+    uint64_t connects = 0;         // outbound connections established
+    uint64_t reconnects = 0;       // outbound attempts started after an earlier attempt or link
+  };
+
+  // Must be constructed, used and shut down on the loop's thread (the ring is SINGLE_ISSUER; the
+  // BufferRing registration needs that thread). `buf_group` must be unique on this loop.
+  PeerTransport(io::Loop& loop, uint16_t buf_group, Options opts, Hooks hooks);
+  // Calls shutdown() if it was not called (which runs the loop a few turns).
+  ~PeerTransport();
+  PeerTransport(const PeerTransport&) = delete;
+  PeerTransport& operator=(const PeerTransport&) = delete;
+
+  bool listen(std::string* err);  // binds the raft address (plain bind, no SO_REUSEPORT)
+  uint16_t listen_port() const { return listen_port_; }
+  void set_peer(uint64_t id, const std::string& raft_addr);  // add or update; connects lazily
+  void remove_peer(uint64_t id);
+  void set_cluster_id(uint64_t id) { opts_.cluster_id = id; }
+  // To m.to: encodes straight into that peer's bounded queue (drop + count when full).
+  void send(const raft::Message& m);
+  // End of a loop turn: starts connects for idle peers and a send for every peer with queued
+  // bytes and no send in flight.
+  void flush();
+  // Cancels everything and runs the loop until every operation of ours has reported its final
+  // completion. Afterwards the loop may be destroyed. Must NOT be called from inside a loop
+  // callback (it runs loop turns itself); call it from the loop's thread between turns.
+  void shutdown();
+
+  const Stats& stats() const { return stats_; }
+  bool connected(uint64_t id) const;  // outbound link up and hello sent
+  // Kernel operations of ours not yet finally completed (0 after shutdown()).
+  size_t inflight_ops() const;
+  size_t queued_bytes(uint64_t id) const;  // waiting + in flight for that peer (0 if unknown)
+
+ private:
+  struct Conn;
+  struct Link;
+
+  static void on_accept(io::Completion* c, int32_t res, uint32_t flags);
+  static void on_connect(io::Completion* c, int32_t res, uint32_t flags);
+  static void on_recv(io::Completion* c, int32_t res, uint32_t flags);
+  static void on_send(io::Completion* c, int32_t res, uint32_t flags);
+  static void on_timer(io::Completion* c, int32_t res, uint32_t flags);
+
+  Conn* new_conn(int fd, Link* link);
+  void start_connect(Link* l);
+  void start_send(Conn* c);
+  void arm_recv(Conn* c);
+  bool handle_frame(Conn* c, uint8_t kind, std::string_view payload);
+  bool handle_hello(Conn* c, std::string_view payload);
+  void refuse(Conn* c, const std::string& reason);
+  void break_conn(Conn* c, const std::string& why);
+  void start_close(Conn* c);
+  void finish_if_drained(Conn* c);
+  void link_conn_gone(Link* l, Conn* c);
+  void schedule_reconnect(Link* l);
+  void maybe_free_link(Link* l);
+  void log(const std::string& s) const;
+
+  io::Loop& loop_;
+  Options opts_;
+  Hooks hooks_;
+  std::unique_ptr<io::BufferRing> bufs_;
+  int listen_fd_ = -1;
+  uint16_t listen_port_ = 0;
+  io::Completion accept_c_;
+  bool accept_armed_ = false;
+  bool shutting_down_ = false;
+  bool shut_ = false;
+  std::unordered_map<uint64_t, std::unique_ptr<Link>> links_;
+  std::vector<std::unique_ptr<Link>> retired_links_;  // removed, waiting for their ops to end
+  std::vector<Conn*> conns_;                          // every live connection, both directions
+  Stats stats_;
+};
+
+template <class F>
+bool PeerFrameReader::feed(const char* data, size_t len, F&& on_frame) {
+  if (failed_) return false;
+  if (!stash_.empty()) {
+    // Finish the frame that began in an earlier chunk.
+    while (stash_.size() < 4 && len > 0) {
+      stash_.push_back(*data++);
+      --len;
+    }
+    if (stash_.size() < 4) return true;
+    uint32_t n = load_le32(stash_.data());
+    if (!check_length(n)) return false;
+    size_t total = 4 + static_cast<size_t>(n);
+    if (stash_.capacity() < total) stash_.reserve(total);
+    size_t take = std::min(len, total - stash_.size());
+    stash_.append(data, take);
+    data += take;
+    len -= take;
+    if (stash_.size() < total) return true;
+    bool ok = on_frame(static_cast<uint8_t>(stash_[4]), std::string_view(stash_).substr(5));
+    // A large frame's buffer is not kept per link once it has been used.
+    if (stash_.capacity() > (1u << 20)) {
+      std::string().swap(stash_);
+    } else {
+      stash_.clear();
+    }
+    if (!ok) {
+      fail("frame refused");
+      return false;
+    }
+  }
+  while (len >= 4) {
+    uint32_t n = load_le32(data);
+    if (!check_length(n)) return false;
+    size_t total = 4 + static_cast<size_t>(n);
+    if (len < total) break;
+    if (!on_frame(static_cast<uint8_t>(data[4]), std::string_view(data + 5, n - 1))) {
+      fail("frame refused");
+      return false;
+    }
+    data += total;
+    len -= total;
+  }
+  if (len > 0) {
+    if (len >= 4) {
+      // Reject a bad length now instead of buffering towards it.
+      uint32_t n = load_le32(data);
+      if (!check_length(n)) return false;
+      stash_.reserve(4 + static_cast<size_t>(n));
+    }
+    stash_.assign(data, len);
+  }
+  return true;
+}
+
+}  // namespace ticketd::server

@@ -1,0 +1,1300 @@
+// The replicated ticket log: drives raft::Node on shard 0's loop. Proposals are Allocate{n}
+// entries summing every TICKET that arrived while the previous entry was in flight; ranges
+// come from the applied state, in log order, and a request is answered only by the entry it
+// proposed (same index AND term). The WAL is the Raft log; hard state and snapshots live
+// beside it. The peer transport runs on the same loop.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <functional>
+#include <unordered_map>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <deque>
+#include <thread>
+
+#include "node.h"
+#include "peer_transport.h"
+#include "ticketd/base/check.h"
+#include "ticketd/io/loop.h"
+#include "ticketd/raft/node.h"
+#include "ticketd/resp/parser.h"
+#include "ticketd/resp/reply_reader.h"
+#include "ticketd/resp/writer.h"
+#include "ticketd/storage/hard_state_file.h"
+#include "ticketd/storage/snapshot_file.h"
+#include "ticketd/storage/wal.h"
+
+namespace ticketd::server {
+
+namespace {
+
+constexpr int64_t kTickNs = 10'000'000;         // one raft tick = 10 ms
+constexpr int kElectionTicks = 25;              // election timeout 250..500 ms
+constexpr int kHeartbeatTicks = 5;              // heartbeat every 50 ms
+constexpr size_t kMaxInflightProposals = 2;     // uncommitted Allocate entries at once
+constexpr uint64_t kProposalTimeoutMs = 5000;   // a proposal never committed fails after this
+constexpr int64_t kBackgroundSyncNs = 200'000'000;
+constexpr uint16_t kPeerBufGroup = 2;
+
+void put_u64(std::string* s, uint64_t v) { s->append(reinterpret_cast<const char*>(&v), 8); }
+void put_u32(std::string* s, uint32_t v) { s->append(reinterpret_cast<const char*>(&v), 4); }
+bool get_u64(std::string_view* s, uint64_t* v) {
+  if (s->size() < 8) return false;
+  std::memcpy(v, s->data(), 8);
+  s->remove_prefix(8);
+  return true;
+}
+bool get_u32(std::string_view* s, uint32_t* v) {
+  if (s->size() < 4) return false;
+  std::memcpy(v, s->data(), 4);
+  s->remove_prefix(4);
+  return true;
+}
+
+std::string allocate_payload(uint64_t n) {
+  std::string s;
+  put_u64(&s, n);
+  return s;
+}
+
+std::string hex(uint64_t v) {
+  char buf[17];
+  auto [p, ec] = std::to_chars(buf, buf + 16, v, 16);
+  (void)ec;
+  return std::string(buf, p);
+}
+
+uint64_t parse_hex(std::string_view s) {
+  uint64_t v = 0;
+  std::from_chars(s.data(), s.data() + s.size(), v, 16);
+  return v;
+}
+
+bool parse_u64(std::string_view s, uint64_t* v) {
+  if (s.empty()) return false;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), *v);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+// The opaque per-server context raft keeps in the configuration: our addresses and the
+// incarnation id of the node's data directory.
+struct ServerContext {
+  std::string raft_addr;
+  std::string service_addr;
+  uint64_t incarnation = 0;
+};
+
+std::string encode_context(const ServerContext& c) {
+  return "r=" + c.raft_addr + " s=" + c.service_addr + " i=" + hex(c.incarnation);
+}
+
+ServerContext decode_context(std::string_view s) {
+  ServerContext c;
+  while (!s.empty()) {
+    size_t sp = s.find(' ');
+    std::string_view kv = s.substr(0, sp);
+    s = sp == std::string_view::npos ? std::string_view{} : s.substr(sp + 1);
+    if (kv.size() < 2 || kv[1] != '=') continue;
+    std::string_view v = kv.substr(2);
+    if (kv[0] == 'r') c.raft_addr = v;
+    if (kv[0] == 's') c.service_addr = v;
+    if (kv[0] == 'i') c.incarnation = parse_hex(v);
+  }
+  return c;
+}
+
+// ":port" binds every interface, but peers and clients need an address to reach us.
+std::string advertised(const std::string& addr) {
+  std::string host;
+  uint16_t port = 0;
+  if (!io::parse_host_port(addr, &host, &port)) return addr;
+  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
+  return host + ":" + std::to_string(port);
+}
+
+// The snapshot file: raft's Snapshot {index, term, configuration, data = counter}.
+std::string encode_snapshot(const raft::Snapshot& s) {
+  std::string out;
+  put_u64(&out, s.index);
+  put_u64(&out, s.term);
+  std::string conf = raft::encode_configuration(s.configuration);
+  put_u32(&out, static_cast<uint32_t>(conf.size()));
+  out += conf;
+  put_u32(&out, static_cast<uint32_t>(s.data.size()));
+  out += s.data;
+  return out;
+}
+
+bool decode_snapshot(std::string_view in, raft::Snapshot* s) {
+  uint32_t n = 0;
+  if (!get_u64(&in, &s->index) || !get_u64(&in, &s->term) || !get_u32(&in, &n) || in.size() < n)
+    return false;
+  if (!raft::decode_configuration(in.substr(0, n), &s->configuration)) return false;
+  in.remove_prefix(n);
+  if (!get_u32(&in, &n) || in.size() != n) return false;
+  s->data.assign(in);
+  return true;
+}
+
+uint64_t random_u64() {
+  uint64_t v = 0;
+  while (v == 0) {
+    if (::getrandom(&v, sizeof(v), 0) != sizeof(v)) v = static_cast<uint64_t>(now_us()) * 2654435761u;
+  }
+  return v;
+}
+
+// Joins an existing cluster through any member's client port: sends RAFT.JOIN and follows
+// -MOVED to the leader, retrying with backoff until accepted or stopped. A plain thread
+// with blocking sockets: it runs once, before the node has anything else to do.
+class JoinClient {
+ public:
+  JoinClient(std::string target, std::string command, std::function<void(std::string_view)> log)
+      : target_(std::move(target)), command_(std::move(command)), log_(std::move(log)) {}
+  ~JoinClient() { stop(); }
+  void start() { thread_ = std::thread([this] { run(); }); }
+  void stop() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+  // The cluster id from the accepted join, 0 until then.
+  uint64_t cluster_id() const { return cluster_id_.load(); }
+
+ private:
+  void run();
+  bool attempt(const std::string& addr, std::string* reply);
+
+  std::string target_;
+  std::string command_;
+  std::function<void(std::string_view)> log_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> cluster_id_{0};
+};
+
+class RaftTicketLog final : public TicketLog {
+ public:
+  explicit RaftTicketLog(Node& node) : node_(node), durability_(node.opts().durability) {}
+  ~RaftTicketLog() override {
+    if (join_) join_->stop();
+  }
+
+  bool open(std::string* err) override;
+  void attach(io::Loop* loop) override;
+  void submit(uint32_t shard, uint64_t n) override {
+    staged_.push_back(Waiter{shard, n});
+    staged_total_ += n;
+  }
+  void on_turn_end() override;
+  bool drained() const override;
+  void close() override;
+  void admin(AdminRequest&& req) override;
+  void begin_shutdown() override;
+
+ private:
+  struct Waiter {
+    uint32_t shard;
+    uint64_t n;
+  };
+  struct Proposal {
+    uint64_t index;
+    uint64_t term;
+    uint64_t total;
+    uint64_t created_ms;
+    std::vector<Waiter> waiters;
+  };
+  // An admin command answered once the entry it proposed is applied (same index and term).
+  struct AdminWaiter {
+    uint64_t index;
+    uint64_t term;
+    AdminRequest req;
+    std::string ok_reply;
+  };
+  // A Ready being persisted; see the contract in raft/node.h. Items are staged into the WAL
+  // in order and released (on_persisted, persist_then_send, apply) in order once durable.
+  struct PendingReady {
+    raft::Ready rd;
+    bool staged = false;
+    uint64_t need = 0;  // the WAL index that must be durable before release
+  };
+
+  // storage
+  bool load_state(raft::InitialState* st, bool* fresh, std::string* err);
+  bool persist_initial(const raft::InitialState& st, std::string* err);
+  bool save_hard_state(const raft::HardState& hs);
+  void install_snapshot(const raft::Snapshot& s);
+  void maybe_snapshot(bool force);
+  uint64_t durable_mark() const;
+
+  // the Ready pipeline
+  void pump();
+  void stage(PendingReady& p);
+  void release(PendingReady& p);
+  void apply(const raft::Entry& e);
+  void start_write();
+  void on_write_done(int32_t res);
+  void finish_write(int64_t res);
+  void start_background_sync();
+
+  // proposals and answers
+  void propose_staged();
+  void fail_waiters(std::vector<Waiter>& ws, BatchStatus st);
+  void hand_out(const Proposal& p, uint64_t start);
+  void deliver(uint32_t shard, const BatchResult& r);
+  void expire_proposals();
+  void publish();
+  void sync_peers();
+
+  // admin
+  void reply(const AdminRequest& req, std::string bytes) { node_.reply_admin(req, std::move(bytes)); }
+  void reply_error(const AdminRequest& req, std::string_view msg) {
+    std::string out;
+    resp::append_error(out, msg);
+    reply(req, std::move(out));
+  }
+  bool redirect_if_follower(const AdminRequest& req);
+  void admin_membership(AdminRequest&& req, raft::ConfChangeRequest cc, std::string ok);
+  void admin_join(AdminRequest&& req);
+  std::string stats_reply();
+  std::string configuration_reply();
+  std::string info_raft();
+  std::string service_addr_of(uint64_t id) const;
+
+  void on_tick();
+
+  Node& node_;
+  Durability durability_;
+  io::Loop* loop_ = nullptr;
+  std::unique_ptr<raft::Node> raft_;
+  std::unique_ptr<storage::Wal> wal_;
+  std::unique_ptr<storage::HardStateFile> hs_file_;
+  std::string snapshot_path_;
+  std::unique_ptr<PeerTransport> transport_;
+  std::unique_ptr<JoinClient> join_;
+  bool joined_ = false;
+
+  uint64_t incarnation_ = 0;
+  uint64_t cluster_id_ = 0;
+  std::string raft_addr_;
+  std::string service_addr_;
+  raft::HardState saved_hs_;
+
+  uint64_t counter_ = 0;
+  uint64_t applied_index_ = 0;
+  uint64_t snapshot_index_ = 0;
+  uint64_t last_snapshot_ms_ = 0;
+
+  std::vector<Waiter> staged_;
+  uint64_t staged_total_ = 0;
+  std::deque<Proposal> proposals_;
+  std::vector<AdminWaiter> admin_waiters_;
+  std::deque<PendingReady> pipeline_;
+  std::unordered_map<uint64_t, std::string> hello_service_addr_;  // learned from peers
+  uint64_t peers_config_index_ = UINT64_MAX;
+  std::unordered_map<uint64_t, std::string> known_peers_;  // peers given to the transport
+
+  bool writing_ = false;
+  bool syncing_ = false;
+  storage::WalWriteOp op_;
+  storage::WalSyncOp sync_op_;
+  uint64_t write_started_us_ = 0;
+  io::Completion write_c_, fsync_after_write_c_, sync_c_, tick_c_;
+  __kernel_timespec tick_ts_{};
+  uint64_t ticks_ = 0;
+  uint64_t sync_every_ticks_ = 20;
+
+  bool shutting_down_ = false;
+  uint64_t shutdown_deadline_ms_ = 0;
+  uint64_t leader_changes_ = 0;
+  ClusterRole published_role_ = ClusterRole::kNoLeader;
+  std::string published_addr_;
+  uint64_t last_leader_ = raft::kNoId;
+};
+
+// ------------------------------------------------------------------------------------------
+// Start-up: load, or bootstrap, or wait to join.
+
+bool RaftTicketLog::load_state(raft::InitialState* st, bool* fresh, std::string* err) {
+  const std::string dir = node_.data_dir();
+  storage::HardState hs;
+  bool hs_found = false;
+  storage::Status s = storage::HardStateFile::open(dir + "/hardstate", &hs_file_, &hs, &hs_found);
+  if (!s) {
+    *err = "cannot open hard state: " + s.message();
+    return false;
+  }
+  if (hs_found && hs.blob.size() >= 16) {
+    std::memcpy(&incarnation_, hs.blob.data(), 8);
+    std::memcpy(&cluster_id_, hs.blob.data() + 8, 8);
+  }
+  std::optional<raft::Snapshot> snap;
+  snapshot_path_ = dir + "/snapshot";
+  std::vector<std::byte> snap_bytes;
+  s = storage::SnapshotFile::load(snapshot_path_, &snap_bytes);
+  if (s) {
+    raft::Snapshot sn;
+    if (!decode_snapshot(std::string_view(reinterpret_cast<const char*>(snap_bytes.data()),
+                                          snap_bytes.size()),
+                         &sn)) {
+      *err = "snapshot file " + snapshot_path_ + " does not decode";
+      return false;
+    }
+    snap = std::move(sn);
+  } else if (s.code() != storage::Status::Code::kNotFound) {
+    *err = "cannot load snapshot: " + s.message();
+    return false;
+  }
+
+  storage::WalOptions wo;
+  wo.segment_bytes = node_.opts().wal_segment_bytes;
+  wo.log = [this](std::string_view msg) { node_.log_line("wal: " + std::string(msg)); };
+  storage::WalRecoveryReport report;
+  std::vector<storage::WalRecord> records;
+  s = storage::Wal::open(dir + "/wal", wo, &wal_, &report, &records);
+  if (!s) {
+    *err = "cannot open the write-ahead log: " + s.message();
+    return false;
+  }
+  node_.log_line("recovered: " + report.describe());
+  uint64_t base = snap ? snap->index : 0;
+  std::vector<raft::Entry> entries;
+  bool discard = false;
+  for (storage::WalRecord& r : records) {
+    if (r.index < base) continue;
+    if (r.index == base) {
+      // The log must agree with the snapshot where they meet; after a crash in the middle of
+      // resetting the log to an installed snapshot, it may not: then it is stale history.
+      if (snap && r.term != snap->term) discard = true;
+      continue;
+    }
+    if (r.index != base + 1 + entries.size()) {
+      discard = true;  // a gap between snapshot and log
+      break;
+    }
+    raft::Entry e;
+    e.term = r.term;
+    e.index = r.index;
+    e.type = static_cast<raft::EntryType>(r.type);
+    e.data.assign(reinterpret_cast<const char*>(r.payload.data()), r.payload.size());
+    entries.push_back(std::move(e));
+  }
+  if (discard) {
+    node_.log_line("wal does not continue the snapshot at index " + std::to_string(base) +
+                   ": discarding the log after it (the leader will send it again)");
+    entries.clear();
+    if (wal_->last_index() != 0) {
+      s = wal_->truncate_suffix(wal_->first_index());
+      if (!s) {
+        *err = "cannot reset the log: " + s.message();
+        return false;
+      }
+    }
+  }
+  *fresh = !hs_found && !snap && records.empty();
+  st->hard_state = raft::HardState{hs.term, hs.vote, hs.commit};
+  st->snapshot = snap;
+  st->entries = std::move(entries);
+  saved_hs_ = st->hard_state;
+  return true;
+}
+
+bool RaftTicketLog::save_hard_state(const raft::HardState& hs) {
+  storage::HardState out;
+  out.term = hs.term;
+  out.vote = hs.vote;
+  out.commit = hs.commit;
+  out.blob.resize(16);
+  std::memcpy(out.blob.data(), &incarnation_, 8);
+  std::memcpy(out.blob.data() + 8, &cluster_id_, 8);
+  storage::Status s = hs_file_->save(out);
+  if (!s) {
+    node_.log_line("hard state save failed: " + s.message());
+    return false;
+  }
+  saved_hs_ = hs;
+  return true;
+}
+
+bool RaftTicketLog::persist_initial(const raft::InitialState& st, std::string* err) {
+  for (const raft::Entry& e : st.entries) {
+    wal_->append(static_cast<uint8_t>(e.type), e.term, e.index,
+                 std::span<const std::byte>(reinterpret_cast<const std::byte*>(e.data.data()),
+                                            e.data.size()));
+  }
+  storage::Status s = wal_->sync_write(true);
+  if (!s) {
+    *err = "cannot write the initial log: " + s.message();
+    return false;
+  }
+  if (!save_hard_state(st.hard_state)) {
+    *err = "cannot save the initial hard state";
+    return false;
+  }
+  return true;
+}
+
+bool RaftTicketLog::open(std::string* err) {
+  const ServerOptions& o = node_.opts();
+  raft_addr_ = advertised(o.raddr);
+  service_addr_ = advertised(o.saddr);
+  raft::InitialState st;
+  bool fresh = false;
+  if (!load_state(&st, &fresh, err)) return false;
+  bool needs_save = false;
+  if (incarnation_ == 0) {
+    incarnation_ = random_u64();
+    needs_save = true;
+  }
+  bool has_log = st.snapshot.has_value() || !st.entries.empty();
+  if (!has_log && o.join.empty()) {
+    if (!fresh) {
+      node_.log_line("this node has state but no configuration and no --join: waiting to be "
+                     "added by a leader");
+    } else {
+      // Only a node with no state and no --join founds a cluster.
+      cluster_id_ = random_u64();
+      ServerContext ctx{raft_addr_, service_addr_, incarnation_};
+      st = raft::bootstrap_single(o.id, encode_context(ctx));
+      if (!persist_initial(st, err)) return false;
+      needs_save = false;
+      node_.log_line("bootstrapped a new cluster " + hex(cluster_id_) + " with this node as its "
+                     "only voter");
+    }
+  } else if (has_log && !o.join.empty()) {
+    node_.log_line("--join " + o.join + " ignored: this node already has cluster state");
+  } else if (!has_log && !o.join.empty()) {
+    std::string cmd = "RAFT.JOIN " + std::to_string(o.id) + " " + raft_addr_ + " " +
+                      service_addr_ + " " + hex(incarnation_);
+    join_ = std::make_unique<JoinClient>(advertised(o.join), cmd, [this](std::string_view m) {
+      node_.log_line("join: " + std::string(m));
+    });
+  }
+  if (needs_save && !save_hard_state(st.hard_state)) {
+    *err = "cannot save hard state";
+    return false;
+  }
+  if (st.snapshot) {
+    std::string_view d = st.snapshot->data;
+    get_u64(&d, &counter_);
+    applied_index_ = snapshot_index_ = st.snapshot->index;
+  }
+  raft::Config cfg;
+  cfg.id = o.id;
+  cfg.election_ticks = kElectionTicks;
+  cfg.heartbeat_ticks = kHeartbeatTicks;
+  cfg.max_inflight_msgs = 4;
+  cfg.max_msg_bytes = 256 * 1024;
+  cfg.seed = random_u64();
+  raft_ = std::make_unique<raft::Node>(cfg, std::move(st));
+  LogStats& ls = node_.log_stats();
+  ls.counter.store(counter_);
+  ls.last_index.store(raft_->last_index());
+  ls.durable_index.store(raft_->last_index());
+  ls.snapshot_index.store(snapshot_index_);
+  ls.direct_io.store(wal_->direct_io());
+  return true;
+}
+
+void RaftTicketLog::attach(io::Loop* loop) {
+  loop_ = loop;
+  write_c_.owner = fsync_after_write_c_.owner = sync_c_.owner = tick_c_.owner = this;
+  write_c_.fn = [](io::Completion* c, int32_t res, uint32_t) {
+    static_cast<RaftTicketLog*>(c->owner)->on_write_done(res);
+  };
+  fsync_after_write_c_.fn = [](io::Completion* c, int32_t res, uint32_t) {
+    auto* self = static_cast<RaftTicketLog*>(c->owner);
+    self->finish_write(res < 0 ? res : static_cast<int64_t>(self->op_.len));
+  };
+  sync_c_.fn = [](io::Completion* c, int32_t res, uint32_t) {
+    auto* self = static_cast<RaftTicketLog*>(c->owner);
+    self->syncing_ = false;
+    storage::Status s = self->wal_->end_sync(self->sync_op_, res);
+    if (!s) self->node_.log_line("wal: background fdatasync failed: " + s.message());
+    self->node_.log_stats().durable_index.store(self->wal_->durable_index());
+    self->pump();
+  };
+  tick_c_.fn = [](io::Completion* c, int32_t, uint32_t) {
+    static_cast<RaftTicketLog*>(c->owner)->on_tick();
+  };
+  tick_ts_.tv_sec = 0;
+  tick_ts_.tv_nsec = kTickNs;
+  sync_every_ticks_ = static_cast<uint64_t>(kBackgroundSyncNs / kTickNs);
+  loop_->timeout(&tick_ts_, &tick_c_);
+
+  PeerTransport::Options po;
+  po.self_id = node_.opts().id;
+  po.cluster_id = cluster_id_;
+  po.incarnation = incarnation_;
+  po.listen_addr = node_.opts().raddr;
+  po.service_addr = service_addr_;
+  po.raft_addr = raft_addr_;
+  PeerTransport::Hooks hooks;
+  hooks.on_message = [this](raft::Message&& m) { raft_->step(m); };
+  hooks.check_hello = [this](const PeerHello& h) -> std::string {
+    const raft::Server* s = raft_->configuration().find(h.node_id);
+    if (s != nullptr) {
+      ServerContext ctx = decode_context(s->context);
+      if (ctx.incarnation != 0 && h.incarnation != ctx.incarnation) {
+        return "node " + std::to_string(h.node_id) +
+               " has a new incarnation (its data directory was wiped?); remove it with "
+               "RAFT.REMOVESERVER " + std::to_string(h.node_id) + " and join it again";
+      }
+    }
+    return "";
+  };
+  hooks.on_hello = [this](const PeerHello& h) {
+    hello_service_addr_[h.node_id] = h.service_addr;
+    // A node that is not in our configuration yet (we are joining, or it is) still needs
+    // our answers: reach it at the raft address its hello announced.
+    if (known_peers_.find(h.node_id) == known_peers_.end() && !h.raft_addr.empty()) {
+      transport_->set_peer(h.node_id, h.raft_addr);
+    }
+  };
+  hooks.log = [this](std::string_view m) { node_.log_line("peer: " + std::string(m)); };
+  transport_ = std::make_unique<PeerTransport>(*loop_, kPeerBufGroup, po, hooks);
+  std::string err;
+  if (!transport_->listen(&err)) {
+    // The raft port is part of the node's identity: refuse to run without it.
+    node_.log_line("cannot listen on the raft address " + node_.opts().raddr + ": " + err);
+    std::_Exit(1);
+  }
+  sync_peers();
+  // A cluster of one elects itself at once instead of waiting out an election timeout.
+  const raft::Configuration& conf = raft_->configuration();
+  if (conf.voter_count() == 1 && conf.is_voter(node_.opts().id)) raft_->campaign();
+  if (join_) join_->start();
+  pump();
+  publish();
+}
+
+// ------------------------------------------------------------------------------------------
+// The loop turn.
+
+void RaftTicketLog::on_turn_end() {
+  propose_staged();
+  pump();
+  if (transport_) transport_->flush();
+}
+
+void RaftTicketLog::on_tick() {
+  ++ticks_;
+  raft_->tick();
+  expire_proposals();
+  if (join_ && join_->cluster_id() != 0 && cluster_id_ == 0) {
+    cluster_id_ = join_->cluster_id();
+    transport_->set_cluster_id(cluster_id_);
+    save_hard_state(saved_hs_);
+    node_.log_line("joined cluster " + hex(cluster_id_));
+  }
+  if (durability_ != Durability::kHigh && ticks_ % sync_every_ticks_ == 0) {
+    if (durability_ == Durability::kLow && !writing_ && wal_->has_pending()) {
+      start_write();
+    } else {
+      start_background_sync();
+    }
+  }
+  // Periodic snapshot even when the load is light, so the log stays short.
+  if (ticks_ % 1000 == 0) maybe_snapshot(true);
+  if (shutting_down_ && now_ms() > shutdown_deadline_ms_) shutting_down_ = false;
+  loop_->timeout(&tick_ts_, &tick_c_);
+  pump();
+  transport_->flush();
+}
+
+void RaftTicketLog::propose_staged() {
+  if (staged_total_ == 0) return;
+  if (raft_->role() != raft::Role::kLeader) {
+    fail_waiters(staged_, raft_->leader_id() == raft::kNoId ? BatchStatus::kNoLeader
+                                                            : BatchStatus::kNotLeader);
+    staged_total_ = 0;
+    return;
+  }
+  // Batching: while entries are in flight, tickets keep gathering into the next one.
+  if (proposals_.size() >= kMaxInflightProposals) return;
+  raft::ProposeResult r = raft_->propose(allocate_payload(staged_total_));
+  if (r.status == raft::ProposeStatus::kTransferInProgress) return;  // retry next turn
+  if (!r.ok()) {
+    fail_waiters(staged_, r.leader_hint == raft::kNoId ? BatchStatus::kNoLeader
+                                                       : BatchStatus::kNotLeader);
+    staged_total_ = 0;
+    return;
+  }
+  Proposal p{r.index, r.term, staged_total_, now_ms(), {}};
+  p.waiters.swap(staged_);
+  staged_total_ = 0;
+  proposals_.push_back(std::move(p));
+  node_.log_stats().batched_tickets.fetch_add(proposals_.back().total, std::memory_order_relaxed);
+}
+
+void RaftTicketLog::pump() {
+  // 1. Take every Ready the core has; messages that may leave now, leave now.
+  while (raft_->has_ready()) {
+    PendingReady p;
+    raft_->ready(&p.rd);
+    for (const raft::Message& m : p.rd.messages) transport_->send(m);
+    p.rd.messages.clear();
+    pipeline_.push_back(std::move(p));
+  }
+  // 2. Stage them into storage, in order. A snapshot install or a log truncation waits
+  //    until everything before it is durable and released, and no write is in flight.
+  for (PendingReady& p : pipeline_) {
+    if (p.staged) continue;
+    bool heavy = p.rd.snapshot.has_value() || p.rd.truncate_from != 0;
+    if (heavy && (&p != &pipeline_.front() || writing_ || wal_->has_pending())) break;
+    stage(p);
+  }
+  // 3. One write at a time: everything staged meanwhile goes into the next (group commit).
+  if (!writing_ && wal_->has_pending() && durability_ != Durability::kLow && !wal_->failed())
+    start_write();
+  // 4. Release what is durable, in order.
+  bool released = false;
+  while (!pipeline_.empty() && pipeline_.front().staged &&
+         pipeline_.front().need <= durable_mark()) {
+    PendingReady p = std::move(pipeline_.front());
+    pipeline_.pop_front();
+    release(p);
+    released = true;
+  }
+  if (released && raft_->has_ready()) {
+    pump();  // releasing (on_persisted, applying) may have produced more work
+    return;
+  }
+  publish();
+  sync_peers();
+}
+
+uint64_t RaftTicketLog::durable_mark() const {
+  switch (durability_) {
+    case Durability::kHigh: return wal_->durable_index();
+    case Durability::kMedium: return wal_->written_index();
+    case Durability::kLow: return wal_->last_index();
+  }
+  return 0;
+}
+
+void RaftTicketLog::stage(PendingReady& p) {
+  raft::Ready& rd = p.rd;
+  if (rd.snapshot) install_snapshot(*rd.snapshot);
+  if (rd.truncate_from != 0 && wal_->last_index() >= rd.truncate_from) {
+    storage::Status s = wal_->truncate_suffix(rd.truncate_from);
+    TICKETD_CHECK_MSG(s.is_ok(), s.message().c_str());
+  }
+  for (const raft::Entry& e : rd.entries) {
+    wal_->append(static_cast<uint8_t>(e.type), e.term, e.index,
+                 std::span<const std::byte>(reinterpret_cast<const std::byte*>(e.data.data()),
+                                            e.data.size()));
+  }
+  if (rd.hard_state && (rd.hard_state->term != saved_hs_.term ||
+                        rd.hard_state->vote != saved_hs_.vote)) {
+    // Term and vote must be on disk before any vote or ack leaves; a commit-only change
+    // needs no write (commit is a hint, clamped on restart).
+    bool ok = save_hard_state(*rd.hard_state);
+    TICKETD_CHECK_MSG(ok, "cannot persist term/vote; stopping rather than risk a double vote");
+  }
+  node_.log_stats().last_index.store(wal_->last_index(), std::memory_order_relaxed);
+  p.staged = true;
+  p.need = wal_->last_index();
+}
+
+void RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
+  std::string bytes = encode_snapshot(s);
+  storage::Status st = storage::SnapshotFile::save(
+      snapshot_path_, std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()),
+                                                 bytes.size()));
+  TICKETD_CHECK_MSG(st.is_ok(), st.message().c_str());
+  // The log restarts after the snapshot (a restart checks the two agree).
+  if (wal_->last_index() != 0) {
+    st = wal_->truncate_suffix(wal_->first_index());
+    TICKETD_CHECK_MSG(st.is_ok(), st.message().c_str());
+  }
+  std::string_view d = s.data;
+  uint64_t c = 0;
+  TICKETD_CHECK(get_u64(&d, &c));
+  // Safe to apply now: a snapshot is only staged when everything before it is released.
+  counter_ = c;
+  applied_index_ = snapshot_index_ = s.index;
+  node_.log_stats().counter.store(counter_);
+  node_.log_stats().snapshot_index.store(snapshot_index_);
+  node_.log_line("installed snapshot at index " + std::to_string(s.index) + " (last ticket " +
+                 std::to_string(counter_) + ")");
+}
+
+void RaftTicketLog::release(PendingReady& p) {
+  raft::Ready& rd = p.rd;
+  if (rd.durable_mark) raft_->on_persisted(rd.durable_mark->index, rd.durable_mark->term);
+  for (const raft::Message& m : rd.persist_then_send) transport_->send(m);
+  for (const raft::Entry& e : rd.committed_entries) apply(e);
+  if (!rd.committed_entries.empty()) maybe_snapshot(false);
+}
+
+void RaftTicketLog::apply(const raft::Entry& e) {
+  if (e.index <= applied_index_) return;  // covered by a snapshot we installed
+  uint64_t start = counter_ + 1;
+  uint64_t n = 0;
+  if (e.type == raft::EntryType::kNormal) {
+    std::string_view d = e.data;
+    TICKETD_CHECK(get_u64(&d, &n));
+    counter_ += n;  // ranges come from the applied state, in log order, on every node alike
+  }
+  applied_index_ = e.index;
+  // Answer the proposals at or below this index: ours only if index AND term match.
+  while (!proposals_.empty() && proposals_.front().index <= e.index) {
+    Proposal& p = proposals_.front();
+    if (p.index == e.index && p.term == e.term && e.type == raft::EntryType::kNormal) {
+      TICKETD_CHECK(n == p.total);
+      hand_out(p, start);
+    } else {
+      // Another leader's entry took this index: ours was overwritten and never applies.
+      fail_waiters(p.waiters, BatchStatus::kLeadershipLost);
+    }
+    proposals_.pop_front();
+  }
+  for (size_t i = 0; i < admin_waiters_.size();) {
+    AdminWaiter& w = admin_waiters_[i];
+    if (w.index <= e.index) {
+      if (w.index == e.index && w.term == e.term) {
+        reply(w.req, w.ok_reply);
+      } else {
+        reply_error(w.req, "ERR leadership lost before the change committed; try again");
+      }
+      admin_waiters_[i] = std::move(admin_waiters_.back());
+      admin_waiters_.pop_back();
+    } else {
+      ++i;
+    }
+  }
+  node_.log_stats().counter.store(counter_, std::memory_order_relaxed);
+}
+
+void RaftTicketLog::hand_out(const Proposal& p, uint64_t start) {
+  uint64_t next = start;
+  for (const Waiter& w : p.waiters) {
+    deliver(w.shard, BatchResult{next, w.n, BatchStatus::kOk});
+    next += w.n;
+  }
+}
+
+void RaftTicketLog::fail_waiters(std::vector<Waiter>& ws, BatchStatus st) {
+  for (const Waiter& w : ws) deliver(w.shard, BatchResult{0, w.n, st});
+  ws.clear();
+}
+
+void RaftTicketLog::deliver(uint32_t shard, const BatchResult& r) {
+  if (shard == 0) {
+    node_.shard(0).deliver_result(r);
+  } else {
+    node_.shard(shard).post_result(r, loop_);
+  }
+}
+
+void RaftTicketLog::expire_proposals() {
+  // A leader cut off from its quorum (or paused) cannot commit: its clients get an error
+  // instead of waiting forever. If the entry commits later anyway, its range is skipped.
+  uint64_t now = now_ms();
+  while (!proposals_.empty() && proposals_.front().created_ms + kProposalTimeoutMs < now) {
+    fail_waiters(proposals_.front().waiters, BatchStatus::kLeadershipLost);
+    proposals_.pop_front();
+  }
+}
+
+void RaftTicketLog::start_write() {
+  auto op = wal_->begin_write(durability_ == Durability::kHigh);
+  if (!op) {
+    if (wal_->failed()) node_.log_line("wal: cannot write: " + wal_->error().message());
+    return;
+  }
+  op_ = *op;
+  writing_ = true;
+  write_started_us_ = now_us();
+  node_.log_stats().writes.fetch_add(1, std::memory_order_relaxed);
+  loop_->write(op_.fd, op_.buf, op_.len, op_.offset, op_.dsync, &write_c_);
+}
+
+void RaftTicketLog::on_write_done(int32_t res) {
+  if (res >= 0 && static_cast<size_t>(res) == op_.len && op_.needs_fdatasync) {
+    node_.log_stats().syncs.fetch_add(1, std::memory_order_relaxed);
+    loop_->fdatasync(op_.fd, &fsync_after_write_c_);
+    return;
+  }
+  finish_write(res);
+}
+
+void RaftTicketLog::finish_write(int64_t res) {
+  writing_ = false;
+  storage::Status s = wal_->end_write(res);
+  LogStats& ls = node_.log_stats();
+  ls.last_write_us.store(now_us() - write_started_us_, std::memory_order_relaxed);
+  if (!s) {
+    // The on-disk state of the failed blocks is unknown: stop acknowledging anything (the
+    // pipeline never releases again) and let a restart's recovery decide.
+    ls.write_errors.fetch_add(1, std::memory_order_relaxed);
+    node_.log_line("wal: write failed; this node stops acknowledging until restarted: " +
+                   s.message());
+    return;
+  }
+  ls.durable_index.store(wal_->durable_index(), std::memory_order_relaxed);
+  if (durability_ == Durability::kLow) start_background_sync();
+  pump();
+}
+
+void RaftTicketLog::start_background_sync() {
+  if (syncing_ || wal_->failed()) return;
+  auto op = wal_->begin_sync();
+  if (!op) return;
+  sync_op_ = *op;
+  syncing_ = true;
+  node_.log_stats().syncs.fetch_add(1, std::memory_order_relaxed);
+  loop_->fdatasync(sync_op_.fd, &sync_c_);
+}
+
+void RaftTicketLog::maybe_snapshot(bool force) {
+  uint64_t every = node_.opts().snapshot_every;
+  if (applied_index_ <= snapshot_index_) return;
+  if (!force && applied_index_ - snapshot_index_ < every) return;
+  // Snapshot only what is durable here too (the raft log below it is dropped).
+  if (applied_index_ > wal_->durable_index() && durability_ == Durability::kHigh) return;
+  std::string data;
+  put_u64(&data, counter_);
+  raft_->compact(applied_index_, data);
+  const raft::Snapshot* snap = raft_->snapshot();
+  TICKETD_CHECK(snap != nullptr && snap->index == applied_index_);
+  std::string bytes = encode_snapshot(*snap);
+  storage::Status st = storage::SnapshotFile::save(
+      snapshot_path_, std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()),
+                                                 bytes.size()));
+  if (!st) {
+    node_.log_line("snapshot save failed: " + st.message());
+    return;
+  }
+  snapshot_index_ = applied_index_;
+  st = wal_->compact_prefix(snapshot_index_);
+  if (!st) node_.log_line("wal compaction failed: " + st.message());
+  LogStats& ls = node_.log_stats();
+  ls.snapshot_index.store(snapshot_index_);
+  ls.snapshots.fetch_add(1);
+}
+
+void RaftTicketLog::publish() {
+  uint64_t leader = raft_->leader_id();
+  if (leader != last_leader_) {
+    if (leader != raft::kNoId) leader_changes_++;
+    last_leader_ = leader;
+    node_.log_line(leader == raft::kNoId
+                       ? std::string("no leader known (term ") + std::to_string(raft_->term()) + ")"
+                       : "leader is node " + std::to_string(leader) + " (term " +
+                             std::to_string(raft_->term()) + ")");
+  }
+  ClusterRole role = ClusterRole::kNoLeader;
+  if (raft_->role() == raft::Role::kLeader && !shutting_down_) {
+    role = ClusterRole::kLeader;
+  } else if (leader != raft::kNoId && leader != node_.opts().id) {
+    role = ClusterRole::kFollower;
+  }
+  std::string addr = role == ClusterRole::kFollower ? service_addr_of(leader) : "";
+  if (role != published_role_ || addr != published_addr_) {
+    published_role_ = role;
+    published_addr_ = addr;
+    node_.publish_role(role, addr);
+  }
+}
+
+std::string RaftTicketLog::service_addr_of(uint64_t id) const {
+  if (id == node_.opts().id) return service_addr_;
+  const raft::Server* s = raft_->configuration().find(id);
+  if (s != nullptr) {
+    ServerContext ctx = decode_context(s->context);
+    if (!ctx.service_addr.empty()) return ctx.service_addr;
+  }
+  auto it = hello_service_addr_.find(id);
+  return it == hello_service_addr_.end() ? std::string() : it->second;
+}
+
+void RaftTicketLog::sync_peers() {
+  if (raft_->configuration_index() == peers_config_index_) return;
+  peers_config_index_ = raft_->configuration_index();
+  const raft::Configuration& conf = raft_->configuration();
+  for (const raft::Server& s : conf.servers) {
+    if (s.id == node_.opts().id) continue;
+    ServerContext ctx = decode_context(s.context);
+    if (!ctx.raft_addr.empty()) transport_->set_peer(s.id, ctx.raft_addr);
+  }
+  // Peers that left the configuration are dropped by remove_peer on the next change; a
+  // removed server keeps receiving nothing from us.
+  for (const auto& [id, addr] : known_peers_) {
+    if (conf.find(id) == nullptr) transport_->remove_peer(id);
+  }
+  known_peers_.clear();
+  for (const raft::Server& s : conf.servers) {
+    if (s.id != node_.opts().id) known_peers_[s.id] = decode_context(s.context).raft_addr;
+  }
+  if (!joined_ && conf.find(node_.opts().id) != nullptr) {
+    joined_ = true;
+    if (join_) join_->stop();
+  }
+}
+
+bool RaftTicketLog::drained() const {
+  return staged_total_ == 0 && proposals_.empty() && !writing_ && !syncing_ && !shutting_down_;
+}
+
+void RaftTicketLog::begin_shutdown() {
+  // A leader hands over before it goes, so clients see a short pause, not an election timeout.
+  if (raft_->role() != raft::Role::kLeader) return;
+  uint64_t best = raft::kNoId;
+  uint64_t best_match = 0;
+  for (const raft::PeerProgress& p : raft_->progress()) {
+    if (raft_->configuration().is_voter(p.id) && p.match >= best_match && p.recent_active) {
+      best = p.id;
+      best_match = p.match;
+    }
+  }
+  if (best == raft::kNoId) return;
+  if (raft_->transfer_leadership(best)) {
+    node_.log_line("shutting down: transferring leadership to node " + std::to_string(best));
+    shutting_down_ = true;
+    shutdown_deadline_ms_ = now_ms() + 2000;
+    pump();
+    transport_->flush();
+  }
+}
+
+void RaftTicketLog::close() {
+  if (wal_ && !wal_->failed() && !writing_) {
+    storage::Status st = wal_->sync_write(true);
+    if (!st) node_.log_line("wal: final flush failed: " + st.message());
+    if (auto op = wal_->begin_sync()) {
+      int rc = ::fdatasync(op->fd);
+      (void)wal_->end_sync(*op, rc < 0 ? -errno : 0);
+    }
+  }
+  if (join_) join_->stop();
+  if (transport_) transport_->shutdown();
+}
+
+// ------------------------------------------------------------------------------------------
+// Admin commands (run on shard 0).
+
+bool RaftTicketLog::redirect_if_follower(const AdminRequest& req) {
+  if (raft_->role() == raft::Role::kLeader) return false;
+  uint64_t leader = raft_->leader_id();
+  std::string addr = leader == raft::kNoId ? std::string() : service_addr_of(leader);
+  if (addr.empty()) {
+    reply_error(req, "CLUSTERDOWN no leader");
+  } else {
+    reply_error(req, "MOVED 0 " + addr);
+  }
+  return true;
+}
+
+void RaftTicketLog::admin_membership(AdminRequest&& req, raft::ConfChangeRequest cc,
+                                     std::string ok) {
+  if (redirect_if_follower(req)) return;
+  raft::ProposeResult r = raft_->propose_conf_change(cc);
+  switch (r.status) {
+    case raft::ProposeStatus::kOk:
+      admin_waiters_.push_back(AdminWaiter{r.index, r.term, std::move(req), std::move(ok)});
+      return;
+    case raft::ProposeStatus::kChangePending:
+      reply_error(req, "ERR a configuration change is in progress; try again");
+      return;
+    case raft::ProposeStatus::kTransferInProgress:
+      reply_error(req, "ERR leadership transfer in progress; try again");
+      return;
+    case raft::ProposeStatus::kInvalid:
+      reply_error(req, "ERR invalid configuration change");
+      return;
+    case raft::ProposeStatus::kNotLeader:
+      redirect_if_follower(req);
+      return;
+  }
+}
+
+void RaftTicketLog::admin_join(AdminRequest&& req) {
+  // RAFT.JOIN id raft_addr service_addr incarnation (sent by a node started with --join).
+  uint64_t id = 0;
+  if (req.args.size() != 5 || !parse_u64(req.args[1], &id) || id == 0) {
+    reply_error(req, "ERR usage: RAFT.JOIN id raft_addr service_addr incarnation");
+    return;
+  }
+  if (redirect_if_follower(req)) return;
+  std::string ok;
+  resp::append_simple(ok, "OK " + hex(cluster_id_));
+  uint64_t inc = parse_hex(req.args[4]);
+  if (const raft::Server* s = raft_->configuration().find(id)) {
+    ServerContext ctx = decode_context(s->context);
+    if (ctx.incarnation != 0 && ctx.incarnation != inc) {
+      reply_error(req, "ERR node " + std::to_string(id) +
+                           " is already a member with another incarnation (was its data "
+                           "directory wiped?); remove it first with RAFT.REMOVESERVER " +
+                           std::to_string(id));
+      return;
+    }
+    reply(req, ok);  // already a member: joining again is a no-op
+    return;
+  }
+  raft::ConfChangeRequest cc;
+  cc.kind = raft::ConfChangeRequest::Kind::kAddNonVoter;
+  cc.id = id;
+  cc.context = encode_context(ServerContext{req.args[2], req.args[3], inc});
+  admin_membership(std::move(req), cc, ok);
+}
+
+std::string RaftTicketLog::configuration_reply() {
+  std::string out;
+  const raft::Configuration& conf = raft_->configuration();
+  resp::append_array_header(out, conf.servers.size());
+  for (const raft::Server& s : conf.servers) {
+    ServerContext ctx = decode_context(s.context);
+    resp::append_array_header(out, 8);
+    resp::append_bulk(out, "id");
+    resp::append_bulk(out, std::to_string(s.id));
+    resp::append_bulk(out, "address");
+    resp::append_bulk(out, ctx.raft_addr);
+    resp::append_bulk(out, "service_address");
+    resp::append_bulk(out, service_addr_of(s.id));
+    resp::append_bulk(out, "suffrage");
+    resp::append_bulk(out, s.suffrage == raft::Suffrage::kVoter ? "Voter" : "Nonvoter");
+  }
+  return out;
+}
+
+std::string RaftTicketLog::stats_reply() {
+  std::vector<std::pair<std::string, std::string>> kv;
+  auto add = [&](const char* k, std::string v) { kv.emplace_back(k, std::move(v)); };
+  add("applied_index", std::to_string(applied_index_));
+  add("commit_index", std::to_string(raft_->commit_index()));
+  add("fsm_pending", std::to_string(proposals_.size()));
+  uint64_t lc = raft_->role() == raft::Role::kLeader ? 0 : raft_->ticks_since_leader_contact();
+  add("last_contact", raft_->role() == raft::Role::kLeader ? "0" : std::to_string(lc * 10) + "ms");
+  add("last_log_index", std::to_string(raft_->last_index()));
+  add("last_log_term", std::to_string(raft_->last_term()));
+  add("last_snapshot_index", std::to_string(raft_->snapshot_index()));
+  add("last_snapshot_term", std::to_string(raft_->snapshot_term()));
+  std::string conf = "[";
+  for (const raft::Server& s : raft_->configuration().servers) {
+    if (conf.size() > 1) conf += " ";
+    conf += "{" + std::string(s.suffrage == raft::Suffrage::kVoter ? "Voter" : "Nonvoter") + " " +
+            std::to_string(s.id) + " " + decode_context(s.context).raft_addr + "}";
+  }
+  conf += "]";
+  add("latest_configuration", conf);
+  add("latest_configuration_index", std::to_string(raft_->configuration_index()));
+  add("num_peers", std::to_string(raft_->configuration().servers.empty()
+                                      ? 0
+                                      : raft_->configuration().servers.size() - 1));
+  add("protocol_version", "1");
+  add("state", raft::to_string(raft_->role()));
+  add("term", std::to_string(raft_->term()));
+  add("leader_id", std::to_string(raft_->leader_id()));
+  add("durable_index", std::to_string(wal_->durable_index()));
+  add("last_ticket", std::to_string(counter_));
+  add("leader_changes_seen", std::to_string(leader_changes_));
+  const PeerTransport::Stats& ts = transport_->stats();
+  add("peer_msgs_sent", std::to_string(ts.sent_msgs));
+  add("peer_msgs_received", std::to_string(ts.recv_msgs));
+  add("peer_msgs_dropped", std::to_string(ts.dropped_msgs));
+  std::string out;
+  resp::append_array_header(out, kv.size() * 2);
+  for (auto& [k, v] : kv) {
+    resp::append_bulk(out, k);
+    resp::append_bulk(out, v);
+  }
+  return out;
+}
+
+std::string RaftTicketLog::info_raft() {
+  std::string r = "# Raft\r\n";
+  auto add = [&](const std::string& k, const std::string& v) { r += k + ":" + v + "\r\n"; };
+  add("raft_state", raft::to_string(raft_->role()));
+  add("raft_node_id", std::to_string(node_.opts().id));
+  add("raft_leader_id", std::to_string(raft_->leader_id()));
+  add("raft_leader_address", raft_->leader_id() == raft::kNoId ? "" : service_addr_of(raft_->leader_id()));
+  add("raft_term", std::to_string(raft_->term()));
+  add("raft_commit_index", std::to_string(raft_->commit_index()));
+  add("raft_applied_index", std::to_string(applied_index_));
+  add("raft_last_log_index", std::to_string(raft_->last_index()));
+  add("raft_snapshot_index", std::to_string(raft_->snapshot_index()));
+  add("raft_num_servers", std::to_string(raft_->configuration().servers.size()));
+  add("raft_num_voters", std::to_string(raft_->configuration().voter_count()));
+  add("raft_leader_changes_seen", std::to_string(leader_changes_));
+  add("raft_cluster_id", hex(cluster_id_));
+  return r;
+}
+
+void RaftTicketLog::admin(AdminRequest&& req) {
+  std::string out;
+  const std::string& cmd = req.args[0];
+  auto is = [&](const char* name) { return resp::iequals(cmd, name); };
+  if (is("RAFT.CONFIGURATION")) {
+    reply(req, configuration_reply());
+  } else if (is("RAFT.STATS")) {
+    reply(req, stats_reply());
+  } else if (is("RAFT.LEADER")) {
+    uint64_t l = raft_->leader_id();
+    std::string addr = l == raft::kNoId ? "" : service_addr_of(l);
+    if (addr.empty()) {
+      reply_error(req, "CLUSTERDOWN no leader");
+    } else {
+      resp::append_bulk(out, addr);
+      reply(req, std::move(out));
+    }
+  } else if (is("RAFT.LASTCONTACT")) {
+    // Milliseconds since this node last heard from a leader; 0 on the leader itself.
+    uint64_t ms = raft_->role() == raft::Role::kLeader ? 0 : raft_->ticks_since_leader_contact() * 10;
+    resp::append_integer(out, static_cast<int64_t>(ms));
+    reply(req, std::move(out));
+  } else if (is("RAFT.SNAPSHOT")) {
+    maybe_snapshot(true);
+    resp::append_simple(out, "OK");
+    reply(req, std::move(out));
+  } else if (is("RAFT.ADDVOTER")) {
+    uint64_t id = 0;
+    if (req.args.size() < 3 || req.args.size() > 4 || !parse_u64(req.args[1], &id) || id == 0) {
+      reply_error(req, "ERR usage: RAFT.ADDVOTER id raft_addr [service_addr]");
+      return;
+    }
+    if (raft_->configuration().find(id) != nullptr && raft_->role() == raft::Role::kLeader) {
+      resp::append_simple(out, "OK");
+      reply(req, std::move(out));
+      return;
+    }
+    raft::ConfChangeRequest cc;
+    cc.kind = raft::ConfChangeRequest::Kind::kAddNonVoter;
+    cc.id = id;
+    cc.context = encode_context(ServerContext{req.args[2], req.args.size() == 4 ? req.args[3] : "", 0});
+    resp::append_simple(out, "OK");
+    admin_membership(std::move(req), cc, out);
+  } else if (is("RAFT.REMOVESERVER")) {
+    uint64_t id = 0;
+    if (req.args.size() < 2 || req.args.size() > 3 || !parse_u64(req.args[1], &id) || id == 0) {
+      reply_error(req, "ERR usage: RAFT.REMOVESERVER id [raft_addr]");
+      return;
+    }
+    if (raft_->role() == raft::Role::kLeader && raft_->configuration().find(id) == nullptr) {
+      reply_error(req, "ERR node " + std::to_string(id) + " is not in the configuration");
+      return;
+    }
+    raft::ConfChangeRequest cc;
+    cc.kind = raft::ConfChangeRequest::Kind::kRemove;
+    cc.id = id;
+    resp::append_simple(out, "OK");
+    admin_membership(std::move(req), cc, out);
+  } else if (is("RAFT.TRANSFERLEADER")) {
+    uint64_t id = 0;
+    if (req.args.size() != 2 || !parse_u64(req.args[1], &id) || id == 0) {
+      reply_error(req, "ERR usage: RAFT.TRANSFERLEADER id");
+      return;
+    }
+    if (redirect_if_follower(req)) return;
+    if (id == node_.opts().id) {
+      resp::append_simple(out, "OK");
+      reply(req, std::move(out));
+      return;
+    }
+    if (!raft_->transfer_leadership(id)) {
+      reply_error(req, "ERR node " + std::to_string(id) + " is not a voter");
+      return;
+    }
+    resp::append_simple(out, "OK");
+    reply(req, std::move(out));
+  } else if (is("RAFT.JOIN")) {
+    admin_join(std::move(req));
+  } else if (is("INFO")) {
+    // The shard built the other sections; shard 0 adds the raft one.
+    resp::append_bulk(out, req.args.size() > 1 ? req.args[1] + info_raft() : info_raft());
+    reply(req, std::move(out));
+  } else {
+    reply_error(req, "ERR unknown admin command '" + cmd + "'");
+  }
+  pump();
+  transport_->flush();
+}
+
+// ------------------------------------------------------------------------------------------
+
+bool JoinClient::attempt(const std::string& addr, std::string* reply) {
+  std::string host;
+  uint16_t port = 0;
+  if (!io::parse_host_port(addr, &host, &port)) {
+    *reply = "-ERR bad address " + addr;
+    return false;
+  }
+  if (host.empty()) host = "127.0.0.1";
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  timeval tv{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  if (::inet_pton(AF_INET, host.c_str(), &sa.sin_addr) != 1 ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) < 0) {
+    ::close(fd);
+    *reply = "cannot connect to " + addr;
+    return false;
+  }
+  std::string req = command_ + "\r\n";
+  bool ok = ::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size());
+  std::string buf;
+  char tmp[512];
+  while (ok && buf.find("\r\n") == std::string::npos && buf.size() < 4096) {
+    ssize_t n = ::recv(fd, tmp, sizeof(tmp), 0);
+    if (n <= 0) {
+      ok = false;
+      break;
+    }
+    buf.append(tmp, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  if (!ok) {
+    *reply = "no reply from " + addr;
+    return false;
+  }
+  *reply = buf.substr(0, buf.find("\r\n"));
+  return true;
+}
+
+void JoinClient::run() {
+  std::string target = target_;
+  int backoff_ms = 100;
+  int hops = 0;
+  while (!stop_.load()) {
+    std::string reply;
+    bool got = attempt(target, &reply);
+    if (got && reply.rfind("+OK", 0) == 0) {
+      uint64_t cid = reply.size() > 4 ? parse_hex(std::string_view(reply).substr(4)) : 0;
+      cluster_id_.store(cid == 0 ? 1 : cid);
+      log_("accepted by " + target + " (" + reply + ")");
+      return;
+    }
+    if (got && reply.rfind("-MOVED ", 0) == 0 && hops < 8) {
+      size_t sp = reply.rfind(' ');
+      target = reply.substr(sp + 1);
+      ++hops;
+      continue;
+    }
+    log_("not yet: " + (reply.empty() ? std::string("no answer") : reply) + " (retrying)");
+    hops = 0;
+    target = target_;
+    for (int waited = 0; waited < backoff_ms && !stop_.load(); waited += 20)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    backoff_ms = std::min(backoff_ms * 2, 2000);
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<TicketLog> make_raft_ticket_log(Node& node) {
+  return std::make_unique<RaftTicketLog>(node);
+}
+
+}  // namespace ticketd::server

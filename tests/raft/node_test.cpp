@@ -1,0 +1,607 @@
+// A tiny synchronous harness for the raft unit tests: nodes, an in-memory "disk" per node
+// that persists each Ready at once, and a message queue the test delivers explicitly.
+// It never reorders or drops on its own: tests cut links or drop messages themselves.
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "ticketd/raft/node.h"
+
+namespace ticketd::raft::test {
+
+struct Disk {
+  HardState hs;
+  std::optional<Snapshot> snap;
+  std::vector<Entry> entries;
+};
+
+class Cluster {
+ public:
+  static Config config(uint64_t id) {
+    Config c;
+    c.id = id;
+    c.election_ticks = 10;
+    c.heartbeat_ticks = 2;
+    c.max_inflight_msgs = 4;
+    c.max_msg_bytes = 1024;
+    c.seed = 42;
+    return c;
+  }
+
+  // n voters 1..n bootstrapped with the same configuration.
+  explicit Cluster(int n) {
+    Configuration conf;
+    for (int i = 1; i <= n; ++i) conf.servers.push_back(Server{uint64_t(i), Suffrage::kVoter, ""});
+    for (int i = 1; i <= n; ++i) add_node(uint64_t(i), bootstrap(conf));
+  }
+
+  void add_node(uint64_t id, InitialState st) {
+    Disk d;
+    d.hs = st.hard_state;
+    d.snap = st.snapshot;
+    d.entries = st.entries;
+    disks[id] = d;
+    nodes[id] = std::make_unique<Node>(config(id), std::move(st));
+  }
+
+  Node& node(uint64_t id) { return *nodes.at(id); }
+
+  // Restart from the disk (loses nothing: every Ready was persisted at once).
+  void restart(uint64_t id) {
+    Disk& d = disks[id];
+    InitialState st{d.hs, d.snap, d.entries};
+    nodes[id] = std::make_unique<Node>(config(id), std::move(st));
+    applied[id].clear();
+  }
+
+  void persist(uint64_t id, const Ready& rd) {
+    Disk& d = disks[id];
+    if (rd.snapshot) {
+      d.snap = rd.snapshot;
+      d.entries.clear();
+    }
+    if (rd.truncate_from) {
+      while (!d.entries.empty() && d.entries.back().index >= rd.truncate_from) d.entries.pop_back();
+    }
+    for (const Entry& e : rd.entries) d.entries.push_back(e);
+    if (rd.hard_state) d.hs = *rd.hard_state;
+  }
+
+  // Handles every pending Ready of node `id`.
+  void drain(uint64_t id) {
+    Node& n = node(id);
+    while (n.has_ready()) {
+      Ready rd = n.ready();
+      readies[id].push_back(rd);
+      for (auto& m : rd.messages) queue.push_back(m);
+      persist(id, rd);
+      if (rd.durable_mark) n.on_persisted(rd.durable_mark->index, rd.durable_mark->term);
+      for (auto& m : rd.persist_then_send) queue.push_back(m);
+      for (auto& e : rd.committed_entries) applied[id].push_back(e);
+    }
+  }
+  void drain_all() {
+    for (auto& [id, n] : nodes) drain(id);
+  }
+
+  bool linked(uint64_t a, uint64_t b) const { return !cut.count({a, b}); }
+  void isolate(uint64_t id) {
+    for (auto& [o, n] : nodes) {
+      if (o == id) continue;
+      cut.insert({id, o});
+      cut.insert({o, id});
+    }
+  }
+  void heal() { cut.clear(); }
+
+  // Delivers queued messages (and the ones they cause) until the queue is empty.
+  void deliver_all(int limit = 100000) {
+    drain_all();
+    while (!queue.empty() && limit-- > 0) {
+      Message m = queue.front();
+      queue.pop_front();
+      if (!nodes.count(m.to) || !linked(m.from, m.to) || dropped.count(m.to)) continue;
+      node(m.to).step(m);
+      drain(m.to);
+    }
+  }
+
+  void tick_all(int ticks) {
+    for (int t = 0; t < ticks; ++t) {
+      for (auto& [id, n] : nodes)
+        if (!paused.count(id)) n->tick();
+      deliver_all();
+    }
+  }
+
+  // The unique leader with the highest term, or 0.
+  uint64_t leader() {
+    uint64_t best = 0, term = 0;
+    for (auto& [id, n] : nodes)
+      if (n->role() == Role::kLeader && n->term() >= term) {
+        best = id;
+        term = n->term();
+      }
+    return best;
+  }
+
+  // Ticks until a leader exists; returns it (0 on failure).
+  uint64_t elect(int max_ticks = 200) {
+    for (int t = 0; t < max_ticks; ++t) {
+      tick_all(1);
+      uint64_t l = leader();
+      if (l) return l;
+    }
+    return 0;
+  }
+
+  std::map<uint64_t, std::unique_ptr<Node>> nodes;
+  std::map<uint64_t, Disk> disks;
+  std::map<uint64_t, std::vector<Entry>> applied;
+  std::map<uint64_t, std::vector<Ready>> readies;
+  std::deque<Message> queue;
+  std::set<std::pair<uint64_t, uint64_t>> cut;
+  std::set<uint64_t> dropped;  // nodes that receive nothing
+  std::set<uint64_t> paused;   // nodes that do not tick
+};
+
+}  // namespace ticketd::raft::test
+
+#include <gtest/gtest.h>
+
+namespace ticketd::raft::test {
+namespace {
+
+std::string allocate(uint64_t n) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(n >> (8 * i));
+  return s;
+}
+
+Message msg(MessageType t, uint64_t from, uint64_t to, uint64_t term) {
+  Message m;
+  m.type = t;
+  m.from = from;
+  m.to = to;
+  m.term = term;
+  return m;
+}
+
+TEST(RaftNode, SingleNodeBootstrapElectsItselfAndCommits) {
+  Cluster c(0);
+  c.add_node(1, bootstrap_single(1, "ctx"));
+  uint64_t l = c.elect();
+  ASSERT_EQ(l, 1u);
+  EXPECT_EQ(c.node(1).leader_id(), 1u);
+  auto r = c.node(1).propose(allocate(5));
+  ASSERT_TRUE(r.ok());
+  c.deliver_all();
+  EXPECT_EQ(c.node(1).commit_index(), r.index);
+  ASSERT_FALSE(c.applied[1].empty());
+  EXPECT_EQ(c.applied[1].back().data, allocate(5));
+  EXPECT_EQ(c.applied[1].back().term, r.term);
+}
+
+TEST(RaftNode, EmptyNodeNeverCampaigns) {
+  Cluster c(0);
+  c.add_node(7, InitialState{});
+  c.tick_all(100);
+  EXPECT_EQ(c.node(7).role(), Role::kFollower);
+  EXPECT_EQ(c.node(7).term(), 0u);
+  EXPECT_TRUE(c.queue.empty());
+}
+
+TEST(RaftNode, LeaderCountsItselfOnlyForDurableEntries) {
+  Node n(Cluster::config(1), bootstrap_single(1, ""));
+  n.campaign();
+  ASSERT_EQ(n.role(), Role::kCandidate) << "the self-vote counts only once durable";
+  Ready vote = n.ready();
+  ASSERT_TRUE(vote.hard_state && vote.durable_mark);
+  EXPECT_EQ(vote.hard_state->vote, 1u);
+  n.on_persisted(vote.durable_mark->index, vote.durable_mark->term);
+  ASSERT_EQ(n.role(), Role::kLeader);
+  Ready rd = n.ready();  // noop handed out, not yet durable
+  ASSERT_TRUE(rd.durable_mark.has_value());
+  EXPECT_EQ(n.commit_index(), 1u);
+  auto r = n.propose(allocate(1));
+  Ready rd2 = n.ready();
+  EXPECT_EQ(n.commit_index(), 1u) << "must not commit before the leader's write is durable";
+  n.on_persisted(rd.durable_mark->index, rd.durable_mark->term);
+  EXPECT_EQ(n.commit_index(), 2u);
+  n.on_persisted(rd2.durable_mark->index, rd2.durable_mark->term);
+  EXPECT_EQ(n.commit_index(), r.index);
+  Ready rd3 = n.ready();
+  ASSERT_EQ(rd3.committed_entries.size(), 2u);
+  EXPECT_EQ(rd3.committed_entries.back().data, allocate(1));
+}
+
+TEST(RaftNode, ThreeNodesElectOneLeaderAndFollowersKnowIt) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  c.tick_all(5);
+  for (auto& [id, n] : c.nodes) {
+    EXPECT_EQ(n->leader_id(), l) << "node " << id;
+    EXPECT_EQ(n->term(), c.node(l).term());
+  }
+  auto r = c.node(l).propose(allocate(3));
+  ASSERT_TRUE(r.ok());
+  c.tick_all(3);
+  for (auto& [id, n] : c.nodes) {
+    EXPECT_GE(n->commit_index(), r.index) << "node " << id;
+    ASSERT_FALSE(c.applied[id].empty());
+    EXPECT_EQ(c.applied[id].back().data, allocate(3));
+  }
+  // A follower refuses proposals and names the leader.
+  uint64_t f = l == 1 ? 2 : 1;
+  auto fr = c.node(f).propose(allocate(1));
+  EXPECT_EQ(fr.status, ProposeStatus::kNotLeader);
+  EXPECT_EQ(fr.leader_hint, l);
+}
+
+TEST(RaftNode, VoteDeniedToCandidateWithStaleLog) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  c.node(l).propose(allocate(1));
+  c.tick_all(2);
+  uint64_t f = l == 1 ? 2 : 1;
+  Node& n = c.node(f);
+  Message v = msg(MessageType::kVote, 3 == l ? 2 : 3, f, n.term() + 5);
+  if (v.from == f) v.from = l == 3 ? 1 : 3;
+  v.index = 1;  // far behind
+  v.log_term = 1;
+  v.transfer = true;  // bypass the lease to reach the log check
+  n.step(v);
+  Ready rd = n.ready();
+  ASSERT_EQ(rd.persist_then_send.size(), 1u);
+  EXPECT_TRUE(rd.persist_then_send[0].reject);
+  EXPECT_EQ(n.term(), v.term);
+  EXPECT_EQ(n.vote(), kNoId);
+}
+
+TEST(RaftNode, GrantedVoteIsPersistedBeforeItIsSent) {
+  Cluster c(3);
+  Node& n = c.node(2);
+  Message v = msg(MessageType::kVote, 1, 2, 2);
+  v.index = 1;
+  v.log_term = 1;
+  n.step(v);
+  Ready rd = n.ready();
+  ASSERT_TRUE(rd.hard_state.has_value());
+  EXPECT_EQ(rd.hard_state->vote, 1u);
+  EXPECT_EQ(rd.hard_state->term, 2u);
+  EXPECT_TRUE(rd.messages.empty());
+  ASSERT_EQ(rd.persist_then_send.size(), 1u);
+  EXPECT_FALSE(rd.persist_then_send[0].reject);
+  // Same term, another candidate: refused.
+  Message v2 = msg(MessageType::kVote, 3, 2, 2);
+  v2.index = 10;
+  v2.log_term = 1;
+  n.step(v2);
+  Ready rd2 = n.ready();
+  ASSERT_EQ(rd2.persist_then_send.size(), 1u);
+  EXPECT_TRUE(rd2.persist_then_send[0].reject);
+}
+
+TEST(RaftNode, PreVoteStopsDisruptiveRejoiningNode) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  uint64_t term = c.node(l).term();
+  uint64_t lonely = l == 3 ? 2 : 3;
+  c.isolate(lonely);
+  c.tick_all(200);  // many election timeouts on its own
+  EXPECT_EQ(c.node(lonely).term(), term) << "pre-vote must keep a partitioned node's term";
+  EXPECT_NE(c.node(lonely).role(), Role::kLeader);
+  c.heal();
+  c.tick_all(50);
+  EXPECT_EQ(c.leader(), l) << "the rejoining node must not depose a healthy leader";
+  EXPECT_EQ(c.node(l).term(), term);
+  EXPECT_EQ(c.node(lonely).leader_id(), l);
+}
+
+TEST(RaftNode, LeaseMakesFollowersIgnoreHigherTermVotes) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  c.tick_all(2);
+  uint64_t f = l == 1 ? 2 : 1;
+  uint64_t other = 6 - l - f;
+  uint64_t term = c.node(f).term();
+  Message v = msg(MessageType::kVote, other, f, term + 3);
+  v.index = 100;
+  v.log_term = term;
+  c.node(f).step(v);
+  EXPECT_EQ(c.node(f).term(), term) << "in lease: a higher-term vote must be ignored";
+  EXPECT_FALSE(c.node(f).has_ready());
+}
+
+TEST(RaftNode, CheckQuorumLeaderStepsDownWhenIsolated) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  c.isolate(l);
+  c.paused = {};  // everyone ticks
+  // Only tick the old leader so the others do not elect a replacement yet.
+  for (int t = 0; t < 25; ++t) {
+    c.node(l).tick();
+    c.deliver_all();
+  }
+  EXPECT_NE(c.node(l).role(), Role::kLeader);
+  EXPECT_EQ(c.node(l).leader_id(), kNoId);
+}
+
+TEST(RaftNode, StaleLeaderStepsDownAndItsUncommittedEntryIsOverwritten) {
+  Cluster c(3);
+  uint64_t old = c.elect();
+  ASSERT_NE(old, 0u);
+  c.tick_all(3);
+  c.isolate(old);
+  auto stale = c.node(old).propose(allocate(99));
+  ASSERT_TRUE(stale.ok());
+  c.paused.insert(old);  // a paused old leader: it does not even notice it lost the quorum
+  uint64_t fresh = 0;
+  for (int t = 0; t < 200 && !fresh; ++t) {
+    c.tick_all(1);
+    for (auto& [id, n] : c.nodes)
+      if (id != old && n->role() == Role::kLeader) fresh = id;
+  }
+  ASSERT_NE(fresh, 0u);
+  auto good = c.node(fresh).propose(allocate(7));
+  ASSERT_TRUE(good.ok());
+  c.tick_all(3);
+  EXPECT_EQ(c.node(old).role(), Role::kLeader);  // still believes it leads
+  c.paused.clear();
+  c.heal();
+  c.tick_all(10);
+  EXPECT_EQ(c.node(old).role(), Role::kFollower);
+  EXPECT_EQ(c.node(old).leader_id(), fresh);
+  // The stale entry at its index was replaced by the new leader's entry.
+  EXPECT_NE(c.node(old).term_at(stale.index), stale.term);
+  bool saw_truncate = false;
+  for (auto& rd : c.readies[old]) saw_truncate |= rd.truncate_from == stale.index;
+  EXPECT_TRUE(saw_truncate);
+  for (auto& e : c.applied[old]) EXPECT_NE(e.data, allocate(99));
+}
+
+TEST(RaftNode, FollowerRejectsWithConflictHintAndTruncatesOnConflict) {
+  // Follower log: [1:t1 conf][2:t2][3:t2][4:t2]; leader at term 4 has [2:t3 ...].
+  InitialState st = bootstrap(Configuration{{Server{1, Suffrage::kVoter, ""}, Server{2, Suffrage::kVoter, ""}}});
+  st.hard_state.term = 3;
+  for (uint64_t i = 2; i <= 4; ++i) st.entries.push_back(Entry{2, i, EntryType::kNormal, "x"});
+  Node f(Cluster::config(2), st);
+  Message app = msg(MessageType::kAppend, 1, 2, 4);
+  app.index = 4;
+  app.log_term = 3;
+  f.step(app);
+  Ready rd = f.ready();
+  ASSERT_EQ(rd.persist_then_send.size(), 1u);
+  const Message& rej = rd.persist_then_send[0];
+  EXPECT_TRUE(rej.reject);
+  EXPECT_EQ(rej.index, 4u);
+  EXPECT_EQ(rej.hint_index, 4u);  // last index with term <= 3
+  EXPECT_EQ(rej.hint_term, 2u);
+  EXPECT_EQ(f.leader_id(), 1u);
+  // Leader's log diverges at 2: send from 1.
+  Message app2 = msg(MessageType::kAppend, 1, 2, 4);
+  app2.index = 1;
+  app2.log_term = 1;
+  app2.entries = {Entry{3, 2, EntryType::kNormal, "y"}, Entry{4, 3, EntryType::kNoop, ""}};
+  app2.commit = 3;
+  f.step(app2);
+  Ready rd2 = f.ready();
+  EXPECT_EQ(rd2.truncate_from, 2u);
+  ASSERT_EQ(rd2.entries.size(), 2u);
+  EXPECT_EQ(f.last_index(), 3u);
+  EXPECT_EQ(f.commit_index(), 3u);
+  ASSERT_EQ(rd2.committed_entries.size(), 2u);
+  EXPECT_EQ(rd2.committed_entries[0].data, "y");
+  ASSERT_EQ(rd2.persist_then_send.size(), 1u);
+  EXPECT_FALSE(rd2.persist_then_send[0].reject);
+  EXPECT_EQ(rd2.persist_then_send[0].index, 3u);
+}
+
+TEST(RaftNode, LeaderBacktracksFastToAFollowerWithALongDivergentTail) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  uint64_t f = l == 1 ? 2 : 1;
+  // The follower misses 60 entries; the leader catches it up in few round trips.
+  c.isolate(f);
+  for (int i = 0; i < 60; ++i) c.node(l).propose(allocate(1));
+  c.deliver_all();
+  c.heal();
+  size_t before = c.readies[l].size();
+  c.tick_all(4);
+  EXPECT_EQ(c.node(f).last_index(), c.node(l).last_index());
+  EXPECT_EQ(c.node(f).commit_index(), c.node(l).commit_index());
+  EXPECT_LT(c.readies[l].size() - before, 40u);
+}
+
+TEST(RaftNode, BatchingBoundsAppendBytes) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  c.tick_all(2);
+  for (int i = 0; i < 200; ++i) c.node(l).propose(std::string(100, 'a'));
+  Ready rd = c.node(l).ready();
+  size_t appends = 0, max_entries = 0;
+  for (auto& m : rd.messages) {
+    if (m.type != MessageType::kAppend) continue;
+    ++appends;
+    max_entries = std::max(max_entries, m.entries.size());
+    size_t bytes = 0;
+    for (auto& e : m.entries) bytes += e.data.size();
+    EXPECT_LE(bytes, 1024u + 100u);
+  }
+  EXPECT_GT(max_entries, 1u) << "entries must be batched";
+  // Window of 4 per follower in replicate mode.
+  EXPECT_LE(appends, 8u);
+  EXPECT_GE(appends, 2u);
+  c.queue.insert(c.queue.end(), rd.messages.begin(), rd.messages.end());
+  c.persist(l, rd);
+  c.node(l).on_persisted(rd.durable_mark->index, rd.durable_mark->term);
+  c.tick_all(20);
+  EXPECT_EQ(c.node(l).commit_index(), c.node(l).last_index());
+}
+
+TEST(RaftNode, OnPersistedIgnoresOverwrittenEntries) {
+  // Follower persists (2,t2) ... then the entry is overwritten by (2,t3) before the report.
+  Configuration conf{{Server{1, Suffrage::kVoter, ""}, Server{2, Suffrage::kVoter, ""}}};
+  Node f(Cluster::config(2), bootstrap(conf));
+  Message a = msg(MessageType::kAppend, 1, 2, 2);
+  a.index = 1;
+  a.log_term = 1;
+  a.entries = {Entry{2, 2, EntryType::kNoop, ""}};
+  f.step(a);
+  Ready r1 = f.ready();
+  Message b = msg(MessageType::kAppend, 3, 2, 3);
+  b.index = 1;
+  b.log_term = 1;
+  b.entries = {Entry{3, 2, EntryType::kNoop, ""}};
+  f.step(b);
+  Ready r2 = f.ready();
+  EXPECT_EQ(r2.truncate_from, 2u);
+  f.on_persisted(r1.durable_mark->index, r1.durable_mark->term);
+  EXPECT_EQ(f.durable_index(), 1u) << "a later truncation is still in flight";
+  f.on_persisted(r2.durable_mark->index, r2.durable_mark->term);
+  EXPECT_EQ(f.durable_index(), 2u);
+}
+
+TEST(RaftNode, SnapshotInstallOnLaggingFollower) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  uint64_t f = l == 1 ? 2 : 1;
+  c.isolate(f);
+  for (int i = 0; i < 20; ++i) c.node(l).propose(allocate(1));
+  c.tick_all(3);
+  Node& ln = c.node(l);
+  ASSERT_EQ(ln.applied_index(), ln.last_index());
+  ln.compact(ln.applied_index(), "state@" + std::to_string(ln.applied_index()));
+  EXPECT_EQ(ln.snapshot_index(), ln.applied_index());
+  EXPECT_EQ(ln.snapshot()->configuration.servers.size(), 3u);
+  c.heal();
+  c.tick_all(4);
+  EXPECT_EQ(c.node(f).snapshot_index(), ln.snapshot_index());
+  bool got = false;
+  for (auto& rd : c.readies[f]) {
+    if (rd.snapshot) {
+      got = true;
+      EXPECT_EQ(rd.snapshot->data, "state@" + std::to_string(ln.snapshot_index()));
+    }
+  }
+  EXPECT_TRUE(got);
+  EXPECT_EQ(c.disks[f].snap->index, ln.snapshot_index());
+  auto r = ln.propose(allocate(2));
+  c.tick_all(3);
+  EXPECT_GE(c.node(f).commit_index(), r.index);
+  // Restarting from snapshot + log works.
+  c.restart(f);
+  EXPECT_EQ(c.node(f).snapshot_index(), ln.snapshot_index());
+  EXPECT_EQ(c.node(f).last_index(), ln.last_index());
+}
+
+TEST(RaftNode, AddNonVoterIsPromotedAfterCatchUp) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  for (int i = 0; i < 30; ++i) c.node(l).propose(allocate(1));
+  c.tick_all(3);
+  c.node(l).compact(c.node(l).applied_index(), "snap");
+  c.add_node(4, InitialState{});
+  ConfChangeRequest req;
+  req.kind = ConfChangeRequest::Kind::kAddNonVoter;
+  req.id = 4;
+  req.context = "addr4";
+  auto r = c.node(l).propose_conf_change(req);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(c.node(l).configuration().find(4)->suffrage, Suffrage::kNonVoter);
+  // A second change while the first is pending is refused.
+  ConfChangeRequest rm;
+  rm.kind = ConfChangeRequest::Kind::kRemove;
+  rm.id = l == 1 ? 2 : 1;
+  EXPECT_EQ(c.node(l).propose_conf_change(rm).status, ProposeStatus::kChangePending);
+  c.tick_all(30);
+  const Server* s = c.node(l).configuration().find(4);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->suffrage, Suffrage::kVoter);
+  EXPECT_EQ(s->context, "addr4");
+  EXPECT_EQ(c.node(4).configuration(), c.node(l).configuration());
+  EXPECT_EQ(c.node(4).leader_id(), l);
+  EXPECT_EQ(c.node(l).committed_configuration(), c.node(l).configuration());
+}
+
+TEST(RaftNode, RemovingTheLeaderMakesItStepDownAndAnotherTakesOver) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  c.tick_all(3);
+  ConfChangeRequest rm;
+  rm.kind = ConfChangeRequest::Kind::kRemove;
+  rm.id = l;
+  auto r = c.node(l).propose_conf_change(rm);
+  ASSERT_TRUE(r.ok());
+  c.tick_all(40);
+  EXPECT_NE(c.node(l).role(), Role::kLeader);
+  uint64_t nl = c.leader();
+  ASSERT_NE(nl, 0u);
+  ASSERT_NE(nl, l);
+  EXPECT_EQ(c.node(nl).configuration().servers.size(), 2u);
+  EXPECT_EQ(c.node(nl).configuration().find(l), nullptr);
+  auto p = c.node(nl).propose(allocate(4));
+  ASSERT_TRUE(p.ok());
+  c.tick_all(3);
+  uint64_t other = 6 - l - nl;
+  EXPECT_GE(c.node(other).commit_index(), p.index);
+  // The removed node never campaigns again.
+  c.tick_all(100);
+  EXPECT_NE(c.node(l).role(), Role::kLeader);
+}
+
+TEST(RaftNode, LeadershipTransferViaTimeoutNow) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  c.tick_all(3);
+  uint64_t target = l == 3 ? 1 : l + 1;
+  uint64_t term = c.node(l).term();
+  ASSERT_TRUE(c.node(l).transfer_leadership(target));
+  EXPECT_EQ(c.node(l).propose(allocate(1)).status, ProposeStatus::kTransferInProgress);
+  c.deliver_all();
+  EXPECT_EQ(c.leader(), target);
+  EXPECT_EQ(c.node(target).term(), term + 1);
+  EXPECT_EQ(c.node(l).role(), Role::kFollower);
+  c.tick_all(3);
+  EXPECT_EQ(c.node(l).leader_id(), target);
+}
+
+TEST(RaftNode, RestartKeepsTermVoteAndLog) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  auto r = c.node(l).propose(allocate(9));
+  c.tick_all(3);
+  for (auto& [id, n] : c.nodes) c.restart(id);
+  for (auto& [id, n] : c.nodes) {
+    EXPECT_EQ(n->last_index(), r.index);
+    EXPECT_GE(n->term(), r.term);
+  }
+  uint64_t l2 = c.elect();
+  ASSERT_NE(l2, 0u);
+  c.tick_all(3);
+  // Committed entries are handed out again after a restart, in order.
+  for (auto& [id, n] : c.nodes) {
+    bool found = false;
+    for (auto& e : c.applied[id]) found |= e.index == r.index && e.data == allocate(9);
+    EXPECT_TRUE(found) << id;
+  }
+}
+
+}  // namespace
+}  // namespace ticketd::raft::test
