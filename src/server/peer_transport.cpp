@@ -540,7 +540,8 @@ void PeerTransport::on_send(io::Completion* comp, int32_t res, uint32_t) {
     return;
   }
   if (res <= 0) {
-    t->break_conn(c, res == 0 ? "send returned 0" : "send failed: " + std::string(std::strerror(-res)));
+    t->break_conn(
+        c, res == 0 ? "send returned 0" : "send failed: " + std::string(std::strerror(-res)));
     return;
   }
   if (!c->hello_sent && c->hello_bytes > 0 && c->send_off >= c->hello_bytes) c->hello_sent = true;
@@ -551,7 +552,8 @@ void PeerTransport::on_send(io::Completion* comp, int32_t res, uint32_t) {
   if (c->link != nullptr) {
     size_t pos = 0;
     while (pos + kPeerFrameHeader <= c->sending.size()) {
-      if (static_cast<uint8_t>(c->sending[pos + 4]) == static_cast<uint8_t>(PeerFrameKind::kMessage)) {
+      if (static_cast<uint8_t>(c->sending[pos + 4]) ==
+          static_cast<uint8_t>(PeerFrameKind::kMessage)) {
         t->stats_.sent_msgs++;
       }
       pos += 4 + get32(c->sending.data() + pos);
@@ -590,9 +592,9 @@ void PeerTransport::on_recv(io::Completion* comp, int32_t res, uint32_t flags) {
           why = "refused peer kept sending";
         }
       } else {
-        bool ok = c->reader.feed(data, static_cast<size_t>(res), [t, c](uint8_t kind, std::string_view p) {
-          return t->handle_frame(c, kind, p);
-        });
+        bool ok = c->reader.feed(
+            data, static_cast<size_t>(res),
+            [t, c](uint8_t kind, std::string_view p) { return t->handle_frame(c, kind, p); });
         if (!ok && !c->refusing) {
           want_close = true;
           if (c->close_reason.empty()) {
@@ -703,7 +705,8 @@ bool PeerTransport::handle_hello(Conn* c, std::string_view payload) {
   // at a time; an older one is half-open or about to close).
   std::vector<Conn*> older;
   for (Conn* o : conns_) {
-    if (o != c && o->link == nullptr && o->hello_ok && !o->closing && o->hello.node_id == h.node_id) {
+    if (o != c && o->link == nullptr && o->hello_ok && !o->closing &&
+        o->hello.node_id == h.node_id) {
       older.push_back(o);
     }
   }
@@ -735,7 +738,8 @@ void PeerTransport::break_conn(Conn* c, const std::string& why) {
   if (c->close_reason.empty()) c->close_reason = why;
   if (c->link != nullptr) {
     if (c->up && !shutting_down_) {
-      log("link to peer " + std::to_string(c->link->id) + " at " + c->link->addr + " closed: " + why);
+      log("link to peer " + std::to_string(c->link->id) + " at " + c->link->addr +
+          " closed: " + why);
     }
   } else if (c->hello_ok && !shutting_down_) {
     log("link from peer node " + std::to_string(c->hello.node_id) + " closed: " + why);

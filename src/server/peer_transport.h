@@ -1,7 +1,6 @@
-// The Raft peer transport: carries raft::Messages between nodes over TCP, on ONE io::Loop.
-// Promises: only whole, length-checked frames reach raft::decode; a malformed frame or a refused
-// hello closes that one link and is counted; per-peer queues are bounded (overflow drops and counts).
-// Must never: block the loop, crash on peer input, or free a Completion the kernel may still report.
+// Raft peer transport on ONE io::Loop: whole, checked frames only; a bad frame or refused hello
+// closes that one link and is counted; per-peer queues are bounded (overflow drops and counts).
+// Must never: block the loop, crash on peer input, or free a Completion the kernel still holds.
 #pragma once
 
 #include <algorithm>
@@ -112,9 +111,12 @@ class PeerTransport {
     int backoff_max_ms = 1000;
   };
   struct Hooks {
-    std::function<void(raft::Message&&)> on_message;           // from a peer whose hello was accepted
-    std::function<std::string(const PeerHello&)> check_hello;  // "" accepts; else the refusal reason
-    std::function<void(const PeerHello&)> on_hello;            // after acceptance
+    // A message from a peer whose hello was accepted (m.from == its node id, m.to == self).
+    std::function<void(raft::Message&&)> on_message;
+    // "" accepts; anything else is the refusal reason (logged here and sent to the peer).
+    std::function<std::string(const PeerHello&)> check_hello;
+    // After acceptance (learn the peer's service address, incarnation...).
+    std::function<void(const PeerHello&)> on_hello;
     std::function<void(std::string_view)> log;
   };
   struct Stats {

@@ -312,6 +312,7 @@ class RaftTicketLog final : public TicketLog {
   uint64_t sync_every_ticks_ = 20;
 
   bool shutting_down_ = false;
+  bool closed_ = false;
   uint64_t shutdown_deadline_ms_ = 0;
   uint64_t leader_changes_ = 0;
   ClusterRole published_role_ = ClusterRole::kNoLeader;
@@ -585,6 +586,7 @@ void RaftTicketLog::on_turn_end() {
 }
 
 void RaftTicketLog::on_tick() {
+  if (closed_) return;
   ++ticks_;
   raft_->tick();
   expire_proposals();
@@ -635,14 +637,27 @@ void RaftTicketLog::propose_staged() {
 }
 
 void RaftTicketLog::pump() {
+  if (closed_) return;
   // 1. Take every Ready the core has; messages that may leave now, leave now.
+  bool applied_early = false;
   while (raft_->has_ready()) {
     PendingReady p;
     raft_->ready(&p.rd);
     for (const raft::Message& m : p.rd.messages) transport_->send(m);
     p.rd.messages.clear();
+    // Committed entries are durable on a quorum already: apply them now rather than behind
+    // the local writes queued ahead of them, unless a snapshot install or a truncation is
+    // still waiting in the pipeline (entries must apply after the snapshot they follow).
+    bool blocked = p.rd.snapshot.has_value() || p.rd.truncate_from != 0;
+    for (const PendingReady& q : pipeline_) blocked = blocked || !q.staged;
+    if (!blocked && !p.rd.committed_entries.empty()) {
+      for (const raft::Entry& e : p.rd.committed_entries) apply(e);
+      p.rd.committed_entries.clear();
+      applied_early = true;
+    }
     pipeline_.push_back(std::move(p));
   }
+  if (applied_early) maybe_snapshot(false);
   // 2. Stage them into storage, in order. A snapshot install or a log truncation waits
   //    until everything before it is durable and released, and no write is in flight.
   for (PendingReady& p : pipeline_) {
@@ -967,6 +982,10 @@ void RaftTicketLog::begin_shutdown() {
 }
 
 void RaftTicketLog::close() {
+  // The transport first: its shutdown runs loop turns, which may complete our last write;
+  // closed_ makes every callback of ours a no-op beyond bookkeeping from here on.
+  closed_ = true;
+  if (transport_) transport_->shutdown();
   if (wal_ && !wal_->failed() && !writing_) {
     storage::Status st = wal_->sync_write(true);
     if (!st) node_.log_line("wal: final flush failed: " + st.message());
@@ -976,7 +995,6 @@ void RaftTicketLog::close() {
     }
   }
   if (join_) join_->stop();
-  if (transport_) transport_->shutdown();
 }
 
 // ------------------------------------------------------------------------------------------

@@ -123,6 +123,10 @@ void Shard::thread_main() {
       loop_->timeout(&drain_ts_, &drain_timer_c_);
     }
   }
+  // No more turn-end or wake work: close() may run loop turns of its own (the peer
+  // transport drains its operations) and must not start new ticket work meanwhile.
+  loop_->set_on_turn_end(nullptr);
+  loop_->set_on_wake(nullptr);
   if (index_ == 0) node_.log().close();
   for (Connection* c : all_) {
     if (c->fd >= 0) ::close(c->fd);

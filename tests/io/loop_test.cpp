@@ -66,11 +66,20 @@ TEST(Loop, WakeByEventfdLosesNothing) { WakeFromThread(false); }
 TEST(Loop, WakeByMsgRingLosesNothing) { WakeFromThread(true); }
 
 TEST(Loop, StopFromAnotherThread) {
-  Loop loop;
-  std::thread t([&] { loop.run(); });
-  loop.stop();
+  // A ring with SINGLE_ISSUER belongs to the thread that created it: build it there.
+  std::atomic<Loop*> loop{nullptr};
+  std::atomic<bool> returned{false};
+  std::thread t([&] {
+    Loop own;
+    loop.store(&own);
+    own.run();
+    returned.store(true);
+  });
+  while (loop.load() == nullptr) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // let it block in the kernel
+  loop.load()->stop();
   t.join();
-  SUCCEED();
+  EXPECT_TRUE(returned.load());
 }
 
 TEST(Loop, MultishotRecvIntoBufferRingAndSend) {

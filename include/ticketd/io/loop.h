@@ -35,6 +35,8 @@ struct LoopOptions {
   bool try_defer_taskrun = true;  // SINGLE_ISSUER | DEFER_TASKRUN where the kernel has it
 };
 
+// Create, submit to and run a Loop on ONE thread (the kernel ties a SINGLE_ISSUER ring to
+// the thread that created it); other threads may only call wake() and stop().
 class Loop {
  public:
   explicit Loop(const LoopOptions& opts = {});
