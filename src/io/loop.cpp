@@ -244,7 +244,9 @@ BufferRing::BufferRing(Loop& loop, uint16_t group_id, unsigned count, unsigned b
     ::munmap(br_, br_bytes_);
     throw std::runtime_error(std::string("io_uring_register_buf_ring: ") + std::strerror(-ret));
   }
-  data_ = static_cast<char*>(std::aligned_alloc(4096, static_cast<size_t>(count) * buf_size));
+  // aligned_alloc wants the size to be a multiple of the alignment.
+  size_t bytes = (static_cast<size_t>(count) * buf_size + 4095) & ~size_t{4095};
+  data_ = static_cast<char*>(std::aligned_alloc(4096, bytes));
   TICKETD_CHECK(data_ != nullptr);
   int mask = io_uring_buf_ring_mask(count);
   for (unsigned i = 0; i < count; ++i) {

@@ -190,7 +190,11 @@ class RaftTicketLog final : public TicketLog {
   bool open(std::string* err) override;
   void attach(io::Loop* loop) override;
   void submit(uint32_t shard, uint64_t n) override {
-    staged_.push_back(Waiter{shard, n});
+    if (shard >= outcomes_.size()) outcomes_.resize(shard + 1);
+    ShardOutcomes& o = outcomes_[shard];
+    o.results.push_back(BatchResult{0, 0, BatchStatus::kOk});
+    o.resolved.push_back(false);
+    staged_.push_back(Waiter{shard, n, o.next_seq++});
     staged_total_ += n;
   }
   void on_turn_end() override;
@@ -203,6 +207,16 @@ class RaftTicketLog final : public TicketLog {
   struct Waiter {
     uint32_t shard;
     uint64_t n;
+    uint64_t seq;  // position in the shard's submission order
+  };
+  // A shard matches results to its requests by order, so each shard's results leave in
+  // the order its batches came in, even when a later batch fails before an earlier one
+  // commits (a proposal in flight while leadership is lost).
+  struct ShardOutcomes {
+    uint64_t next_seq = 0;
+    uint64_t base_seq = 0;  // seq of results.front()
+    std::deque<BatchResult> results;
+    std::deque<bool> resolved;
   };
   struct Proposal {
     uint64_t index;
@@ -217,6 +231,7 @@ class RaftTicketLog final : public TicketLog {
     uint64_t term;
     AdminRequest req;
     std::string ok_reply;
+    uint64_t created_ms;
   };
   // A Ready being persisted; see the contract in raft/node.h. Items are staged into the WAL
   // in order and released (on_persisted, persist_then_send, apply) in order once durable.
@@ -248,6 +263,7 @@ class RaftTicketLog final : public TicketLog {
   void propose_staged();
   void fail_waiters(std::vector<Waiter>& ws, BatchStatus st);
   void hand_out(const Proposal& p, uint64_t start);
+  void resolve(const Waiter& w, const BatchResult& r);
   void deliver(uint32_t shard, const BatchResult& r);
   void expire_proposals();
   void publish();
@@ -294,6 +310,7 @@ class RaftTicketLog final : public TicketLog {
 
   std::vector<Waiter> staged_;
   uint64_t staged_total_ = 0;
+  std::vector<ShardOutcomes> outcomes_;
   std::deque<Proposal> proposals_;
   std::vector<AdminWaiter> admin_waiters_;
   std::deque<PendingReady> pipeline_;
@@ -735,6 +752,12 @@ void RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
   TICKETD_CHECK(get_u64(&d, &c));
   // Safe to apply now: a snapshot is only staged when everything before it is released.
   counter_ = c;
+  // Proposals of ours inside the snapshot: we cannot tell whether they committed, so their
+  // clients get an error (their ranges, if committed, are simply never handed out).
+  while (!proposals_.empty() && proposals_.front().index <= s.index) {
+    fail_waiters(proposals_.front().waiters, BatchStatus::kLeadershipLost);
+    proposals_.pop_front();
+  }
   applied_index_ = snapshot_index_ = s.index;
   node_.log_stats().counter.store(counter_);
   node_.log_stats().snapshot_index.store(snapshot_index_);
@@ -792,14 +815,28 @@ void RaftTicketLog::apply(const raft::Entry& e) {
 void RaftTicketLog::hand_out(const Proposal& p, uint64_t start) {
   uint64_t next = start;
   for (const Waiter& w : p.waiters) {
-    deliver(w.shard, BatchResult{next, w.n, BatchStatus::kOk});
+    resolve(w, BatchResult{next, w.n, BatchStatus::kOk});
     next += w.n;
   }
 }
 
 void RaftTicketLog::fail_waiters(std::vector<Waiter>& ws, BatchStatus st) {
-  for (const Waiter& w : ws) deliver(w.shard, BatchResult{0, w.n, st});
+  for (const Waiter& w : ws) resolve(w, BatchResult{0, w.n, st});
   ws.clear();
+}
+
+void RaftTicketLog::resolve(const Waiter& w, const BatchResult& r) {
+  ShardOutcomes& o = outcomes_[w.shard];
+  TICKETD_CHECK(w.seq >= o.base_seq && w.seq - o.base_seq < o.results.size());
+  size_t i = static_cast<size_t>(w.seq - o.base_seq);
+  o.results[i] = r;
+  o.resolved[i] = true;
+  while (!o.resolved.empty() && o.resolved.front()) {
+    deliver(w.shard, o.results.front());
+    o.results.pop_front();
+    o.resolved.pop_front();
+    o.base_seq++;
+  }
 }
 
 void RaftTicketLog::deliver(uint32_t shard, const BatchResult& r) {
@@ -817,6 +854,16 @@ void RaftTicketLog::expire_proposals() {
   while (!proposals_.empty() && proposals_.front().created_ms + kProposalTimeoutMs < now) {
     fail_waiters(proposals_.front().waiters, BatchStatus::kLeadershipLost);
     proposals_.pop_front();
+  }
+  for (size_t i = 0; i < admin_waiters_.size();) {
+    if (admin_waiters_[i].created_ms + 2 * kProposalTimeoutMs < now) {
+      reply_error(admin_waiters_[i].req,
+                  "ERR the change did not commit in time here; check RAFT.CONFIGURATION");
+      admin_waiters_[i] = std::move(admin_waiters_.back());
+      admin_waiters_.pop_back();
+    } else {
+      ++i;
+    }
   }
 }
 
@@ -941,11 +988,9 @@ void RaftTicketLog::sync_peers() {
     ServerContext ctx = decode_context(s.context);
     if (!ctx.raft_addr.empty()) transport_->set_peer(s.id, ctx.raft_addr);
   }
-  // Peers that left the configuration are dropped by remove_peer on the next change; a
-  // removed server keeps receiving nothing from us.
-  for (const auto& [id, addr] : known_peers_) {
-    if (conf.find(id) == nullptr) transport_->remove_peer(id);
-  }
+  // Links to servers that left the configuration stay open: a leader that removed itself
+  // still needs our acknowledgements to commit its removal (raft sends nothing to
+  // non-members otherwise, so an idle link costs nothing).
   known_peers_.clear();
   for (const raft::Server& s : conf.servers) {
     if (s.id != node_.opts().id) known_peers_[s.id] = decode_context(s.context).raft_addr;
@@ -1018,7 +1063,8 @@ void RaftTicketLog::admin_membership(AdminRequest&& req, raft::ConfChangeRequest
   raft::ProposeResult r = raft_->propose_conf_change(cc);
   switch (r.status) {
     case raft::ProposeStatus::kOk:
-      admin_waiters_.push_back(AdminWaiter{r.index, r.term, std::move(req), std::move(ok)});
+      admin_waiters_.push_back(
+          AdminWaiter{r.index, r.term, std::move(req), std::move(ok), now_ms()});
       return;
     case raft::ProposeStatus::kChangePending:
       reply_error(req, "ERR a configuration change is in progress; try again");

@@ -22,12 +22,29 @@ def parse_args():
     return p.parse_args()
 
 
+_used_ports = set()
+
+
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A free port BELOW the kernel's ephemeral range: a restarted node must be able to bind
+    its old port again, which fails if some client's outgoing connection was given that
+    port number as its local port in the meantime."""
+    import random
+    rnd = random.Random(os.getpid() * 7919 + len(_used_ports))
+    for _ in range(1000):
+        port = rnd.randrange(20000, 32000)
+        if port in _used_ports:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _used_ports.add(port)
+        return port
+    raise RuntimeError("no free port")
 
 
 def check(cond, what):
