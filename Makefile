@@ -6,7 +6,8 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 ARGS       ?=
 
-.PHONY: all build deps run test test-unit asan test-asan bench fuzz clean help
+.PHONY: all build deps run test test-unit asan test-asan bench fuzz compare clean help
+FUZZ_SECONDS ?= 60
 
 all: build
 
@@ -16,6 +17,8 @@ help:
 	@echo "make test       build and run the whole suite through ctest"
 	@echo "make asan       build and test with AddressSanitizer + UBSan"
 	@echo "make bench      run the Google Benchmark micro-benchmarks"
+	@echo "make fuzz       run every libFuzzer target for FUZZ_SECONDS (default 60)"
+	@echo "make compare    side-by-side benchmark against redis-server (docs/BENCHMARKS.md)"
 	@echo "make clean      remove build directories"
 
 deps:
@@ -47,6 +50,12 @@ test-asan: asan
 
 bench: build
 	$(BUILD)/ticketd_bench
+
+fuzz: deps
+	tools/fuzz.sh --seconds $(FUZZ_SECONDS)
+
+compare: build
+	tools/compare --cluster
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
