@@ -333,6 +333,14 @@ class RaftTicketLog final : public TicketLog {
   uint64_t shutdown_deadline_ms_ = 0;
   uint64_t leader_changes_ = 0;
   ClusterRole published_role_ = ClusterRole::kNoLeader;
+  struct PublishKey {
+    ClusterRole role = ClusterRole::kNoLeader;
+    uint64_t leader = UINT64_MAX;
+    uint64_t config_index = UINT64_MAX;
+    size_t hellos = 0;
+    bool operator==(const PublishKey&) const = default;
+  };
+  PublishKey published_key_;
   std::string published_addr_;
   uint64_t last_leader_ = raft::kNoId;
 };
@@ -620,6 +628,9 @@ void RaftTicketLog::on_tick() {
       start_background_sync();
     }
   }
+  // Zero-fill the next WAL segment ahead of time, one 1 MiB step per tick, so a segment
+  // switch never waits for it. Only between writes: it is a short blocking write.
+  if (!writing_ && !wal_->spare_ready() && !wal_->failed()) wal_->prepare_spare_step();
   // Periodic snapshot even when the load is light, so the log stays short.
   if (ticks_ % 1000 == 0) maybe_snapshot(true);
   if (shutting_down_ && now_ms() > shutdown_deadline_ms_) shutting_down_ = false;
@@ -960,6 +971,11 @@ void RaftTicketLog::publish() {
   } else if (leader != raft::kNoId && leader != node_.opts().id) {
     role = ClusterRole::kFollower;
   }
+  // Cheap when nothing changed (every turn): the address is looked up only when the role,
+  // the leader, the configuration or what peers told us changed.
+  PublishKey key{role, leader, raft_->configuration_index(), hello_service_addr_.size()};
+  if (key == published_key_) return;
+  published_key_ = key;
   std::string addr = role == ClusterRole::kFollower ? service_addr_of(leader) : "";
   if (role != published_role_ || addr != published_addr_) {
     published_role_ = role;

@@ -26,7 +26,7 @@ struct ServerOptions {
   unsigned threads = 0;          // shard threads; 0 = online CPUs
   unsigned max_clients = 20000;  // connections past this are closed with -ERR max clients
   uint64_t snapshot_every = 10000;  // entries between automatic snapshots + WAL compaction
-  uint64_t wal_segment_bytes = 64ull << 20;
+  uint64_t wal_segment_bytes = 16ull << 20;  // ~300k Allocate records; disk use is bounded by two
 };
 
 }  // namespace ticketd::server
