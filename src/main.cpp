@@ -1,5 +1,6 @@
 // ticketd: hands out unique, strictly increasing 64-bit tickets over the Redis protocol.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -82,6 +83,13 @@ int main(int argc, char** argv) {
     }
   }
   if (opts.dir.empty()) return usage_error("--dir must not be empty");
+
+  // Every client is a file descriptor: allow as many as the hard limit lets us.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
 
   // SIGTERM/SIGINT are taken synchronously by this thread (sigwait); the shards never see them.
   sigset_t set;
