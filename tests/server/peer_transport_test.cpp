@@ -5,11 +5,10 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <chrono>
@@ -202,12 +201,14 @@ class PeerTransportTest : public ::testing::Test {
   bool retry_until_delivered(TestNode* from, TestNode* to, uint64_t first_i) {
     uint64_t i = first_i;
     size_t before = to->got.size();
-    bool ok = run_until([&] {
-      if (to->got.size() > before) return true;
-      from->t->send(make_msg(MessageType::kHeartbeat, from->id, to->id, i++));
-      run_for(5);
-      return false;
-    }, 3000);
+    bool ok = run_until(
+        [&] {
+          if (to->got.size() > before) return true;
+          from->t->send(make_msg(MessageType::kHeartbeat, from->id, to->id, i++));
+          run_for(5);
+          return false;
+        },
+        3000);
     if (!ok) return false;
     for (size_t k = before; k < to->got.size(); ++k) {
       if (to->got[k].index < 100 + first_i) return false;
@@ -355,7 +356,8 @@ TEST_F(PeerTransportTest, EveryMessageTypeArrivesIntactAndInOrder) {
     }
     loop_.run_once(false);
   }
-  ASSERT_TRUE(run_until([&] { return b->got.size() >= ab.size() && a->got.size() >= ba.size() + ca.size(); }));
+  ASSERT_TRUE(run_until(
+      [&] { return b->got.size() >= ab.size() && a->got.size() >= ba.size() + ca.size(); }));
   run_for(20);  // nothing extra arrives
   EXPECT_EQ(b->got, ab);
   std::vector<Message> from_b, from_c;
@@ -372,7 +374,8 @@ TEST_F(PeerTransportTest, EveryMessageTypeArrivesIntactAndInOrder) {
   EXPECT_EQ(b->t->stats().bad_frames, 0u);
   // The hello carried the peer's identity and addresses.
   ASSERT_FALSE(b->hellos.empty());
-  auto h = std::find_if(b->hellos.begin(), b->hellos.end(), [](const PeerHello& x) { return x.node_id == 1; });
+  auto h = std::find_if(b->hellos.begin(), b->hellos.end(),
+                        [](const PeerHello& x) { return x.node_id == 1; });
   ASSERT_NE(h, b->hellos.end());
   EXPECT_EQ(h->cluster_id, 7u);
   EXPECT_EQ(h->incarnation, 1001u);
@@ -414,9 +417,8 @@ TEST_F(PeerTransportTest, WrongClusterIdIsRefusedWithReason) {
   link(a, b);
   a->t->send(make_msg(MessageType::kHeartbeat, 1, 2, 1));
   b->t->send(make_msg(MessageType::kHeartbeat, 2, 1, 1));
-  ASSERT_TRUE(run_until([&] {
-    return a->t->stats().refused_by_peer >= 1 && b->t->stats().refused_by_peer >= 1;
-  }));
+  ASSERT_TRUE(run_until(
+      [&] { return a->t->stats().refused_by_peer >= 1 && b->t->stats().refused_by_peer >= 1; }));
   run_for(30);
   EXPECT_TRUE(a->got.empty());
   EXPECT_TRUE(b->got.empty());
@@ -604,11 +606,11 @@ TEST_F(PeerTransportTest, BrokenLinkNeverResendsATornFrame) {
   EXPECT_EQ(b->t->stats().bad_frames, 0u);
   ASSERT_GE(b->got.size(), 3u);
   ASSERT_LE(b->got.size(), sent.size() - 1);
-  EXPECT_TRUE(std::equal(b->got.begin(), b->got.end(), sent.end() - static_cast<long>(b->got.size())));
+  EXPECT_TRUE(
+      std::equal(b->got.begin(), b->got.end(), sent.end() - static_cast<long>(b->got.size())));
   // Every message is accounted for: dropped, delivered, or fully sent into the dead sink.
-  EXPECT_TRUE(run_until([&] {
-    return a->t->stats().dropped_msgs + a->t->stats().sent_msgs == sent.size();
-  }));
+  EXPECT_TRUE(run_until(
+      [&] { return a->t->stats().dropped_msgs + a->t->stats().sent_msgs == sent.size(); }));
   EXPECT_EQ(a->t->stats().dropped_msgs + b->got.size() +
                 (a->t->stats().sent_msgs - b->t->stats().recv_msgs),
             sent.size());
