@@ -26,6 +26,9 @@ bool ParseReplyInteger(std::string_view digits, int64_t& value) {
     i = 1;
   }
   if (i == digits.size()) return false;
+  // The same bound the streaming prefix check applies, so a reply parses the same whether
+  // it arrives whole or in pieces ("-9223372036854775808" is 20 bytes).
+  if (digits.size() > 20) return false;
   // Accumulate as a negative number so INT64_MIN fits.
   int64_t acc = 0;
   constexpr int64_t kMin = std::numeric_limits<int64_t>::min();

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdarg>
 #include <cstdio>
 
 #include "node.h"
@@ -373,17 +374,24 @@ void Commands::append_refusal(Shard& s, std::string& out, BatchStatus why) {
   resp::append_error(out, batch_status_error(why));
 }
 
+namespace {
+// One INFO line: printf-style, then CRLF.
+__attribute__((format(printf, 2, 3))) void appendf(std::string& r, const char* fmt, ...) {
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  r += line;
+  r += "\r\n";
+}
+}  // namespace
+
 std::string Commands::info_text(Shard& s, std::string_view section) {
   Node& node = s.node();
   bool all = resp::iequals(section, "default") || resp::iequals(section, "all") ||
              resp::iequals(section, "everything");
   std::string r;
-  char line[512];
-  auto add = [&](const char* fmt, auto... v) {
-    std::snprintf(line, sizeof(line), fmt, v...);
-    r += line;
-    r += "\r\n";
-  };
   uint64_t connected = 0, accepted = 0, rejected = 0, commands = 0, tickets = 0, requests = 0,
            batches = 0, in = 0, outb = 0, perr = 0;
   for (uint32_t i = 0; i < node.shard_count(); ++i) {
@@ -404,65 +412,65 @@ std::string Commands::info_text(Shard& s, std::string_view section) {
   uint64_t uptime = (now_ms() - node.start_ms()) / 1000;
   if (all || resp::iequals(section, "server")) {
     r += "# Server\r\n";
-    add("redis_version:7.0.0");
-    add("ticketd_version:%s", TICKETD_VERSION);
-    add("redis_mode:standalone");
-    add("os:Linux");
-    add("process_id:%d", static_cast<int>(::getpid()));
-    add("tcp_port:%u", static_cast<unsigned>(node.service_port()));
-    add("uptime_in_seconds:%llu", static_cast<unsigned long long>(uptime));
-    add("node_id:%llu", static_cast<unsigned long long>(o.id));
-    add("threads:%u", node.shard_count());
-    add("io_uring_setup:%s", s.loop()->setup_mode().c_str());
+    appendf(r, "redis_version:7.0.0");
+    appendf(r, "ticketd_version:%s", TICKETD_VERSION);
+    appendf(r, "redis_mode:standalone");
+    appendf(r, "os:Linux");
+    appendf(r, "process_id:%d", static_cast<int>(::getpid()));
+    appendf(r, "tcp_port:%u", static_cast<unsigned>(node.service_port()));
+    appendf(r, "uptime_in_seconds:%llu", static_cast<unsigned long long>(uptime));
+    appendf(r, "node_id:%llu", static_cast<unsigned long long>(o.id));
+    appendf(r, "threads:%u", node.shard_count());
+    appendf(r, "io_uring_setup:%s", s.loop()->setup_mode().c_str());
 #ifdef TICKETD_WITH_MIMALLOC
-    add("mem_allocator:mimalloc");
+    appendf(r, "mem_allocator:mimalloc");
 #else
-    add("mem_allocator:libc");
+    appendf(r, "mem_allocator:libc");
 #endif
     r += "\r\n";
   }
   if (all || resp::iequals(section, "clients")) {
     r += "# Clients\r\n";
-    add("connected_clients:%llu", static_cast<unsigned long long>(connected));
-    add("maxclients:%u", o.max_clients);
+    appendf(r, "connected_clients:%llu", static_cast<unsigned long long>(connected));
+    appendf(r, "maxclients:%u", o.max_clients);
     r += "\r\n";
   }
   if (all || resp::iequals(section, "memory")) {
     r += "# Memory\r\n";
     rusage ru{};
     ::getrusage(RUSAGE_SELF, &ru);
-    add("used_memory_peak_rss:%llu", static_cast<unsigned long long>(ru.ru_maxrss) * 1024ull);
+    appendf(r, "used_memory_peak_rss:%llu", static_cast<unsigned long long>(ru.ru_maxrss) * 1024ull);
     r += "\r\n";
   }
   if (all || resp::iequals(section, "persistence")) {
     r += "# Persistence\r\n";
-    add("durability:%s", durability_name(o.durability));
-    add("data_dir:%s", node.data_dir().c_str());
-    add("wal_direct_io:%d", ls.direct_io.load() ? 1 : 0);
-    add("wal_last_index:%llu", static_cast<unsigned long long>(ls.last_index.load()));
-    add("wal_durable_index:%llu", static_cast<unsigned long long>(ls.durable_index.load()));
-    add("wal_writes:%llu", static_cast<unsigned long long>(ls.writes.load()));
-    add("wal_syncs:%llu", static_cast<unsigned long long>(ls.syncs.load()));
-    add("wal_write_errors:%llu", static_cast<unsigned long long>(ls.write_errors.load()));
-    add("wal_last_write_us:%llu", static_cast<unsigned long long>(ls.last_write_us.load()));
-    add("snapshot_index:%llu", static_cast<unsigned long long>(ls.snapshot_index.load()));
-    add("snapshots_taken:%llu", static_cast<unsigned long long>(ls.snapshots.load()));
+    appendf(r, "durability:%s", durability_name(o.durability));
+    appendf(r, "data_dir:%s", node.data_dir().c_str());
+    appendf(r, "wal_direct_io:%d", ls.direct_io.load() ? 1 : 0);
+    appendf(r, "wal_last_index:%llu", static_cast<unsigned long long>(ls.last_index.load()));
+    appendf(r, "wal_durable_index:%llu", static_cast<unsigned long long>(ls.durable_index.load()));
+    appendf(r, "wal_writes:%llu", static_cast<unsigned long long>(ls.writes.load()));
+    appendf(r, "wal_syncs:%llu", static_cast<unsigned long long>(ls.syncs.load()));
+    appendf(r, "wal_write_errors:%llu", static_cast<unsigned long long>(ls.write_errors.load()));
+    appendf(r, "wal_last_write_us:%llu", static_cast<unsigned long long>(ls.last_write_us.load()));
+    appendf(r, "snapshot_index:%llu", static_cast<unsigned long long>(ls.snapshot_index.load()));
+    appendf(r, "snapshots_taken:%llu", static_cast<unsigned long long>(ls.snapshots.load()));
     r += "\r\n";
   }
   if (all || resp::iequals(section, "stats")) {
     r += "# Stats\r\n";
-    add("total_connections_received:%llu", static_cast<unsigned long long>(accepted));
-    add("rejected_connections:%llu", static_cast<unsigned long long>(rejected));
-    add("total_commands_processed:%llu", static_cast<unsigned long long>(commands));
-    add("total_net_input_bytes:%llu", static_cast<unsigned long long>(in));
-    add("total_net_output_bytes:%llu", static_cast<unsigned long long>(outb));
-    add("total_error_replies:%llu", static_cast<unsigned long long>(perr));
-    add("tickets_issued:%llu", static_cast<unsigned long long>(tickets));
-    add("ticket_requests:%llu", static_cast<unsigned long long>(requests));
-    add("ticket_batches:%llu", static_cast<unsigned long long>(batches));
-    add("last_ticket:%llu", static_cast<unsigned long long>(ls.counter.load()));
+    appendf(r, "total_connections_received:%llu", static_cast<unsigned long long>(accepted));
+    appendf(r, "rejected_connections:%llu", static_cast<unsigned long long>(rejected));
+    appendf(r, "total_commands_processed:%llu", static_cast<unsigned long long>(commands));
+    appendf(r, "total_net_input_bytes:%llu", static_cast<unsigned long long>(in));
+    appendf(r, "total_net_output_bytes:%llu", static_cast<unsigned long long>(outb));
+    appendf(r, "total_error_replies:%llu", static_cast<unsigned long long>(perr));
+    appendf(r, "tickets_issued:%llu", static_cast<unsigned long long>(tickets));
+    appendf(r, "ticket_requests:%llu", static_cast<unsigned long long>(requests));
+    appendf(r, "ticket_batches:%llu", static_cast<unsigned long long>(batches));
+    appendf(r, "last_ticket:%llu", static_cast<unsigned long long>(ls.counter.load()));
     uint64_t w = ls.writes.load();
-    add("tickets_per_log_write:%.2f",
+    appendf(r, "tickets_per_log_write:%.2f",
         w == 0 ? 0.0 : static_cast<double>(ls.batched_tickets.load()) / static_cast<double>(w));
     r += "\r\n";
   }

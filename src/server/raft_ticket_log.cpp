@@ -306,7 +306,6 @@ class RaftTicketLog final : public TicketLog {
   uint64_t counter_ = 0;
   uint64_t applied_index_ = 0;
   uint64_t snapshot_index_ = 0;
-  uint64_t last_snapshot_ms_ = 0;
 
   std::vector<Waiter> staged_;
   uint64_t staged_total_ = 0;

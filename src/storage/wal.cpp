@@ -245,7 +245,8 @@ Status Wal::wipe_tail(int fd, const std::vector<std::byte>& data, uint64_t from,
 void Wal::load_tail_block(const std::byte* segment_data, uint64_t end) {
   buf_base_ = round_down_block(end);
   std::memset(buf_.data(), 0, kBlockBytes);
-  std::memcpy(buf_.data(), segment_data + buf_base_, end - buf_base_);
+  // An empty segment has no data pointer at all: memcpy must not see it, even for 0 bytes.
+  if (end > buf_base_) std::memcpy(buf_.data(), segment_data + buf_base_, end - buf_base_);
 }
 
 Status Wal::recover(WalRecoveryReport* rep, std::vector<WalRecord>* recovered) {

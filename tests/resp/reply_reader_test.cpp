@@ -302,3 +302,29 @@ TEST(ReplyReader, FuzzNeverCrashes) {
 
 }  // namespace
 }  // namespace ticketd::resp
+
+namespace ticketd::resp {
+namespace {
+
+// Found by fuzz_reply_reader: an integer with leading zeros was accepted whole but rejected
+// when fed byte by byte. Whole and streamed reads must agree, whatever the input.
+TEST(ReplyReader, WholeAndStreamedAgreeOnOverlongIntegers) {
+  for (std::string wire : {std::string(":") + std::string(21, '0') + "1\r\n",
+                           std::string("$") + std::string(21, '0') + "1\r\nx\r\n",
+                           std::string(":") + std::string(19, '0') + "1\r\n"}) {
+    ReplyReader whole;
+    ReplyStatus w = whole.Parse(wire).status;
+    ReplyReader streamed;
+    ReplyStatus s = ReplyStatus::kNeedMore;
+    for (char ch : wire) {
+      streamed.Feed(std::string_view(&ch, 1));
+      ReplyResult r = streamed.Next();
+      s = r.status;
+      if (s != ReplyStatus::kNeedMore) break;
+    }
+    EXPECT_EQ(w, s) << wire;
+  }
+}
+
+}  // namespace
+}  // namespace ticketd::resp
