@@ -329,6 +329,25 @@ int listen_tcp(const std::string& host, uint16_t port, bool reuseport, std::stri
   return fd;
 }
 
+bool something_listens(const std::string& host, uint16_t port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  std::string h = host.empty() || host == "0.0.0.0" ? "127.0.0.1" : host;
+  if (::getaddrinfo(h.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) return false;
+  bool up = false;
+  for (addrinfo* a = res; a != nullptr && !up; a = a->ai_next) {
+    int fd = ::socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    up = ::connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+    ::close(fd);
+  }
+  ::freeaddrinfo(res);
+  return up;
+}
+
 uint16_t local_port(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);

@@ -292,7 +292,8 @@ uint64_t Node::ticks_since_leader_contact() const {
 // step
 
 void Node::step(const Message& m) {
-  if (m.from == cfg_.id || m.from == kNoId) return;
+  // Misrouted (e.g. meant for a previous server at this address) or self-addressed: ignore.
+  if (m.from == cfg_.id || m.from == kNoId || m.to != cfg_.id) return;
   if (m.term > term_) {
     if (m.type == MessageType::kPreVote || m.type == MessageType::kVote) {
       // Leader lease: a server that heard from a live leader within the election timeout

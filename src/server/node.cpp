@@ -70,12 +70,19 @@ bool Node::start(std::string* err) {
     return false;
   }
   service_port_.store(port);
-  if (port != 0) {
+  // A node killed a moment ago can leave its listener behind for a few milliseconds while
+  // the kernel tears its io_uring down: give that a moment before calling the port taken.
+  bool taken = port != 0 && io::something_listens(service_host_, port);
+  for (int i = 0; taken && i < 100; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    taken = io::something_listens(service_host_, port);
+  }
+  if (taken) {
     // SO_REUSEPORT would let a second ticketd bind the same port and take half of our
-    // clients. A plain bind first fails if anyone holds the port, reuseport or not.
-    int probe = io::listen_tcp(service_host_, port, false, err);
-    if (probe < 0) return false;
-    ::close(probe);
+    // clients. (A plain bind is no test: it also fails on the leftover connections of a
+    // node restarted after kill -9, which REUSEPORT sockets can coexist with.)
+    *err = "cannot listen on " + opts_.saddr + ": a server is already listening there";
+    return false;
   }
   if (!make_dirs(data_dir(), err)) return false;
   if (!log_->open(err)) return false;

@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
+#include <mutex>
 #include <unordered_map>
 
 #include <algorithm>
@@ -180,6 +182,70 @@ class JoinClient {
   std::atomic<uint64_t> cluster_id_{0};
 };
 
+// Writes snapshot files off the loop thread: a save is temp + fsync + rename + fsync dir, and
+// on a busy disk an fsync can take long enough to stall every client of shard 0. One save
+// at a time; the loop learns of its end through done() on its next tick.
+class SnapshotWriter {
+ public:
+  SnapshotWriter() : thread_([this] { run(); }) {}
+  ~SnapshotWriter() {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      quit_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  bool busy() const { return busy_.load(std::memory_order_acquire); }
+  void save(std::string path, std::string bytes, uint64_t index) {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      path_ = std::move(path);
+      bytes_ = std::move(bytes);
+      index_ = index;
+      pending_ = true;
+      busy_.store(true, std::memory_order_release);
+    }
+    cv_.notify_one();
+  }
+  // After busy() turned false: the index saved, and the save's result.
+  uint64_t index() const { return done_index_; }
+  const storage::Status& status() const { return done_status_; }
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> lk(mu_);
+    while (true) {
+      cv_.wait(lk, [this] { return quit_ || pending_; });
+      if (pending_) {
+        pending_ = false;
+        std::string path = path_, bytes = std::move(bytes_);
+        uint64_t index = index_;
+        lk.unlock();
+        storage::Status st = storage::SnapshotFile::save(
+            path, std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()),
+                                             bytes.size()));
+        lk.lock();
+        done_index_ = index;
+        done_status_ = st;
+        busy_.store(false, std::memory_order_release);  // publishes done_* to the loop
+        continue;
+      }
+      if (quit_) return;
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string path_, bytes_;
+  uint64_t index_ = 0;
+  bool pending_ = false;
+  bool quit_ = false;
+  std::atomic<bool> busy_{false};
+  uint64_t done_index_ = 0;
+  storage::Status done_status_;
+  std::thread thread_;
+};
+
 class RaftTicketLog final : public TicketLog {
  public:
   explicit RaftTicketLog(Node& node) : node_(node), durability_(node.opts().durability) {}
@@ -247,6 +313,8 @@ class RaftTicketLog final : public TicketLog {
   bool save_hard_state(const raft::HardState& hs);
   void install_snapshot(const raft::Snapshot& s);
   void maybe_snapshot(bool force);
+  void finish_snapshot();
+  raft::Configuration configuration_at(uint64_t index) const;
   uint64_t durable_mark() const;
 
   // the Ready pipeline
@@ -306,6 +374,10 @@ class RaftTicketLog final : public TicketLog {
   uint64_t counter_ = 0;
   uint64_t applied_index_ = 0;
   uint64_t snapshot_index_ = 0;
+  SnapshotWriter snapshot_writer_;
+  bool snapshot_saving_ = false;
+  std::vector<AdminRequest> snapshot_waiters_;  // RAFT.SNAPSHOT callers
+  std::string snapshot_data_;  // the state machine data of the snapshot being saved
 
   std::vector<Waiter> staged_;
   uint64_t staged_total_ = 0;
@@ -627,6 +699,7 @@ void RaftTicketLog::on_tick() {
       start_background_sync();
     }
   }
+  finish_snapshot();
   // Zero-fill the next WAL segment ahead of time, one 1 MiB step per tick, so a segment
   // switch never waits for it. Only between writes: it is a short blocking write.
   if (!writing_ && !wal_->spare_ready() && !wal_->failed()) wal_->prepare_spare_step();
@@ -691,6 +764,8 @@ void RaftTicketLog::pump() {
     if (p.staged) continue;
     bool heavy = p.rd.snapshot.has_value() || p.rd.truncate_from != 0;
     if (heavy && (&p != &pipeline_.front() || writing_ || wal_->has_pending())) break;
+    // Installing a snapshot rewrites the snapshot file: never while our own save runs.
+    if (p.rd.snapshot && snapshot_writer_.busy()) break;
     stage(p);
   }
   // 3. One write at a time: everything staged meanwhile goes into the next (group commit).
@@ -927,27 +1002,65 @@ void RaftTicketLog::start_background_sync() {
   loop_->fdatasync(sync_op_.fd, &sync_c_);
 }
 
+raft::Configuration RaftTicketLog::configuration_at(uint64_t index) const {
+  // The latest configuration entry at or below `index`, else the snapshot's.
+  const raft::RaftLog& log = raft_->log();
+  for (uint64_t i = std::min(index, log.last_index()); i > log.snapshot_index(); --i) {
+    const raft::Entry& e = log.at(i);
+    if (e.type == raft::EntryType::kConfChange) {
+      raft::Configuration c;
+      TICKETD_CHECK(raft::decode_configuration(e.data, &c));
+      return c;
+    }
+  }
+  const raft::Snapshot* snap = raft_->snapshot();
+  return snap ? snap->configuration : raft::Configuration{};
+}
+
 void RaftTicketLog::maybe_snapshot(bool force) {
+  if (snapshot_saving_) return;
   uint64_t every = node_.opts().snapshot_every;
   if (applied_index_ <= snapshot_index_) return;
   if (!force && applied_index_ - snapshot_index_ < every) return;
   // Snapshot only what is durable here too (the raft log below it is dropped).
   if (applied_index_ > wal_->durable_index() && durability_ == Durability::kHigh) return;
-  std::string data;
-  put_u64(&data, counter_);
-  raft_->compact(applied_index_, data);
-  const raft::Snapshot* snap = raft_->snapshot();
-  TICKETD_CHECK(snap != nullptr && snap->index == applied_index_);
-  std::string bytes = encode_snapshot(*snap);
-  storage::Status st = storage::SnapshotFile::save(
-      snapshot_path_, std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()),
-                                                 bytes.size()));
-  if (!st) {
-    node_.log_line("snapshot save failed: " + st.message());
+  auto term = raft_->term_at(applied_index_);
+  if (!term) return;
+  raft::Snapshot snap;
+  snap.index = applied_index_;
+  snap.term = *term;
+  snap.configuration = configuration_at(applied_index_);
+  put_u64(&snap.data, counter_);
+  snapshot_data_ = snap.data;
+  // The file first (on the writer thread); raft drops its log prefix only once it is
+  // durable (the core's contract for compact()).
+  snapshot_saving_ = true;
+  snapshot_writer_.save(snapshot_path_, encode_snapshot(snap), snap.index);
+}
+
+void RaftTicketLog::finish_snapshot() {
+  if (!snapshot_saving_ || snapshot_writer_.busy()) return;
+  snapshot_saving_ = false;
+  std::vector<AdminRequest> waiters;
+  waiters.swap(snapshot_waiters_);
+  if (!snapshot_writer_.status().is_ok()) {
+    node_.log_line("snapshot save failed: " + snapshot_writer_.status().message());
+    for (const AdminRequest& w : waiters) {
+      reply_error(w, "ERR snapshot failed: " + snapshot_writer_.status().message());
+    }
     return;
   }
-  snapshot_index_ = applied_index_;
-  st = wal_->compact_prefix(snapshot_index_);
+  for (const AdminRequest& w : waiters) {
+    std::string ok;
+    resp::append_simple(ok, "OK");
+    reply(w, std::move(ok));
+  }
+  uint64_t index = snapshot_writer_.index();
+  // A snapshot installed from the leader meanwhile may have moved past this one.
+  if (index <= snapshot_index_ || index <= raft_->snapshot_index()) return;
+  raft_->compact(index, snapshot_data_);
+  snapshot_index_ = index;
+  storage::Status st = wal_->compact_prefix(snapshot_index_);
   if (!st) node_.log_line("wal compaction failed: " + st.message());
   LogStats& ls = node_.log_stats();
   ls.snapshot_index.store(snapshot_index_);
@@ -1232,8 +1345,12 @@ void RaftTicketLog::admin(AdminRequest&& req) {
     reply(req, std::move(out));
   } else if (is("RAFT.SNAPSHOT")) {
     maybe_snapshot(true);
-    resp::append_simple(out, "OK");
-    reply(req, std::move(out));
+    if (snapshot_saving_) {
+      snapshot_waiters_.push_back(std::move(req));  // answered once it is durable
+    } else {
+      resp::append_simple(out, "OK");
+      reply(req, std::move(out));
+    }
   } else if (is("RAFT.ADDVOTER")) {
     uint64_t id = 0;
     if (req.args.size() < 3 || req.args.size() > 4 || !parse_u64(req.args[1], &id) || id == 0) {

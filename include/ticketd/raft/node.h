@@ -13,9 +13,9 @@
 //       raft::Ready rd = node.ready();
 //       send(rd.messages);                            // 1. may leave at once (leader appends)
 //       if (rd.snapshot) disk.install(*rd.snapshot);  // 2. persist, in this order, as one batch:
-//       if (rd.hard_state) disk.save(*rd.hard_state);
 //       if (rd.truncate_from) disk.truncate_from(rd.truncate_from);
 //       disk.append(rd.entries);
+//       if (rd.hard_state) disk.save(*rd.hard_state);
 //       disk.sync();   // (may complete later; ready() may be called again meanwhile, see below)
 //       -- when that batch is durable --
 //       if (rd.durable_mark) node.on_persisted(rd.durable_mark->index, rd.durable_mark->term);
@@ -29,20 +29,29 @@
 //    call ready() again while earlier writes are still in flight (group commit, and the leader
 //    writing its log in parallel with replication, Raft thesis §10.2.1).
 //  * Writes of one Ready, in this order: snapshot (if set: store it and discard every stored log
-//    entry), then hard_state, then "drop stored entries with index >= truncate_from" (if
-//    non-zero), then append `entries` (contiguous, increasing). A crash may tear the tail of this
-//    batch; the core tolerates any prefix surviving (HardState.commit is clamped on restart).
-//    The hard state goes first so that no entry of a term is ever durable while that term is
-//    not (a restarted node would otherwise reuse the term for different entries); the core
-//    also defends against that order being broken (it adopts its log's last term, voting for
-//    itself), but a driver must not rely on it.
+//    entry), then "drop stored entries with index >= truncate_from" (if non-zero), then append
+//    `entries` (contiguous, increasing), then hard_state LAST. A crash may tear the tail of this
+//    batch; the core tolerates any prefix surviving. Why this order: hard_state.commit may
+//    cover this Ready's entries, and a commit index that lands before the entries it names
+//    (e.g. before a truncation replaced them) would apply the wrong entries after a restart.
+//    The opposite hazard, entries of a term durable while the term is not, is handled by the
+//    core: on restart it adopts its log's last term and votes for itself in it (refusing votes
+//    is always safe), and a node never leads a term before that term is durable.
+//    A driver that keeps term/vote in a separate file synced BEFORE the entries is also fine
+//    if the commit it stores there is not this Ready's (store the commit of the last Ready
+//    whose writes are all durable, or 0): commit is only a hint, learned again from the leader.
 //  * After Ready k's writes (and so all earlier ones) are durable: call on_persisted with
-//    durable_mark (if set), then send persist_then_send. Never send persist_then_send earlier: a
+//    durable_mark (if set; every mark must be reported, in order, or the node keeps waiting
+//    for it and a lone voter never wins its election), then send persist_then_send. Never send persist_then_send earlier: a
 //    vote or an append acknowledgement promises the state is on disk.
 //  * `messages` may be sent immediately, in any order, or dropped (raft retries).
-//  * committed_entries are committed on a quorum: apply them in order, after this Ready's writes
-//    are durable (simplest: persist, send, apply). If `snapshot` is set, the application first
-//    replaces its state with snapshot->data (state after snapshot->index), then applies. Every Normal entry is applied exactly once per
+//  * committed_entries are committed on a quorum (on a quorum's DISKS: the leader counts itself
+//    only for durable entries, followers ack only durable ones), so they may be applied as soon
+//    as they are handed out, before this Ready's writes land. What matters is order: apply
+//    every batch in Ready order, and if `snapshot` is set, first replace the state with
+//    snapshot->data (state after snapshot->index). An early apply must therefore wait while an
+//    earlier Ready's snapshot or committed entries are still held back. Simplest: persist,
+//    send, apply. Every Normal entry is applied exactly once per
 //    process lifetime; after a restart the node hands out again every committed entry after its
 //    snapshot, so the application restarts from the snapshot.
 //  * compact(i, data): call only after the application's snapshot at applied index i is durable.
