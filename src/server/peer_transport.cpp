@@ -459,6 +459,11 @@ void PeerTransport::start_connect(Link* l) {
   }
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  // After a partition heals, a link whose segments were dropped may sit out TCP's
+  // exponential retransmission backoff for seconds while the cluster has no leader. Give
+  // up on unacknowledged data after 1 s instead: the link breaks and reconnects fresh.
+  unsigned user_timeout_ms = 1000;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
   Conn* c = new_conn(fd, l);
   l->conn = c;
   c->connect_inflight = true;

@@ -41,7 +41,6 @@ namespace {
 constexpr int64_t kTickNs = 10'000'000;         // one raft tick = 10 ms
 constexpr int kElectionTicks = 25;              // election timeout 250..500 ms
 constexpr int kHeartbeatTicks = 5;              // heartbeat every 50 ms
-constexpr size_t kMaxInflightProposals = 2;     // uncommitted Allocate entries at once
 constexpr uint64_t kProposalTimeoutMs = 5000;   // a proposal never committed fails after this
 constexpr int64_t kBackgroundSyncNs = 200'000'000;
 constexpr uint16_t kPeerBufGroup = 2;
@@ -311,7 +310,7 @@ class RaftTicketLog final : public TicketLog {
   bool load_state(raft::InitialState* st, bool* fresh, std::string* err);
   bool persist_initial(const raft::InitialState& st, std::string* err);
   bool save_hard_state(const raft::HardState& hs);
-  void install_snapshot(const raft::Snapshot& s);
+  bool install_snapshot(const raft::Snapshot& s);
   void maybe_snapshot(bool force);
   void finish_snapshot();
   raft::Configuration configuration_at(uint64_t index) const;
@@ -319,7 +318,8 @@ class RaftTicketLog final : public TicketLog {
 
   // the Ready pipeline
   void pump();
-  void stage(PendingReady& p);
+  bool stage(PendingReady& p);  // false: could not persist now (retried later)
+  void note_storage_trouble(const std::string& what);
   void release(PendingReady& p);
   void apply(const raft::Entry& e);
   void start_write();
@@ -376,6 +376,8 @@ class RaftTicketLog final : public TicketLog {
   uint64_t snapshot_index_ = 0;
   SnapshotWriter snapshot_writer_;
   bool snapshot_saving_ = false;
+  bool storage_trouble_ = false;
+  uint64_t snapshot_retry_ms_ = 0;  // after a failed save, not before this
   std::vector<AdminRequest> snapshot_waiters_;  // RAFT.SNAPSHOT callers
   std::string snapshot_data_;  // the state machine data of the snapshot being saved
 
@@ -507,7 +509,11 @@ bool RaftTicketLog::save_hard_state(const raft::HardState& hs) {
   storage::HardState out;
   out.term = hs.term;
   out.vote = hs.vote;
-  out.commit = hs.commit;
+  // The file is written before this Ready's entries are durable, so it must not claim a
+  // commit index those entries back: a crash in between would make a restart apply stale
+  // entries. Term and vote alone are safe to land first; commit is a hint, relearned from
+  // the leader (or by a lone voter's first commit) after a restart.
+  out.commit = 0;
   out.blob.resize(16);
   std::memcpy(out.blob.data(), &incarnation_, 8);
   std::memcpy(out.blob.data() + 8, &cluster_id_, 8);
@@ -719,8 +725,10 @@ void RaftTicketLog::propose_staged() {
     staged_total_ = 0;
     return;
   }
-  // Batching: while entries are in flight, tickets keep gathering into the next one.
-  if (proposals_.size() >= kMaxInflightProposals) return;
+  // Batching: while a log write is in flight, tickets keep gathering; they are proposed
+  // as ONE entry the moment the next write can start (finish_write), so every write
+  // carries everything that arrived meanwhile. (At durability low nothing waits on writes.)
+  if (writing_ && durability_ != Durability::kLow) return;
   raft::ProposeResult r = raft_->propose(allocate_payload(staged_total_));
   if (r.status == raft::ProposeStatus::kTransferInProgress) return;  // retry next turn
   if (!r.ok()) {
@@ -748,8 +756,12 @@ void RaftTicketLog::pump() {
     // Committed entries are durable on a quorum already: apply them now rather than behind
     // the local writes queued ahead of them, unless a snapshot install or a truncation is
     // still waiting in the pipeline (entries must apply after the snapshot they follow).
+    // Also blocked while an earlier Ready still holds committed entries of its own (it
+    // was held back): batches must apply in order.
     bool blocked = p.rd.snapshot.has_value() || p.rd.truncate_from != 0;
-    for (const PendingReady& q : pipeline_) blocked = blocked || !q.staged;
+    for (const PendingReady& q : pipeline_) {
+      blocked = blocked || !q.staged || !q.rd.committed_entries.empty();
+    }
     if (!blocked && !p.rd.committed_entries.empty()) {
       for (const raft::Entry& e : p.rd.committed_entries) apply(e);
       p.rd.committed_entries.clear();
@@ -766,7 +778,7 @@ void RaftTicketLog::pump() {
     if (heavy && (&p != &pipeline_.front() || writing_ || wal_->has_pending())) break;
     // Installing a snapshot rewrites the snapshot file: never while our own save runs.
     if (p.rd.snapshot && snapshot_writer_.busy()) break;
-    stage(p);
+    if (!stage(p)) break;  // storage trouble: retried on the next pump (every tick)
   }
   // 3. One write at a time: everything staged meanwhile goes into the next (group commit).
   if (!writing_ && wal_->has_pending() && durability_ != Durability::kLow && !wal_->failed())
@@ -797,9 +809,19 @@ uint64_t RaftTicketLog::durable_mark() const {
   return 0;
 }
 
-void RaftTicketLog::stage(PendingReady& p) {
+bool RaftTicketLog::stage(PendingReady& p) {
   raft::Ready& rd = p.rd;
-  if (rd.snapshot) install_snapshot(*rd.snapshot);
+  if (rd.hard_state && (rd.hard_state->term != saved_hs_.term ||
+                        rd.hard_state->vote != saved_hs_.vote)) {
+    // Term and vote must be on disk before any vote or ack of this Ready leaves. If the
+    // file cannot be written (disk full), the Ready waits and is retried: nothing after it
+    // is acknowledged meanwhile, so no vote is ever given twice.
+    if (!save_hard_state(*rd.hard_state)) {
+      note_storage_trouble("cannot save term/vote");
+      return false;
+    }
+  }
+  if (rd.snapshot && !install_snapshot(*rd.snapshot)) return false;
   if (rd.truncate_from != 0 && wal_->last_index() >= rd.truncate_from) {
     storage::Status s = wal_->truncate_suffix(rd.truncate_from);
     TICKETD_CHECK_MSG(s.is_ok(), s.message().c_str());
@@ -809,24 +831,27 @@ void RaftTicketLog::stage(PendingReady& p) {
                  std::span<const std::byte>(reinterpret_cast<const std::byte*>(e.data.data()),
                                             e.data.size()));
   }
-  if (rd.hard_state && (rd.hard_state->term != saved_hs_.term ||
-                        rd.hard_state->vote != saved_hs_.vote)) {
-    // Term and vote must be on disk before any vote or ack leaves; a commit-only change
-    // needs no write (commit is a hint, clamped on restart).
-    bool ok = save_hard_state(*rd.hard_state);
-    TICKETD_CHECK_MSG(ok, "cannot persist term/vote; stopping rather than risk a double vote");
-  }
   node_.log_stats().last_index.store(wal_->last_index(), std::memory_order_relaxed);
   p.staged = true;
   p.need = wal_->last_index();
+  if (storage_trouble_) {
+    node_.log_line("storage writable again");
+    storage_trouble_ = false;
+  }
+  return true;
 }
 
-void RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
+bool RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
   std::string bytes = encode_snapshot(s);
   storage::Status st = storage::SnapshotFile::save(
       snapshot_path_, std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()),
                                                  bytes.size()));
-  TICKETD_CHECK_MSG(st.is_ok(), st.message().c_str());
+  if (!st) {
+    // A full disk, say: acknowledge nothing further until the save succeeds (retried on
+    // every tick), rather than stop the process or lose anything.
+    note_storage_trouble("cannot save the installed snapshot: " + st.message());
+    return false;
+  }
   // The log restarts after the snapshot (a restart checks the two agree).
   if (wal_->last_index() != 0) {
     st = wal_->truncate_suffix(wal_->first_index());
@@ -848,6 +873,13 @@ void RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
   node_.log_stats().snapshot_index.store(snapshot_index_);
   node_.log_line("installed snapshot at index " + std::to_string(s.index) + " (last ticket " +
                  std::to_string(counter_) + ")");
+  return true;
+}
+
+void RaftTicketLog::note_storage_trouble(const std::string& what) {
+  // Said once per trouble spell, not on every retry.
+  if (!storage_trouble_) node_.log_line(what + " (retrying; nothing is acknowledged meanwhile)");
+  storage_trouble_ = true;
 }
 
 void RaftTicketLog::release(PendingReady& p) {
@@ -989,6 +1021,8 @@ void RaftTicketLog::finish_write(int64_t res) {
   }
   ls.durable_index.store(wal_->durable_index(), std::memory_order_relaxed);
   if (durability_ == Durability::kLow) start_background_sync();
+  // What gathered during the write becomes one entry, written by the write pump() starts.
+  propose_staged();
   pump();
 }
 
@@ -1019,6 +1053,7 @@ raft::Configuration RaftTicketLog::configuration_at(uint64_t index) const {
 
 void RaftTicketLog::maybe_snapshot(bool force) {
   if (snapshot_saving_) return;
+  if (!force && now_ms() < snapshot_retry_ms_) return;
   uint64_t every = node_.opts().snapshot_every;
   if (applied_index_ <= snapshot_index_) return;
   if (!force && applied_index_ - snapshot_index_ < every) return;
@@ -1044,7 +1079,9 @@ void RaftTicketLog::finish_snapshot() {
   std::vector<AdminRequest> waiters;
   waiters.swap(snapshot_waiters_);
   if (!snapshot_writer_.status().is_ok()) {
-    node_.log_line("snapshot save failed: " + snapshot_writer_.status().message());
+    node_.log_line("snapshot save failed: " + snapshot_writer_.status().message() +
+                   " (next try in 1 s)");
+    snapshot_retry_ms_ = now_ms() + 1000;
     for (const AdminRequest& w : waiters) {
       reply_error(w, "ERR snapshot failed: " + snapshot_writer_.status().message());
     }

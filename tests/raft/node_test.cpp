@@ -277,6 +277,7 @@ TEST(RaftNode, GrantedVoteIsPersistedBeforeItIsSent) {
   EXPECT_EQ(rd.hard_state->term, 2u);
   EXPECT_TRUE(rd.messages.empty());
   ASSERT_EQ(rd.persist_then_send.size(), 1u);
+  EXPECT_EQ(rd.persist_then_send[0].type, MessageType::kVoteResp);
   EXPECT_FALSE(rd.persist_then_send[0].reject);
   // Same term, another candidate: refused.
   Message v2 = msg(MessageType::kVote, 3, 2, 2);
@@ -603,5 +604,175 @@ TEST(RaftNode, RestartKeepsTermVoteAndLog) {
   }
 }
 
+
+TEST(RaftNode, NonVoterNeverCampaignsButReplicates) {
+  Cluster c(0);
+  Configuration conf{{Server{1, Suffrage::kVoter, ""}, Server{2, Suffrage::kNonVoter, ""}}};
+  c.add_node(1, bootstrap(conf));
+  c.add_node(2, bootstrap(conf));
+  c.isolate(1);
+  c.tick_all(200);
+  EXPECT_EQ(c.node(2).role(), Role::kFollower);
+  EXPECT_EQ(c.node(2).term(), 1u);
+  c.heal();
+  uint64_t l = c.elect();
+  EXPECT_EQ(l, 1u);
+  auto r = c.node(1).propose(allocate(2));
+  c.tick_all(3);
+  EXPECT_EQ(c.node(2).commit_index(), r.index);
+  EXPECT_EQ(c.node(2).leader_id(), 1u);
+}
+
+TEST(RaftNode, ConfigurationFollowsTheLogIncludingTruncation) {
+  Configuration two{{Server{1, Suffrage::kVoter, ""}, Server{2, Suffrage::kVoter, ""}}};
+  Node f(Cluster::config(2), bootstrap(two));
+  Configuration three = two;
+  three.servers.push_back(Server{3, Suffrage::kNonVoter, "c"});
+  Message a = msg(MessageType::kAppend, 1, 2, 2);
+  a.index = 1;
+  a.log_term = 1;
+  a.entries = {Entry{2, 2, EntryType::kConfChange, encode_configuration(three)}};
+  f.step(a);
+  EXPECT_EQ(f.configuration(), three) << "the latest appended configuration is in force";
+  EXPECT_EQ(f.committed_configuration(), two);
+  EXPECT_TRUE(f.conf_change_pending());
+  // A new leader overwrites the uncommitted change: the configuration reverts.
+  Message b = msg(MessageType::kAppend, 1, 2, 3);
+  b.index = 1;
+  b.log_term = 1;
+  b.entries = {Entry{3, 2, EntryType::kNoop, ""}};
+  b.commit = 2;
+  f.step(b);
+  EXPECT_EQ(f.configuration(), two);
+  EXPECT_FALSE(f.conf_change_pending());
+}
+
+TEST(RaftNode, ConfChangeWaitsForTheLeadersFirstCommit) {
+  Configuration three{{Server{1, Suffrage::kVoter, ""}, Server{2, Suffrage::kVoter, ""}, Server{3, Suffrage::kVoter, ""}}};
+  Node n(Cluster::config(1), bootstrap(three));
+  n.campaign();
+  ASSERT_EQ(n.role(), Role::kPreCandidate);
+  EXPECT_EQ(n.term(), 1u) << "pre-vote does not touch the term";
+  Message pv = msg(MessageType::kPreVoteResp, 2, 1, 2);
+  n.step(pv);
+  ASSERT_EQ(n.role(), Role::kCandidate);
+  EXPECT_EQ(n.term(), 2u);
+  Ready rd = n.ready();
+  ASSERT_EQ(rd.persist_then_send.size(), 2u) << "vote requests wait for the durable self-vote";
+  for (auto& m : rd.messages) EXPECT_EQ(m.type, MessageType::kPreVote);
+  for (auto& m : rd.persist_then_send) EXPECT_EQ(m.type, MessageType::kVote);
+  n.on_persisted(rd.durable_mark->index, rd.durable_mark->term);
+  Message v = msg(MessageType::kVoteResp, 3, 1, 2);
+  n.step(v);
+  ASSERT_EQ(n.role(), Role::kLeader);
+  ConfChangeRequest req;
+  req.kind = ConfChangeRequest::Kind::kAddNonVoter;
+  req.id = 9;
+  EXPECT_EQ(n.propose_conf_change(req).status, ProposeStatus::kChangePending)
+      << "no change before the leader committed an entry of its term";
+  Ready rd2 = n.ready();
+  n.on_persisted(rd2.durable_mark->index, rd2.durable_mark->term);
+  Message ack = msg(MessageType::kAppendResp, 2, 1, 2);
+  ack.index = n.last_index();
+  n.step(ack);
+  EXPECT_EQ(n.commit_index(), n.last_index());
+  req.id = 2;
+  EXPECT_EQ(n.propose_conf_change(req).status, ProposeStatus::kInvalid) << "2 is already a member";
+  req.kind = ConfChangeRequest::Kind::kRemove;
+  req.id = 42;
+  EXPECT_EQ(n.propose_conf_change(req).status, ProposeStatus::kInvalid);
+  req.kind = ConfChangeRequest::Kind::kAddNonVoter;
+  req.id = 9;
+  EXPECT_TRUE(n.propose_conf_change(req).ok());
+  req.id = 10;
+  EXPECT_EQ(n.propose_conf_change(req).status, ProposeStatus::kChangePending) << "one change at a time";
+}
+
+TEST(RaftNode, TransferAbortsWhenTheTargetIsUnreachable) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  c.tick_all(3);
+  uint64_t target = l == 3 ? 1 : l + 1;
+  c.isolate(target);
+  ASSERT_TRUE(c.node(l).transfer_leadership(target));
+  EXPECT_EQ(c.node(l).transfer_target(), target);
+  for (int t = 0; t < 10; ++t) {
+    c.node(l).tick();
+    c.deliver_all();
+  }
+  EXPECT_EQ(c.node(l).transfer_target(), kNoId);
+  EXPECT_EQ(c.node(l).role(), Role::kLeader);
+  EXPECT_TRUE(c.node(l).propose(allocate(1)).ok());
+  EXPECT_FALSE(c.node(l).transfer_leadership(l)) << "not to itself";
+  EXPECT_FALSE(c.node(l).transfer_leadership(77)) << "not to a stranger";
+}
+
+TEST(RaftNode, StatsQueries) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  c.tick_all(4);
+  auto prs = c.node(l).progress();
+  ASSERT_EQ(prs.size(), 2u);
+  for (auto& p : prs) {
+    EXPECT_EQ(p.match, c.node(l).last_index());
+    EXPECT_EQ(p.next, p.match + 1);
+    EXPECT_EQ(p.state, ProgressState::kReplicate);
+    EXPECT_LE(p.ticks_since_contact, 2u);
+  }
+  uint64_t f = l == 1 ? 2 : 1;
+  EXPECT_LE(c.node(f).ticks_since_leader_contact(), 2u);
+  EXPECT_EQ(c.node(l).ticks_since_leader_contact(), 0u);
+  c.isolate(f);
+  for (int t = 0; t < 7; ++t) c.node(f).tick();
+  EXPECT_GE(c.node(f).ticks_since_leader_contact(), 7u);
+  EXPECT_TRUE(c.node(l).progress().size() == 2);
+}
+
+TEST(RaftNode, RestartAfterTornWriteAdoptsTheLogsTermAndRefusesVotes) {
+  // Entries of term 5 landed, the hard state saying term 5 did not.
+  InitialState st = bootstrap(Configuration{{Server{1, Suffrage::kVoter, ""}, Server{2, Suffrage::kVoter, ""}}});
+  st.hard_state.term = 4;
+  st.hard_state.commit = 9;  // ahead of the log: clamped
+  st.entries.push_back(Entry{5, 2, EntryType::kNoop, ""});
+  Node n(Cluster::config(2), st);
+  EXPECT_EQ(n.term(), 5u);
+  EXPECT_EQ(n.vote(), 2u);
+  EXPECT_EQ(n.commit_index(), 2u);
+  Message v = msg(MessageType::kVote, 1, 2, 5);
+  v.index = 10;
+  v.log_term = 5;
+  n.step(v);
+  Ready rd = n.ready();
+  ASSERT_EQ(rd.persist_then_send.size(), 1u);
+  EXPECT_TRUE(rd.persist_then_send[0].reject);
+}
+
+TEST(RaftNode, JoiningNodeLearnsEverythingFromTheLeader) {
+  Cluster c(1);
+  uint64_t l = c.elect();
+  ASSERT_EQ(l, 1u);
+  for (int i = 0; i < 10; ++i) c.node(1).propose(allocate(1));
+  c.tick_all(2);
+  c.node(1).compact(c.node(1).applied_index(), "snap");
+  c.add_node(2, InitialState{});
+  ConfChangeRequest req;
+  req.kind = ConfChangeRequest::Kind::kAddNonVoter;
+  req.id = 2;
+  ASSERT_TRUE(c.node(1).propose_conf_change(req).ok());
+  c.tick_all(30);
+  EXPECT_TRUE(c.node(1).configuration().is_voter(2));
+  EXPECT_EQ(c.node(2).last_index(), c.node(1).last_index());
+  EXPECT_EQ(c.node(2).leader_id(), 1u);
+  // Now a two-voter cluster: the leader needs node 2 to commit.
+  c.isolate(2);
+  auto r = c.node(1).propose(allocate(1));
+  c.tick_all(3);
+  EXPECT_LT(c.node(1).commit_index(), r.index);
+  c.heal();
+  c.tick_all(3);
+  EXPECT_GE(c.node(1).commit_index(), r.index);
+}
 }  // namespace
 }  // namespace ticketd::raft::test

@@ -1,0 +1,111 @@
+// The simulator's test suite: thousands of seeds must pass every invariant, and each deliberate
+// bug must be caught within a small seed budget (proof that the checks have teeth).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "simulator.h"
+#include "ticketd/raft/bugs.h"
+
+namespace ticketd::sim {
+namespace {
+
+bool quick() { return std::getenv("TICKETD_TEST_QUICK") != nullptr; }
+
+// Runs `count` seeds from `first`; fails the test (printing the replay line) on the first bad one.
+void run_seeds(uint64_t first, int count, int nodes, int steps, bool turbulent = false) {
+  if (quick()) count = std::max(1, count / 20);
+  for (int i = 0; i < count; ++i) {
+    SimOptions opt;
+    opt.always_turbulent = turbulent;
+    opt.seed = first + static_cast<uint64_t>(i);
+    opt.nodes = nodes;
+    opt.steps = steps;
+    SimResult r = run_simulation(opt);
+    ASSERT_TRUE(r.ok) << r.summary();
+  }
+}
+
+TEST(SimDeterminism, SameSeedReplaysBitForBit) {
+  for (uint64_t seed : {7u, 8u, 9u}) {
+    SimOptions opt;
+    opt.seed = seed;
+    opt.nodes = 5;
+    opt.steps = 3000;
+    SimResult a = run_simulation(opt), b = run_simulation(opt);
+    EXPECT_EQ(a.summary(), b.summary());
+    EXPECT_EQ(a.stats.messages_sent, b.stats.messages_sent);
+    EXPECT_GT(a.stats.acked, 0u) << a.summary();
+  }
+}
+
+TEST(SimDeterminism, DifferentSeedsDiffer) {
+  SimOptions a, b;
+  a.seed = 1;
+  b.seed = 2;
+  EXPECT_NE(run_simulation(a).summary(), run_simulation(b).summary());
+}
+
+// 2,100 seeds x 5,000 steps in total, split so ctest -j2 can run them in parallel; the
+// turbulent cases give every seed the harshest fault profile.
+TEST(SimSeeds, OneNode) { run_seeds(1000, 100, 1, 5000); }
+TEST(SimSeeds, ThreeNodesA) { run_seeds(10000, 250, 3, 5000); }
+TEST(SimSeeds, ThreeNodesB) { run_seeds(20000, 250, 3, 5000); }
+TEST(SimSeeds, ThreeNodesC) { run_seeds(30000, 250, 3, 5000); }
+TEST(SimSeeds, FiveNodesA) { run_seeds(40000, 250, 5, 5000); }
+TEST(SimSeeds, FiveNodesB) { run_seeds(50000, 250, 5, 5000); }
+TEST(SimSeeds, FiveNodesC) { run_seeds(60000, 250, 5, 5000); }
+TEST(SimSeeds, SevenNodesA) { run_seeds(70000, 250, 7, 5000); }
+TEST(SimSeeds, SevenNodesB) { run_seeds(80000, 250, 7, 5000); }
+TEST(SimSeeds, TurbulentThreeNodes) { run_seeds(90000, 200, 3, 5000, true); }
+TEST(SimSeeds, TurbulentFiveNodes) { run_seeds(95000, 200, 5, 5000, true); }
+
+// ---- teeth: each deliberate bug must be caught within the budget.
+
+struct BugGuard {
+  explicit BugGuard(bool raft::testing::Bugs::*flag) { raft::testing::bugs.*flag = true; }
+  ~BugGuard() { raft::testing::bugs = raft::testing::Bugs{}; }
+};
+
+// Returns the first failing result within `budget` seeds (ok=true if none failed).
+SimResult first_failure(int budget, int nodes, int steps) {
+  for (int i = 0; i < budget; ++i) {
+    SimOptions opt;
+    opt.always_turbulent = true;
+    opt.seed = 500000 + static_cast<uint64_t>(i);
+    opt.nodes = nodes;
+    opt.steps = steps;
+    SimResult r = run_simulation(opt);
+    if (!r.ok) return r;
+  }
+  return SimResult{};
+}
+
+void expect_caught(bool raft::testing::Bugs::*flag, const char* name, int budget, int nodes) {
+  BugGuard guard(flag);
+  SimResult r = first_failure(budget, nodes, 5000);
+  EXPECT_FALSE(r.ok) << "the simulator missed --bug " << name << " within " << budget << " seeds";
+  if (!r.ok) std::printf("caught --bug %s: %s\n", name, r.summary().c_str());
+}
+
+TEST(SimTeeth, CatchesCommittingAnOldTermEntryByCounting) {
+  expect_caught(&raft::testing::Bugs::commit_old_term_by_counting, "commit-old-term", 2000, 3);
+}
+TEST(SimTeeth, CatchesForgettingToPersistTheVote) {
+  expect_caught(&raft::testing::Bugs::forget_to_persist_vote, "forget-vote", 200, 3);
+}
+TEST(SimTeeth, CatchesVotingWithoutTheLogCheck) {
+  expect_caught(&raft::testing::Bugs::vote_without_log_check, "no-log-check", 100, 3);
+}
+TEST(SimTeeth, CatchesAcknowledgingAppendsBeforeTheyAreDurable) {
+  expect_caught(&raft::testing::Bugs::ack_before_persist, "ack-before-persist", 300, 3);
+}
+
+TEST(SimTeeth, BugsAreOffByDefault) {
+  raft::testing::Bugs none;
+  EXPECT_FALSE(none.commit_old_term_by_counting || none.forget_to_persist_vote || none.vote_without_log_check ||
+               none.ack_before_persist);
+}
+
+}  // namespace
+}  // namespace ticketd::sim

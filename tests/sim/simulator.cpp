@@ -1,0 +1,825 @@
+#include "simulator.h"
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <set>
+#include <sstream>
+#include <vector>
+
+#include "ticketd/raft/node.h"
+
+namespace ticketd::sim {
+namespace {
+
+using raft::Entry;
+using raft::EntryType;
+using raft::Message;
+using raft::Role;
+
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : s_(seed) {}
+  uint64_t next() {
+    uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  uint64_t below(uint64_t n) { return n == 0 ? 0 : next() % n; }
+  uint64_t range(uint64_t lo, uint64_t hi) { return lo + below(hi - lo + 1); }  // inclusive
+  bool chance(double p) { return static_cast<double>(next() >> 11) * (1.0 / 9007199254740992.0) < p; }
+
+ private:
+  uint64_t s_;
+};
+
+uint64_t fnv(std::string_view s) {
+  uint64_t h = 1469598103934665603ull;
+  for (char c : s) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ull;
+  return h;
+}
+
+std::string encode_u64(uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(v >> (8 * i));
+  return s;
+}
+uint64_t decode_u64(std::string_view s) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8 && i < s.size(); ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(s[i])) << (8 * i);
+  return v;
+}
+
+struct Violation {
+  std::string what;
+};
+
+// One Ready's writes, waiting for the simulated disk.
+struct PendingWrite {
+  uint64_t due = 0;
+  std::optional<raft::HardState> hs;
+  std::optional<raft::Snapshot> snap;
+  uint64_t truncate_from = 0;
+  std::vector<Entry> entries;
+  std::optional<raft::LogPosition> mark;
+  std::vector<Message> held;      // persist_then_send
+  std::vector<Entry> committed;   // applied once durable
+};
+
+struct Disk {
+  raft::HardState hs;
+  std::optional<raft::Snapshot> snap;
+  std::vector<Entry> entries;
+};
+
+struct ClientOp {
+  uint64_t node = 0;
+  uint64_t incarnation = 0;
+  uint64_t index = 0;
+  uint64_t term = 0;
+  uint64_t n = 0;
+  uint64_t floor = 0;  // every ticket acked before this proposal was made is <= floor
+  bool liveness = false;
+};
+
+struct SimNode {
+  uint64_t id = 0;
+  std::unique_ptr<raft::Node> node;  // null while crashed or stopped
+  Disk disk;
+  std::deque<PendingWrite> writes;
+  uint64_t incarnation = 0;
+  uint64_t restart_at = 0;
+  uint64_t paused_until = 0;
+  bool stopped = false;  // removed from the cluster and shut down for good
+  // state machine
+  uint64_t counter = 0;
+  uint64_t sm_applied = 0;
+  uint64_t seen_commit = 0;
+};
+
+struct InFlight {
+  uint64_t at;
+  uint64_t seq;
+  Message m;
+  bool operator>(const InFlight& o) const { return at != o.at ? at > o.at : seq > o.seq; }
+};
+
+struct CommitRecord {
+  uint64_t term = 0;
+  uint64_t hash = 0;
+  uint64_t observed_term = 0;  // term of the node that first saw it committed
+  bool set = false;
+};
+
+class Simulation {
+ public:
+  explicit Simulation(const SimOptions& opt) : opt_(opt), rng_(opt.seed * 0x2545F4914F6CDD1Dull + 17) {
+    // Per-seed fault profile: some seeds are calm, some are brutal.
+    // A third of the seeds are turbulent: leaders crash soon after they win, restarts are quick,
+    // so uncommitted suffixes of many terms pile up (Raft paper Figure 8 territory).
+    turbulent_ = rng_.chance(0.35) || opt_.always_turbulent;
+    drop_p_ = rng_.chance(0.3) ? 0.0 : static_cast<double>(rng_.below(100)) / 1000.0;
+    dup_p_ = rng_.chance(0.5) ? 0.0 : 0.02;
+    reorder_p_ = static_cast<double>(rng_.below(30)) / 100.0;
+    disk_latency_ = static_cast<int>(rng_.below(3));
+    crash_p_ = opt_.crashes ? static_cast<double>(turbulent_ ? rng_.range(1, 3) : rng_.range(1, 6)) / 1000.0 : 0.0;
+    partition_p_ = opt_.partitions ? static_cast<double>(rng_.range(1, 6)) / 1000.0 : 0.0;
+    member_p_ = opt_.membership ? static_cast<double>(rng_.range(0, 4)) / 1000.0 : 0.0;
+    snapshot_p_ = opt_.snapshots ? static_cast<double>(rng_.range(1, 30)) / 1000.0 : 0.0;
+    propose_p_ = static_cast<double>(rng_.range(10, 60)) / 100.0;
+    static const uint64_t kMsgBytes[] = {48, 96, 256, 4096};
+    max_msg_bytes_ = kMsgBytes[rng_.below(4)];
+    if (turbulent_ && rng_.chance(0.7)) max_msg_bytes_ = kMsgBytes[0];  // one entry per append
+    max_inflight_ = static_cast<int>(rng_.range(1, 4));
+    max_nodes_ = std::max(opt_.max_nodes, opt_.nodes);
+    apply_early_ = rng_.chance(0.5);
+    hs_file_mode_ = opt_.hard_state_first ? 2 : rng_.chance(0.3) ? 1 : 0;
+    raft::Configuration conf;
+    for (int i = 1; i <= opt_.nodes; ++i)
+      conf.servers.push_back(raft::Server{uint64_t(i), raft::Suffrage::kVoter, "n" + std::to_string(i)});
+    for (int i = 1; i <= opt_.nodes; ++i) create_node(uint64_t(i), raft::bootstrap(conf));
+    next_id_ = uint64_t(opt_.nodes) + 1;
+  }
+
+  SimResult run() {
+    SimResult res;
+    res.seed = opt_.seed;
+    res.nodes = opt_.nodes;
+    res.steps = opt_.steps;
+    if (opt_.always_turbulent) res.replay_flags += " --turbulent";
+    if (opt_.hard_state_first) res.replay_flags += " --hard-state-first";
+    if (!opt_.crashes) res.replay_flags += " --no-crashes";
+    if (!opt_.partitions) res.replay_flags += " --no-partitions";
+    if (!opt_.membership) res.replay_flags += " --no-membership";
+    if (!opt_.snapshots) res.replay_flags += " --no-snapshots";
+    if (opt_.liveness_ticks != SimOptions{}.liveness_ticks)
+      res.replay_flags += " --liveness-ticks " + std::to_string(opt_.liveness_ticks);
+    try {
+      for (step_ = 0; step_ < opt_.steps; ++step_) {
+        faults();
+        clients();
+        advance();
+        check();
+      }
+      liveness();
+    } catch (const Violation& v) {
+      res.ok = false;
+      res.step = step_;
+      res.failure = v.what;
+    }
+    stats_.elections = leader_of_term_.size();
+    stats_.max_commit = committed_.size() ? committed_.size() - 1 : 0;
+    res.stats = stats_;
+    return res;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) {
+    std::ostringstream os;
+    os << "t=" << now_ << ": " << what;
+    throw Violation{os.str()};
+  }
+
+  void trace(const char* fmt, ...) __attribute__((format(printf, 2, 3))) {
+    if (!opt_.trace) return;
+    std::fprintf(stderr, "[t=%llu] ", static_cast<unsigned long long>(now_));
+    va_list ap;
+    va_start(ap, fmt);
+    std::vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    std::fputc('\n', stderr);
+  }
+
+  raft::Config node_config(uint64_t id, uint64_t incarnation) {
+    raft::Config c;
+    c.id = id;
+    c.election_ticks = 10;
+    c.heartbeat_ticks = 2;
+    c.max_inflight_msgs = max_inflight_;
+    c.max_msg_bytes = max_msg_bytes_;  // often small, so batches split (and acks land mid-batch)
+    c.seed = opt_.seed * 1000003 + id * 101 + incarnation;
+    return c;
+  }
+
+  void create_node(uint64_t id, raft::InitialState st) {
+    SimNode& n = nodes_[id];
+    n.id = id;
+    n.disk.hs = st.hard_state;
+    n.disk.snap = st.snapshot;
+    n.disk.entries = st.entries;
+    n.node = std::make_unique<raft::Node>(node_config(id, 0), std::move(st));
+    n.counter = 0;
+    n.sm_applied = n.node->applied_index();
+    n.seen_commit = n.node->commit_index();
+  }
+
+  std::vector<uint64_t> live_ids() const {
+    std::vector<uint64_t> out;
+    for (const auto& [id, n] : nodes_)
+      if (n.node) out.push_back(id);
+    return out;
+  }
+
+  SimNode* leader() {
+    SimNode* best = nullptr;
+    for (auto& [id, n] : nodes_) {
+      if (!n.node || n.node->role() != Role::kLeader || now_ < n.paused_until) continue;
+      if (!best || n.node->term() > best->node->term()) best = &n;
+    }
+    return best;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // faults
+
+  void faults() {
+    // restarts, heals, stops
+    for (auto& [id, n] : nodes_) {
+      if (!n.node && !n.stopped && n.restart_at != 0 && now_ >= n.restart_at) restart(n);
+    }
+    if (heal_at_ != 0 && now_ >= heal_at_) {
+      blocked_.clear();
+      heal_at_ = 0;
+      trace("heal");
+    }
+    for (auto it = stop_at_.begin(); it != stop_at_.end();) {
+      if (now_ >= it->second) {
+        SimNode& n = nodes_[it->first];
+        trace("stop removed node %llu", static_cast<unsigned long long>(n.id));
+        n.node.reset();
+        n.writes.clear();
+        n.stopped = true;
+        it = stop_at_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto it = crash_soon_.begin(); it != crash_soon_.end();) {
+      if (now_ >= it->second) {
+        SimNode& n = nodes_[it->first];
+        if (n.node) crash(n);
+        it = crash_soon_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    std::vector<uint64_t> live = live_ids();
+    if (live.empty()) return;
+    if (rng_.chance(crash_p_)) {
+      // Keep at most a minority of the initial cluster down at once, most of the time; some
+      // seeds still see a whole-cluster outage (every node crashed) now and then.
+      size_t down = 0;
+      for (auto& [id, n] : nodes_) down += !n.node && !n.stopped;
+      if (down < live.size() || rng_.chance(0.1)) {
+        // Half the crashes hit the leader: that is where uncommitted suffixes diverge.
+        SimNode* l = rng_.chance(0.5) ? leader() : nullptr;
+        crash(l ? *l : nodes_[live[rng_.below(live.size())]]);
+      }
+    }
+    if (heal_at_ == 0 && rng_.chance(partition_p_)) partition(live);
+    if (rng_.chance(crash_p_ / 2)) {
+      SimNode& n = nodes_[live[rng_.below(live.size())]];
+      n.paused_until = now_ + rng_.range(5, 40);
+      trace("pause %llu", static_cast<unsigned long long>(n.id));
+    }
+    if (rng_.chance(member_p_)) membership();
+    if (rng_.chance(snapshot_p_ * live.size())) {
+      SimNode& n = nodes_[live[rng_.below(live.size())]];
+      take_snapshot(n);
+    }
+    if (rng_.chance(0.002)) {
+      // Leadership transfer to a random voter.
+      if (SimNode* l = leader()) {
+        const auto& conf = l->node->configuration();
+        if (!conf.servers.empty()) {
+          uint64_t target = conf.servers[rng_.below(conf.servers.size())].id;
+          if (l->node->transfer_leadership(target)) trace("transfer %llu -> %llu", (unsigned long long)l->id, (unsigned long long)target);
+          drain(*l);
+        }
+      }
+    }
+  }
+
+  void partition(const std::vector<uint64_t>& live) {
+    std::vector<uint64_t> all;
+    for (auto& [id, n] : nodes_)
+      if (!n.stopped) all.push_back(id);
+    int kind = static_cast<int>(rng_.below(3));
+    if (kind == 0) {  // isolate one node
+      uint64_t x = live[rng_.below(live.size())];
+      for (uint64_t o : all)
+        if (o != x) blocked_.insert({x, o}), blocked_.insert({o, x});
+    } else if (kind == 1) {  // random split in two
+      std::set<uint64_t> side;
+      for (uint64_t o : all)
+        if (rng_.chance(0.5)) side.insert(o);
+      for (uint64_t a : all)
+        for (uint64_t b : all)
+          if (side.count(a) != side.count(b)) blocked_.insert({a, b});
+    } else {  // one-way cuts
+      int cuts = static_cast<int>(rng_.range(1, 4));
+      for (int i = 0; i < cuts; ++i) {
+        uint64_t a = all[rng_.below(all.size())], b = all[rng_.below(all.size())];
+        if (a != b) blocked_.insert({a, b});
+      }
+    }
+    heal_at_ = now_ + rng_.range(10, 150);
+    ++stats_.partitions;
+    trace("partition kind %d until %llu", kind, static_cast<unsigned long long>(heal_at_));
+  }
+
+  void crash(SimNode& n) {
+    ++stats_.crashes;
+    trace("crash %llu (%zu writes pending)", static_cast<unsigned long long>(n.id), n.writes.size());
+    // Whatever was not reported durable is lost, except that the first pending write may be
+    // torn: it lands partially, in the contract's order (snapshot, truncation, entries, hard
+    // state), cut at a random point.
+    if (!n.writes.empty() && rng_.chance(0.5)) {
+      PendingWrite w = std::move(n.writes.front());
+      size_t parts = 3 + w.entries.size();  // snapshot, truncation, each entry, hs
+      size_t keep = rng_.below(parts + 1);
+      if (keep < 1) w.snap.reset();
+      if (keep < 2) w.truncate_from = 0;
+      if (keep < 2 + w.entries.size()) w.entries.resize(keep > 2 ? keep - 2 : 0);
+      if (keep < parts) w.hs.reset();
+      write_to_disk(n, w);
+    }
+    n.writes.clear();
+    n.node.reset();
+    n.restart_at = now_ + (rng_.chance(0.5) ? rng_.range(1, turbulent_ ? 4 : 12) : rng_.range(5, 80));
+    n.paused_until = 0;
+  }
+
+  void restart(SimNode& n) {
+    ++n.incarnation;
+    raft::InitialState st{n.disk.hs, n.disk.snap, n.disk.entries};
+    n.node = std::make_unique<raft::Node>(node_config(n.id, n.incarnation), std::move(st));
+    n.counter = n.disk.snap ? decode_u64(n.disk.snap->data) : 0;
+    n.sm_applied = n.node->applied_index();
+    n.seen_commit = n.node->commit_index();
+    n.restart_at = 0;
+    trace("restart %llu at term %llu last %llu commit %llu", (unsigned long long)n.id,
+          (unsigned long long)n.node->term(), (unsigned long long)n.node->last_index(),
+          (unsigned long long)n.node->commit_index());
+  }
+
+  void membership() {
+    SimNode* l = leader();
+    if (!l) return;
+    const raft::Configuration& conf = l->node->configuration();
+    bool add = conf.servers.size() < static_cast<size_t>(max_nodes_) && rng_.chance(0.5);
+    if (conf.servers.size() <= 1) add = true;
+    if (add) {
+      if (conf.servers.size() >= static_cast<size_t>(max_nodes_)) return;
+      raft::ConfChangeRequest req;
+      req.kind = raft::ConfChangeRequest::Kind::kAddNonVoter;
+      req.id = next_id_;
+      req.context = "n" + std::to_string(next_id_);
+      auto r = l->node->propose_conf_change(req);
+      if (!r.ok()) return;
+      ++stats_.conf_changes;
+      trace("add %llu via %llu at %llu", (unsigned long long)req.id, (unsigned long long)l->id, (unsigned long long)r.index);
+      ++next_id_;
+      create_node(req.id, raft::InitialState{});  // a --join node: empty state
+      drain(*l);
+    } else {
+      const raft::Server& victim = conf.servers[rng_.below(conf.servers.size())];
+      raft::ConfChangeRequest req;
+      req.kind = raft::ConfChangeRequest::Kind::kRemove;
+      req.id = victim.id;
+      auto r = l->node->propose_conf_change(req);
+      if (!r.ok()) return;
+      ++stats_.conf_changes;
+      trace("remove %llu via %llu at %llu", (unsigned long long)req.id, (unsigned long long)l->id, (unsigned long long)r.index);
+      removals_.push_back({req.id, r.index, r.term});
+      drain(*l);
+    }
+  }
+
+  void take_snapshot(SimNode& n) {
+    if (!n.node || n.sm_applied <= n.node->snapshot_index()) return;
+    uint64_t at = n.sm_applied;
+    n.node->compact(at, encode_u64(n.counter));
+    const raft::Snapshot* s = n.node->snapshot();
+    if (!s || s->index != at) return;
+    // The application's snapshot is durable before compact() (we write it "synchronously").
+    n.disk.snap = *s;
+    std::erase_if(n.disk.entries, [&](const Entry& e) { return e.index <= at; });
+    ++stats_.snapshots_taken;
+    trace("snapshot %llu at %llu", (unsigned long long)n.id, (unsigned long long)at);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // clients
+
+  void clients() {
+    if (!rng_.chance(propose_p_)) return;
+    std::vector<uint64_t> live = live_ids();
+    if (live.empty()) return;
+    // Clients mostly find the leader (as after a MOVED redirect), sometimes hit anyone.
+    SimNode* target = leader();
+    if (!target || rng_.chance(0.2)) target = &nodes_[live[rng_.below(live.size())]];
+    propose(*target, rng_.range(1, 5), false);
+  }
+
+  bool propose(SimNode& n, uint64_t count, bool liveness) {
+    if (!n.node || now_ < n.paused_until) return false;
+    // Client back-pressure (as the server's batching gives): without it an overloaded leader
+    // with a tiny window piles up an unbounded backlog and no liveness bound can hold.
+    if (!liveness && n.node->last_index() > n.node->commit_index() + backlog_limit_) return false;
+    ++stats_.proposals;
+    auto r = n.node->propose(encode_u64(count));
+    if (!r.ok()) return false;
+    ops_.push_back(ClientOp{n.id, n.incarnation, r.index, r.term, count, max_acked_end_, liveness});
+    drain(n);
+    return true;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // time, network, disk
+
+  void advance() {
+    ++now_;
+    for (auto& [id, n] : nodes_) {
+      if (!n.node || now_ < n.paused_until) continue;
+      // A little clock drift: a node occasionally misses a tick.
+      if (!rng_.chance(0.03)) n.node->tick();
+      drain(n);
+    }
+    while (!net_.empty() && net_.top().at <= now_) {
+      InFlight f = net_.top();
+      net_.pop();
+      auto it = nodes_.find(f.m.to);
+      if (it == nodes_.end() || !it->second.node) continue;
+      SimNode& n = it->second;
+      if (now_ < n.paused_until) {
+        f.at = n.paused_until;  // a paused process reads its socket later
+        net_.push(std::move(f));
+        continue;
+      }
+      if (blocked_.count({f.m.from, f.m.to})) {
+        ++stats_.messages_dropped;
+        continue;
+      }
+      if (opt_.trace) {
+        trace("deliver %s %llu->%llu term %llu index %llu log_term %llu entries %zu commit %llu reject %d hint %llu/%llu",
+              raft::to_string(f.m.type), (unsigned long long)f.m.from, (unsigned long long)f.m.to,
+              (unsigned long long)f.m.term, (unsigned long long)f.m.index, (unsigned long long)f.m.log_term,
+              f.m.entries.size(), (unsigned long long)f.m.commit, f.m.reject ? 1 : 0,
+              (unsigned long long)f.m.hint_index, (unsigned long long)f.m.hint_term);
+      }
+      n.node->step(f.m);
+      drain(n);
+    }
+    for (auto& [id, n] : nodes_) {
+      if (!n.node) continue;
+      while (!n.writes.empty() && n.writes.front().due <= now_ && n.node) complete_write(n);
+    }
+  }
+
+  void send(const Message& m) {
+    ++stats_.messages_sent;
+    // Turbulent seeds also play an adversarial network: appends carrying the sender's
+    // current-term entries (a new leader's no-op) get lost more often than catch-up traffic.
+    bool adversarial = turbulent_ && m.type == raft::MessageType::kAppend && !m.entries.empty() &&
+                       m.entries.back().term == m.term && rng_.chance(0.6);
+    if (blocked_.count({m.from, m.to}) || adversarial || rng_.chance(drop_p_)) {
+      ++stats_.messages_dropped;
+      return;
+    }
+    uint64_t delay = turbulent_ ? rng_.range(1, 3) : 1;
+    if (rng_.chance(reorder_p_)) delay += rng_.range(1, 4);
+    if (rng_.chance(0.005)) delay += rng_.range(10, 40);
+    net_.push(InFlight{now_ + delay, seq_++, m});
+    if (rng_.chance(dup_p_)) net_.push(InFlight{now_ + delay + rng_.range(0, 5), seq_++, m});
+  }
+
+  void drain(SimNode& n) {
+    int guard = 0;
+    while (n.node && n.node->has_ready()) {
+      if (++guard > 1000) fail("has_ready() never settles on node " + std::to_string(n.id));
+      n.node->ready(&rd_);
+      check_new_entries(n, rd_);
+      if (turbulent_ && crash_p_ > 0 && !crash_soon_.count(n.id)) crash_at_interesting_points(n, rd_);
+      for (const Message& m : rd_.messages) send(m);
+      if (rd_.hard_state && hs_file_mode_ != 0) {
+        // The server's driver keeps term and vote in a small file synced at once, before the
+        // entries. Safe only if the commit stored with them is an old, durable one (mode 1);
+        // mode 2 stores this Ready's commit and can apply wrong entries after a torn write.
+        raft::HardState hs = *rd_.hard_state;
+        if (hs_file_mode_ == 1) {
+          // Like the server: the file is rewritten only when term or vote change.
+          hs.commit = n.disk.hs.commit;
+          if (hs.term != n.disk.hs.term || hs.vote != n.disk.hs.vote) n.disk.hs = hs;
+        } else {
+          n.disk.hs = hs;
+        }
+      }
+      PendingWrite w;
+      uint64_t last_due = n.writes.empty() ? now_ : n.writes.back().due;
+      w.due = std::max(last_due, now_ + static_cast<uint64_t>(rng_.below(disk_latency_ + 1)));
+      w.hs = rd_.hard_state;
+      w.snap = rd_.snapshot;
+      w.truncate_from = rd_.truncate_from;
+      w.entries = std::move(rd_.entries);
+      w.mark = rd_.durable_mark;
+      w.held = std::move(rd_.persist_then_send);
+      // Some seeds apply committed entries as soon as they are handed out (as the server's
+      // driver does): committed entries are on a quorum's disks already, so only their order
+      // matters. Not while a snapshot, or an earlier batch of committed entries, still waits
+      // in the write queue.
+      bool blocked = w.snap.has_value();
+      for (const PendingWrite& q : n.writes) blocked |= q.snap.has_value() || !q.committed.empty();
+      if (apply_early_ && !blocked) {
+        for (const Entry& e : rd_.committed_entries) apply(n, e);
+      } else {
+        w.committed = std::move(rd_.committed_entries);
+      }
+      n.writes.push_back(std::move(w));
+    }
+  }
+
+  // Crash points: right after granting a vote or acknowledging entries is where a lost write
+  // does the most damage, so turbulent seeds crash there far more often than at random.
+  void crash_at_interesting_points(SimNode& n, const raft::Ready& rd) {
+    auto scan = [&](const std::vector<Message>& msgs) {
+      for (const Message& m : msgs) {
+        if (m.reject) continue;
+        double p = m.type == raft::MessageType::kVoteResp ? 0.3 : m.type == raft::MessageType::kAppendResp ? 0.01 : 0.0;
+        if (p > 0 && rng_.chance(p)) {
+          crash_soon_[n.id] = now_ + rng_.range(0, 2);
+          return;
+        }
+      }
+    };
+    scan(rd.persist_then_send);
+    if (!crash_soon_.count(n.id)) scan(rd.messages);
+  }
+
+  void write_to_disk(SimNode& n, const PendingWrite& w) {
+    Disk& d = n.disk;
+    if (w.snap) {
+      d.snap = w.snap;
+      d.entries.clear();
+    }
+    uint64_t snap_index = d.snap ? d.snap->index : 0;
+    if (w.truncate_from) {
+      while (!d.entries.empty() && d.entries.back().index >= w.truncate_from) d.entries.pop_back();
+    }
+    for (const Entry& e : w.entries) {
+      if (e.index <= snap_index) continue;  // already covered by a newer snapshot
+      uint64_t last = d.entries.empty() ? snap_index : d.entries.back().index;
+      if (e.index <= last) {
+        while (!d.entries.empty() && d.entries.back().index >= e.index) d.entries.pop_back();
+        last = d.entries.empty() ? snap_index : d.entries.back().index;
+      }
+      if (e.index != last + 1) fail("disk: non-contiguous append on node " + std::to_string(n.id));
+      d.entries.push_back(e);
+    }
+    if (w.hs) d.hs = *w.hs;
+  }
+
+  void complete_write(SimNode& n) {
+    PendingWrite w = std::move(n.writes.front());
+    n.writes.pop_front();
+    write_to_disk(n, w);
+    if (w.mark) n.node->on_persisted(w.mark->index, w.mark->term);
+    for (const Message& m : w.held) send(m);
+    if (w.snap) {
+      n.counter = decode_u64(w.snap->data);
+      n.sm_applied = w.snap->index;
+      ++stats_.snapshots_installed;
+    }
+    for (const Entry& e : w.committed) apply(n, e);
+    drain(n);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // the state machine and the client-visible checks
+
+  void apply(SimNode& n, const Entry& e) {
+    if (e.index != n.sm_applied + 1) {
+      fail("node " + std::to_string(n.id) + " applies index " + std::to_string(e.index) + " after " +
+           std::to_string(n.sm_applied));
+    }
+    n.sm_applied = e.index;
+    record_commit(e.index, e.term, fnv(e.data) ^ static_cast<uint64_t>(e.type), n.node ? n.node->term() : 0,
+                  "apply on node " + std::to_string(n.id));
+    uint64_t first = n.counter + 1;
+    if (e.type == EntryType::kNormal) n.counter += decode_u64(e.data);
+    if (e.type == EntryType::kConfChange) {
+      for (const Removal& r : removals_) {
+        if (r.index == e.index && r.term == e.term && !stop_at_.count(r.id) && !nodes_[r.id].stopped)
+          stop_at_[r.id] = now_ + rng_.range(0, 60);
+      }
+    }
+    // Answer the client that proposed THIS entry (index and term), and fail one whose entry
+    // was replaced by another.
+    for (auto it = ops_.begin(); it != ops_.end();) {
+      if (it->node != n.id || it->incarnation != n.incarnation || it->index != e.index) {
+        ++it;
+        continue;
+      }
+      if (it->term == e.term) {
+        if (e.type != EntryType::kNormal || decode_u64(e.data) != it->n) fail("client answered with another entry");
+        ack(*it, first, n.counter);
+      }
+      it = ops_.erase(it);
+    }
+  }
+
+  void ack(const ClientOp& op, uint64_t first, uint64_t last) {
+    ++stats_.acked;
+    stats_.tickets += last - first + 1;
+    if (op.liveness) liveness_acked_ = true;
+    if (first <= op.floor) {
+      fail("tickets [" + std::to_string(first) + "," + std::to_string(last) + "] not above " +
+           std::to_string(op.floor) + ", acknowledged before the proposal was made");
+    }
+    auto next = acked_.lower_bound(first);
+    if (next != acked_.end() && next->first <= last) fail("ticket range acknowledged twice");
+    if (next != acked_.begin() && std::prev(next)->second >= first) fail("ticket range overlaps an acked one");
+    acked_[first] = last;
+    max_acked_end_ = std::max(max_acked_end_, last);
+  }
+
+  void record_commit(uint64_t index, uint64_t term, uint64_t hash, uint64_t observed_term, const std::string& who) {
+    if (committed_.size() <= index) committed_.resize(index + 1);
+    CommitRecord& r = committed_[index];
+    if (!r.set) {
+      r = CommitRecord{term, hash, observed_term, true};
+    } else if (r.term != term || (hash != 0 && r.hash != 0 && r.hash != hash)) {
+      fail("state machine safety: index " + std::to_string(index) + " committed as term " + std::to_string(r.term) +
+           " and as term " + std::to_string(term) + " (" + who + ")");
+    } else if (r.hash == 0) {
+      r.hash = hash;
+    }
+  }
+
+  // Log matching: an (index, term) pair names one entry with one predecessor term, everywhere.
+  void check_new_entries(SimNode& n, const raft::Ready& rd) {
+    for (const Entry& e : rd.entries) {
+      auto prev = e.index == 1 ? std::optional<uint64_t>(0) : n.node->term_at(e.index - 1);
+      uint64_t h = fnv(e.data) ^ static_cast<uint64_t>(e.type);
+      auto [it, fresh] = entries_.try_emplace({e.index, e.term}, EntryMeta{h, prev.value_or(UINT64_MAX)});
+      if (!fresh) {
+        if (it->second.hash != h) fail("log matching: two different entries at (" + std::to_string(e.index) + "," + std::to_string(e.term) + ")");
+        if (prev && it->second.prev_term != UINT64_MAX && it->second.prev_term != *prev)
+          fail("log matching: different predecessors for (" + std::to_string(e.index) + "," + std::to_string(e.term) + ")");
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // invariants after every step
+
+  void check() {
+    for (auto& [id, n] : nodes_) {
+      if (!n.node) continue;
+      raft::Node& r = *n.node;
+      // Committed prefix as each node sees it (recorded by term, hash filled in at apply).
+      if (r.commit_index() > n.seen_commit) {
+        for (uint64_t i = std::max(n.seen_commit + 1, r.snapshot_index() + 1); i <= r.commit_index(); ++i)
+          record_commit(i, *r.term_at(i), 0, r.term(), "commit on node " + std::to_string(id));
+        n.seen_commit = r.commit_index();
+      }
+      if (r.role() != Role::kLeader) continue;
+      auto [it, fresh] = leader_of_term_.try_emplace(r.term(), id);
+      if (!fresh && it->second != id) {
+        fail("two leaders in term " + std::to_string(r.term()) + ": " + std::to_string(it->second) + " and " + std::to_string(id));
+      }
+      if (fresh) {
+        check_leader_completeness(n);
+        // Turbulent seeds often kill a leader right after it wins, before its no-op spreads.
+        if (turbulent_ && crash_p_ > 0 && rng_.chance(0.5)) crash_soon_[id] = now_ + rng_.range(0, 3);
+      }
+    }
+  }
+
+  void check_leader_completeness(SimNode& n) {
+    raft::Node& r = *n.node;
+    for (uint64_t i = r.snapshot_index() + 1; i < committed_.size(); ++i) {
+      const CommitRecord& c = committed_[i];
+      if (!c.set || c.observed_term >= r.term()) continue;
+      auto t = r.term_at(i);
+      if (!t || *t != c.term) {
+        fail("leader completeness: leader " + std::to_string(n.id) + " of term " + std::to_string(r.term()) +
+             " lacks committed entry " + std::to_string(i) + " (term " + std::to_string(c.term) + ")");
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // liveness after the faults heal
+
+  void liveness() {
+    blocked_.clear();
+    heal_at_ = 0;
+    drop_p_ = 0;
+    dup_p_ = 0;
+    crash_p_ = 0;
+    partition_p_ = 0;
+    member_p_ = 0;
+    turbulent_ = false;
+    crash_soon_.clear();
+    for (auto& [id, n] : nodes_) {
+      n.paused_until = 0;
+      if (!n.node && !n.stopped) restart(n);
+    }
+    trace("liveness phase");
+    liveness_acked_ = false;
+    for (int t = 0; t < opt_.liveness_ticks; ++t) {
+      ++step_;
+      advance();
+      check();
+      if (liveness_acked_) {
+        stats_.liveness_ticks_used = static_cast<uint64_t>(t);
+        return;
+      }
+      if (t % 5 == 0) {
+        if (SimNode* l = leader()) propose(*l, 1, true);
+      }
+    }
+    std::string roles;
+    for (auto& [id, n] : nodes_) {
+      if (!n.node) continue;
+      roles += " " + std::to_string(id) + ":" + raft::to_string(n.node->role()) + "/t" + std::to_string(n.node->term()) +
+               "/last" + std::to_string(n.node->last_index()) + "/commit" + std::to_string(n.node->commit_index()) +
+               "/voters" + std::to_string(n.node->configuration().voter_count()) + "/durable" +
+               std::to_string(n.node->durable_index()) + "/writes" + std::to_string(n.writes.size());
+      for (const auto& p : n.node->progress()) {
+        roles += " [peer " + std::to_string(p.id) + " match " + std::to_string(p.match) + " next " + std::to_string(p.next) +
+                 " state " + std::to_string(static_cast<int>(p.state)) + " inflight " + std::to_string(p.inflight.size()) +
+                 " probe_sent " + std::to_string(p.probe_sent) + "]";
+      }
+    }
+    fail("liveness: no proposal committed within " + std::to_string(opt_.liveness_ticks) + " ticks after heal;" + roles);
+  }
+
+  struct EntryMeta {
+    uint64_t hash;
+    uint64_t prev_term;
+  };
+  struct Removal {
+    uint64_t id, index, term;
+  };
+
+  SimOptions opt_;
+  Rng rng_;
+  uint64_t now_ = 0;
+  int step_ = 0;
+  double drop_p_, dup_p_, reorder_p_, crash_p_, partition_p_, member_p_, snapshot_p_, propose_p_;
+  int disk_latency_ = 0;
+  bool turbulent_ = false;
+  bool apply_early_ = false;
+  int hs_file_mode_ = 0;
+  uint64_t backlog_limit_ = 64;
+  uint64_t max_msg_bytes_ = 256;
+  int max_inflight_ = 4;
+  int max_nodes_ = 7;
+  uint64_t next_id_ = 1;
+  std::map<uint64_t, SimNode> nodes_;
+  std::priority_queue<InFlight, std::vector<InFlight>, std::greater<InFlight>> net_;
+  uint64_t seq_ = 0;
+  std::set<std::pair<uint64_t, uint64_t>> blocked_;
+  uint64_t heal_at_ = 0;
+  std::map<uint64_t, uint64_t> stop_at_;
+  std::map<uint64_t, uint64_t> crash_soon_;
+  std::vector<Removal> removals_;
+  std::vector<ClientOp> ops_;
+  std::map<uint64_t, uint64_t> acked_;  // first -> last
+  uint64_t max_acked_end_ = 0;
+  bool liveness_acked_ = false;
+  std::vector<CommitRecord> committed_;
+  std::map<std::pair<uint64_t, uint64_t>, EntryMeta> entries_;
+  std::map<uint64_t, uint64_t> leader_of_term_;
+  raft::Ready rd_;
+  SimStats stats_;
+};
+
+}  // namespace
+
+std::string SimResult::summary() const {
+  std::ostringstream os;
+  os << "seed " << seed << (ok ? " ok" : " FAILED") << ": commits=" << stats.max_commit << " acked=" << stats.acked
+     << " tickets=" << stats.tickets << " leaders=" << stats.elections << " crashes=" << stats.crashes
+     << " partitions=" << stats.partitions << " conf_changes=" << stats.conf_changes
+     << " snapshots=" << stats.snapshots_taken << "/" << stats.snapshots_installed << " msgs=" << stats.messages_sent
+     << " dropped=" << stats.messages_dropped;
+  if (!ok) os << "\n  at step " << step << ": " << failure << "\n  replay: raft-sim --start-seed " << seed << " --seeds 1 --nodes " << nodes
+                 << " --steps " << steps << replay_flags << " --trace";
+  return os.str();
+}
+
+SimResult run_simulation(const SimOptions& opt) {
+  Simulation s(opt);
+  return s.run();
+}
+
+}  // namespace ticketd::sim
