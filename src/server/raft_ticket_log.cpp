@@ -377,6 +377,7 @@ class RaftTicketLog final : public TicketLog {
   SnapshotWriter snapshot_writer_;
   bool snapshot_saving_ = false;
   bool storage_trouble_ = false;
+  uint64_t spare_retry_ms_ = 0;
   uint64_t snapshot_retry_ms_ = 0;  // after a failed save, not before this
   std::vector<AdminRequest> snapshot_waiters_;  // RAFT.SNAPSHOT callers
   std::string snapshot_data_;  // the state machine data of the snapshot being saved
@@ -708,7 +709,12 @@ void RaftTicketLog::on_tick() {
   finish_snapshot();
   // Zero-fill the next WAL segment ahead of time, one 1 MiB step per tick, so a segment
   // switch never waits for it. Only between writes: it is a short blocking write.
-  if (!writing_ && !wal_->spare_ready() && !wal_->failed()) wal_->prepare_spare_step();
+  // A failed attempt (a full disk) leaves the log healthy; try again a second later.
+  if (!writing_ && !wal_->spare_ready() && !wal_->failed() && now_ms() >= spare_retry_ms_) {
+    if (!wal_->prepare_spare_step() && !wal_->spare_error().is_ok()) {
+      spare_retry_ms_ = now_ms() + 1000;
+    }
+  }
   // Periodic snapshot even when the load is light, so the log stays short.
   if (ticks_ % 1000 == 0) maybe_snapshot(true);
   if (shutting_down_ && now_ms() > shutdown_deadline_ms_) shutting_down_ = false;

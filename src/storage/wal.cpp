@@ -424,21 +424,28 @@ Status Wal::close_current_segment() {
 bool Wal::prepare_spare_step() {
   if (spare_ready_) return true;
   if (failed()) return false;
+  // The spare is not part of the log: a failure here (a full disk, say) abandons this
+  // attempt and leaves the Wal healthy; the caller tries again later.
+  auto abandon = [&](const Status& why) {
+    if (spare_fd_ >= 0) ::close(spare_fd_);
+    spare_fd_ = -1;
+    spare_filled_ = 0;
+    ::unlink((dir_ + "/" + kSpareCreatingName).c_str());
+    spare_error_ = why;
+    note("spare segment not ready: " + why.message());
+    return false;
+  };
   std::string creating = dir_ + "/" + kSpareCreatingName;
   Status s;
   if (spare_fd_ < 0) {
     bool direct;
     s = open_file(creating, O_RDWR | O_CREAT | O_TRUNC, direct_io_,
                   options_.refuse_direct_io_for_testing, &spare_fd_, &direct);
-    if (!s) {
-      fail(s);
-      return false;
-    }
+    if (!s) return abandon(s);
     spare_filled_ = 0;
     if (options_.preallocate == WalPreallocate::kFallocate) {
       if (::fallocate(spare_fd_, 0, 0, static_cast<off_t>(options_.segment_bytes)) != 0) {
-        fail(Status::io("fallocate " + creating, errno));
-        return false;
+        return abandon(Status::io("fallocate " + creating, errno));
       }
       spare_filled_ = options_.segment_bytes;
     }
@@ -446,25 +453,18 @@ bool Wal::prepare_spare_step() {
   if (spare_filled_ < options_.segment_bytes) {
     uint64_t n = std::min<uint64_t>(zeros_.size(), options_.segment_bytes - spare_filled_);
     s = write_fully(spare_fd_, zeros_.data(), n, spare_filled_, false, creating);
-    if (!s) {
-      fail(s);
-      return false;
-    }
+    if (!s) return abandon(s);
     spare_filled_ += n;
     if (spare_filled_ < options_.segment_bytes) return false;
   }
   // The zero fill is durable before the rename, so a file named wal.spare is always complete.
   s = fdatasync_fd(spare_fd_, creating);
-  if (!s) {
-    fail(s);
-    return false;
-  }
+  if (!s) return abandon(s);
   ::close(spare_fd_);
   spare_fd_ = -1;
   std::string spare = dir_ + "/" + kSpareName;
   if (::rename(creating.c_str(), spare.c_str()) != 0) {
-    fail(Status::io("rename " + creating, errno));
-    return false;
+    return abandon(Status::io("rename " + creating, errno));
   }
   s = sync_dir(dir_);
   if (!s) {
@@ -472,6 +472,7 @@ bool Wal::prepare_spare_step() {
     return false;
   }
   spare_ready_ = true;
+  spare_error_ = Status::ok();
   return true;
 }
 

@@ -3,6 +3,9 @@
 #include "ticketd/storage/wal.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+
+#include <csignal>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -727,6 +730,46 @@ TEST_P(WalTest, EmptySegmentFileRecoversEmpty) {
   auto again = open_wal(small_options(), &recs);
   ASSERT_TRUE(again);
   expect_records(recs, 1, 1);
+}
+
+}  // namespace
+}  // namespace ticketd::storage
+
+namespace ticketd::storage {
+namespace {
+
+// A full disk while the next segment is being zero-filled must not fail the log: the spare
+// is not part of it. (Before, a failed spare write failed the Wal for good, so a node whose
+// disk filled up stopped acknowledging until restarted.) RLIMIT_FSIZE stands in for a full
+// disk: writes past the limit fail with EFBIG.
+TEST_P(WalTest, FailedSpareLeavesTheWalHealthy) {
+  auto wal = open_wal(small_options());
+  ASSERT_TRUE(wal);
+  for (uint64_t i = 1; i <= 3; ++i) append(wal.get(), i, 1, 100);
+  ASSERT_TRUE(wal->sync_write().is_ok());
+  ::signal(SIGXFSZ, SIG_IGN);
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  rlimit tight = old;
+  tight.rlim_cur = 16 * 1024;  // below one segment (64 KiB here), above nothing we rewrite
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &tight), 0);
+  bool ready = false;
+  for (int i = 0; i < 20 && !ready; ++i) ready = wal->prepare_spare_step();
+  EXPECT_FALSE(ready);
+  EXPECT_FALSE(wal->spare_error().is_ok());
+  EXPECT_FALSE(wal->failed());
+  append(wal.get(), 4, 1, 100);
+  Status s = wal->sync_write();
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old), 0);
+  EXPECT_TRUE(s.is_ok()) << s.message();
+  for (int i = 0; i < 100 && !ready; ++i) ready = wal->prepare_spare_step();
+  EXPECT_TRUE(ready);
+  EXPECT_TRUE(wal->spare_error().is_ok());
+  wal.reset();
+  std::vector<WalRecord> recs;
+  auto again = open_wal(small_options(), &recs);
+  ASSERT_TRUE(again);
+  expect_records(recs, 1, 4);
 }
 
 }  // namespace

@@ -157,6 +157,9 @@ class Wal {
   // Blocking I/O (one step ~0.5 ms for 1 MiB here).
   bool prepare_spare_step();
   bool spare_ready() const { return spare_ready_; }
+  // Why the last prepare_spare_step() attempt was abandoned (ok if it was not). A failed
+  // spare never fails the Wal: the spare is not part of the log.
+  const Status& spare_error() const { return spare_error_; }
 
   // 0 when the log is empty. last_index() includes staged records.
   uint64_t first_index() const { return empty_ ? 0 : first_index_; }
@@ -229,6 +232,7 @@ class Wal {
   int spare_fd_ = -1;
   uint64_t spare_filled_ = 0;
   bool spare_ready_ = false;
+  Status spare_error_;
 };
 
 }  // namespace ticketd::storage
