@@ -486,6 +486,10 @@ bool RaftTicketLog::load_state(raft::InitialState* st, bool* fresh, std::string*
     e.data.assign(reinterpret_cast<const char*>(r.payload.data()), r.payload.size());
     entries.push_back(std::move(e));
   }
+  // A log that ends before the snapshot (a crash between saving an installed snapshot and
+  // resetting the log, or a log cut short by recovery) is history the snapshot covers: the
+  // next entry is snapshot.index + 1, which such a WAL could not take.
+  if (snap && wal_->last_index() != 0 && wal_->last_index() < base) discard = true;
   if (discard) {
     node_.log_line("wal does not continue the snapshot at index " + std::to_string(base) +
                    ": discarding the log after it (the leader will send it again)");
