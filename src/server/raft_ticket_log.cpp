@@ -791,8 +791,12 @@ void RaftTicketLog::pump() {
     if (!stage(p)) break;  // storage trouble: retried on the next pump (every tick)
   }
   // 3. One write at a time: everything staged meanwhile goes into the next (group commit).
-  if (!writing_ && wal_->has_pending() && durability_ != Durability::kLow && !wal_->failed())
+  if (!writing_ && wal_->has_pending() && durability_ != Durability::kLow && !wal_->failed()) {
+    // Replication first: queue the AppendEntries sends ahead of the write, so they leave
+    // before the disk submission (a virtio kick) in the same io_uring_enter.
+    transport_->flush();
     start_write();
+  }
   // 4. Release what is durable, in order.
   bool released = false;
   while (!pipeline_.empty() && pipeline_.front().staged &&

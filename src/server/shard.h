@@ -121,11 +121,18 @@ class Shard {
   void submit_admin(Connection* c, std::span<const std::string_view> args);
   // Shard 0 -> this shard: the answer to an admin command (any thread).
   void post_admin_reply(Connection* c, std::string bytes);
+  // Another shard accepted `fd` for this one (any thread); false if this shard has stopped
+  // taking connections (the caller keeps the fd).
+  bool post_connection(int fd, io::Loop* from);
 
  private:
   void thread_main();
   void arm_accept();
   static void on_accept(io::Completion* c, int32_t res, uint32_t flags);
+  Shard* placement();       // where a newly accepted connection should live
+  void adopt(int fd);       // makes `fd` a connection of this shard
+  void drain_handoffs();
+  void close_handoffs();    // at exit: no more handoffs; closes those not adopted
   static void on_recv(io::Completion* c, int32_t res, uint32_t flags);
   static void on_send(io::Completion* c, int32_t res, uint32_t flags);
   void handle_input(Connection* c, const char* data, size_t len);
@@ -176,6 +183,9 @@ class Shard {
   uint64_t outstanding_batches_ = 0;
   std::mutex admin_mu_;  // admin replies only: never on the TICKET path
   std::vector<std::pair<Connection*, std::string>> admin_replies_;
+  std::mutex handoff_mu_;  // accepts handed over by other shards (rare: once per connection)
+  std::vector<int> handoffs_;
+  bool handoffs_closed_ = false;
   std::vector<Connection*> dirty_;
   std::vector<Connection*> all_;  // every live connection (for shutdown)
 
