@@ -16,6 +16,9 @@
 #define TICKETD_VERSION "0.1.0"
 #endif
 
+// Defined when mimalloc is linked in (it then also replaces malloc/free).
+extern "C" int mi_version(void) __attribute__((weak));
+
 namespace ticketd::server {
 
 namespace {
@@ -422,11 +425,8 @@ std::string Commands::info_text(Shard& s, std::string_view section) {
     appendf(r, "node_id:%llu", static_cast<unsigned long long>(o.id));
     appendf(r, "threads:%u", node.shard_count());
     appendf(r, "io_uring_setup:%s", s.loop()->setup_mode().c_str());
-#ifdef TICKETD_WITH_MIMALLOC
-    appendf(r, "mem_allocator:mimalloc");
-#else
-    appendf(r, "mem_allocator:libc");
-#endif
+    // Asked at run time: the allocator is chosen when the binary is linked, not here.
+    appendf(r, "mem_allocator:%s", mi_version != nullptr ? "mimalloc" : "libc");
     r += "\r\n";
   }
   if (all || resp::iequals(section, "clients")) {

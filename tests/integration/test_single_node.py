@@ -100,6 +100,13 @@ def main(args):
         check("# Stats" in c.call("INFO", "stats") and "# Server" not in c.call("INFO", "stats"),
               "INFO stats gives one section")
 
+        # INFO names the allocator the process really runs with (it said libc while
+        # mimalloc was linked).
+        ldd = subprocess.run(["ldd", args.binary], capture_output=True, text=True).stdout
+        want = "mimalloc" if "libmimalloc" in ldd else "libc"
+        check("mem_allocator:%s\r\n" % want in c.call("INFO", "server"),
+              "INFO server says mem_allocator:%s" % want)
+
         # Redis's exact error texts.
         r = c.call("TICKET", "extra")
         check(str(r) == "ERR wrong number of arguments for 'ticket' command", "TICKET arity: %s" % r)
