@@ -1,4 +1,5 @@
 #include "node.h"
+#include "trace.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -111,7 +112,10 @@ bool Node::start(std::string* err) {
 void Node::drain_requests() {
   for (uint32_t i = 1; i < shards_.size(); ++i) {
     BatchRequest r;
-    while (shards_[i]->to_log().try_pop(&r)) log_->submit(i, r.total);
+    while (shards_[i]->to_log().try_pop(&r)) {
+      TICKETD_TRACE_EV("submit", i, r.total);
+      log_->submit(i, r.total);
+    }
   }
 }
 

@@ -24,6 +24,7 @@
 
 #include "node.h"
 #include "peer_transport.h"
+#include "trace.h"
 #include "ticketd/base/check.h"
 #include "ticketd/io/loop.h"
 #include "ticketd/raft/node.h"
@@ -645,7 +646,10 @@ void RaftTicketLog::attach(io::Loop* loop) {
   po.service_addr = service_addr_;
   po.raft_addr = raft_addr_;
   PeerTransport::Hooks hooks;
-  hooks.on_message = [this](raft::Message&& m) { raft_->step(m); };
+  hooks.on_message = [this](raft::Message&& m) {
+    TICKETD_TRACE_EV("recv", static_cast<uint64_t>(m.type) << 8 | m.from, m.entries.empty() ? m.index : m.entries.back().index);
+    raft_->step(m);
+  };
   hooks.check_hello = [this](const PeerHello& h) -> std::string {
     const raft::Server* s = raft_->configuration().find(h.node_id);
     if (s != nullptr) {
@@ -750,6 +754,7 @@ void RaftTicketLog::propose_staged() {
   Proposal p{r.index, r.term, staged_total_, now_ms(), {}};
   p.waiters.swap(staged_);
   staged_total_ = 0;
+  TICKETD_TRACE_EV("propose", p.index, p.total);
   proposals_.push_back(std::move(p));
   node_.log_stats().batched_tickets.fetch_add(proposals_.back().total, std::memory_order_relaxed);
 }
@@ -761,7 +766,10 @@ void RaftTicketLog::pump() {
   while (raft_->has_ready()) {
     PendingReady p;
     raft_->ready(&p.rd);
-    for (const raft::Message& m : p.rd.messages) transport_->send(m);
+    for (const raft::Message& m : p.rd.messages) {
+      TICKETD_TRACE_EV("send", static_cast<uint64_t>(m.type) << 8 | m.to, m.entries.empty() ? m.index : m.entries.back().index);
+      transport_->send(m);
+    }
     p.rd.messages.clear();
     // Committed entries are durable on a quorum already: apply them now rather than behind
     // the local writes queued ahead of them, unless a snapshot install or a truncation is
@@ -899,12 +907,16 @@ void RaftTicketLog::note_storage_trouble(const std::string& what) {
 void RaftTicketLog::release(PendingReady& p) {
   raft::Ready& rd = p.rd;
   if (rd.durable_mark) raft_->on_persisted(rd.durable_mark->index, rd.durable_mark->term);
-  for (const raft::Message& m : rd.persist_then_send) transport_->send(m);
+  for (const raft::Message& m : rd.persist_then_send) {
+    TICKETD_TRACE_EV("send_p", static_cast<uint64_t>(m.type) << 8 | m.to, m.entries.empty() ? m.index : m.entries.back().index);
+    transport_->send(m);
+  }
   for (const raft::Entry& e : rd.committed_entries) apply(e);
   if (!rd.committed_entries.empty()) maybe_snapshot(false);
 }
 
 void RaftTicketLog::apply(const raft::Entry& e) {
+  TICKETD_TRACE_EV("apply", e.index, 0);
   if (e.index <= applied_index_) return;  // covered by a snapshot we installed
   uint64_t start = counter_ + 1;
   uint64_t n = 0;
@@ -971,6 +983,7 @@ void RaftTicketLog::resolve(const Waiter& w, const BatchResult& r) {
 }
 
 void RaftTicketLog::deliver(uint32_t shard, const BatchResult& r) {
+  TICKETD_TRACE_EV("deliver", shard, r.total);
   if (shard == 0) {
     node_.shard(0).deliver_result(r);
   } else {
@@ -1005,6 +1018,7 @@ void RaftTicketLog::start_write() {
     return;
   }
   op_ = *op;
+  TICKETD_TRACE_EV("wstart", wal_->last_index(), op_.len);
   writing_ = true;
   write_started_us_ = now_us();
   node_.log_stats().writes.fetch_add(1, std::memory_order_relaxed);
@@ -1021,6 +1035,7 @@ void RaftTicketLog::on_write_done(int32_t res) {
 }
 
 void RaftTicketLog::finish_write(int64_t res) {
+  TICKETD_TRACE_EV("wdone", res, 0);
   writing_ = false;
   storage::Status s = wal_->end_write(res);
   LogStats& ls = node_.log_stats();

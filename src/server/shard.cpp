@@ -1,4 +1,5 @@
 #include "shard.h"
+#include "trace.h"
 
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -260,6 +261,7 @@ void Shard::on_recv(io::Completion* comp, int32_t res, uint32_t flags) {
   if (res > 0 && io::cqe_has_buffer(flags)) {
     uint16_t bid = io::cqe_buffer_id(flags);
     s->stats_.bytes_in.fetch_add(static_cast<uint64_t>(res), std::memory_order_relaxed);
+    TICKETD_TRACE_EV("crecv", s->index_, res);
     if (!c->closing) s->handle_input(c, s->bufs_->buffer(bid), static_cast<size_t>(res));
     s->bufs_->recycle(bid);
   } else if (res == -ENOBUFS) {
@@ -401,6 +403,7 @@ void Shard::send_batch() {
   if (unsent_total_ == 0) return;
   if (index_ == 0) {
     // Same thread as the log: no queue needed.
+    TICKETD_TRACE_EV("submit", 0, unsent_total_);
     node_.log().submit(0, unsent_total_);
     unsent_total_ = 0;
     outstanding_batches_++;
@@ -426,6 +429,7 @@ bool Shard::post_result(const BatchResult& r, io::Loop* from) {
 void Shard::deliver_result(const BatchResult& r) { apply_result(r); }
 
 void Shard::on_wake() {
+  TICKETD_TRACE_EV("wake", index_, 0);
   drain_handoffs();
   drain_results();
   drain_admin_replies();
@@ -546,6 +550,7 @@ void Shard::flush(Connection* c) {
     c->out.clear();
     c->send_off = 0;
     c->send_inflight = true;
+    TICKETD_TRACE_EV("csend", index_, c->sending.size());
     loop_->send(c->fd, c->sending.data(), c->sending.size(), &c->send_c);
     return;
   }
