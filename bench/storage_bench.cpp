@@ -51,39 +51,47 @@ void BM_WalDecodeVerify(benchmark::State& state) {
 }
 BENCHMARK(BM_WalDecodeVerify)->Arg(16)->Arg(256);
 
+constexpr uint64_t kBenchFileBytes = 64ull << 20;
+
+// Creates dir/bench.dat for O_DIRECT writes; prep 0 zero-fills it (synced), 1 fallocates it,
+// 2 leaves it empty (extending writes). Returns the fd, or -1 after SkipWithError.
+int open_bench_file(benchmark::State& state, const ScratchDir& dir, int prep, AlignedBuffer& buf,
+                    bool* direct) {
+  if (!dir.ok()) {
+    state.SkipWithError("mkdtemp failed");
+    return -1;
+  }
+  std::string path = dir.path() + "/bench.dat";
+  int fd = -1;
+  auto s = ticketd::storage::open_file(path, O_RDWR | O_CREAT | O_TRUNC, true, false, &fd, direct);
+  if (!s) {
+    state.SkipWithError(s.message().c_str());
+    return -1;
+  }
+  if (prep == 0) {
+    for (uint64_t off = 0; off < kBenchFileBytes; off += buf.size()) {
+      (void)ticketd::storage::write_fully(fd, buf.data(), buf.size(), off, false, path);
+    }
+  } else if (prep == 1 && ::fallocate(fd, 0, 0, static_cast<off_t>(kBenchFileBytes)) != 0) {
+    state.SkipWithError("fallocate failed");
+    ::close(fd);
+    return -1;
+  }
+  ::fdatasync(fd);
+  return fd;
+}
+
 // range(0): 0 = RWF_DSYNC, 1 = pwrite + fdatasync.
 // range(1): 0 = file zero-filled ahead, 1 = fallocate'd (unwritten extents), 2 = extending.
 void BM_Durable4KWrite(benchmark::State& state) {
   const bool dsync = state.range(0) == 0;
   const int prep = static_cast<int>(state.range(1));
   ScratchDir dir;
-  if (!dir.ok()) {
-    state.SkipWithError("mkdtemp failed");
-    return;
-  }
-  std::string path = dir.path() + "/bench.dat";
-  int fd = -1;
-  bool direct = false;
-  auto s = ticketd::storage::open_file(path, O_RDWR | O_CREAT | O_TRUNC, true, false, &fd, &direct);
-  if (!s) {
-    state.SkipWithError(s.message().c_str());
-    return;
-  }
-  const uint64_t file_bytes = 64ull << 20;
   AlignedBuffer buf(1 << 20);
-  if (prep == 0) {
-    for (uint64_t off = 0; off < file_bytes; off += buf.size()) {
-      (void)ticketd::storage::write_fully(fd, buf.data(), buf.size(), off, false, path);
-    }
-    ::fdatasync(fd);
-  } else if (prep == 1) {
-    if (::fallocate(fd, 0, 0, static_cast<off_t>(file_bytes)) != 0) {
-      state.SkipWithError("fallocate failed");
-      ::close(fd);
-      return;
-    }
-    ::fdatasync(fd);
-  }
+  bool direct = false;
+  int fd = open_bench_file(state, dir, prep, buf, &direct);
+  if (fd < 0) return;
+  const uint64_t file_bytes = kBenchFileBytes;
   uint64_t off = 0;
   uint8_t fill = 1;
   for (auto _ : state) {
@@ -114,24 +122,11 @@ BENCHMARK(BM_Durable4KWrite)
 void BM_DurableConcurrent4KWrites(benchmark::State& state) {
   const int depth = static_cast<int>(state.range(0));
   ScratchDir dir;
-  if (!dir.ok()) {
-    state.SkipWithError("mkdtemp failed");
-    return;
-  }
-  std::string path = dir.path() + "/bench.dat";
-  int fd = -1;
-  bool direct = false;
-  auto s = ticketd::storage::open_file(path, O_RDWR | O_CREAT | O_TRUNC, true, false, &fd, &direct);
-  if (!s) {
-    state.SkipWithError(s.message().c_str());
-    return;
-  }
-  const uint64_t file_bytes = 64ull << 20;
   AlignedBuffer buf(1 << 20);
-  for (uint64_t off = 0; off < file_bytes; off += buf.size()) {
-    (void)ticketd::storage::write_fully(fd, buf.data(), buf.size(), off, false, path);
-  }
-  ::fdatasync(fd);
+  bool direct = false;
+  int fd = open_bench_file(state, dir, 0, buf, &direct);
+  if (fd < 0) return;
+  const uint64_t file_bytes = kBenchFileBytes;
   io_uring ring;
   if (io_uring_queue_init(16, &ring, 0) != 0) {
     state.SkipWithError("io_uring_queue_init failed");
