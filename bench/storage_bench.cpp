@@ -134,9 +134,7 @@ void BM_DurableConcurrent4KWrites(benchmark::State& state) {
     return;
   }
   std::vector<iovec> iov(static_cast<size_t>(depth));
-  for (int i = 0; i < depth; ++i) {
-    iov[static_cast<size_t>(i)] = iovec{buf.data() + static_cast<size_t>(i) * kBlockBytes, kBlockBytes};
-  }
+  for (size_t i = 0; i < iov.size(); ++i) iov[i] = iovec{buf.data() + i * kBlockBytes, kBlockBytes};
   uint64_t off = 0;
   for (auto _ : state) {
     for (int i = 0; i < depth; ++i) {

@@ -61,6 +61,14 @@ bool get_u32(std::string_view* s, uint32_t* v) {
   return true;
 }
 
+// tools/latency-trace's message fields: type << 8 | peer id, and the last index it carries.
+[[maybe_unused]] uint64_t trace_peer(const raft::Message& m, uint64_t peer) {
+  return static_cast<uint64_t>(m.type) << 8 | peer;
+}
+[[maybe_unused]] uint64_t trace_index(const raft::Message& m) {
+  return m.entries.empty() ? m.index : m.entries.back().index;
+}
+
 std::string allocate_payload(uint64_t n) {
   std::string s;
   put_u64(&s, n);
@@ -647,7 +655,7 @@ void RaftTicketLog::attach(io::Loop* loop) {
   po.raft_addr = raft_addr_;
   PeerTransport::Hooks hooks;
   hooks.on_message = [this](raft::Message&& m) {
-    TICKETD_TRACE_EV("recv", static_cast<uint64_t>(m.type) << 8 | m.from, m.entries.empty() ? m.index : m.entries.back().index);
+    TICKETD_TRACE_EV("recv", trace_peer(m, m.from), trace_index(m));
     raft_->step(m);
   };
   hooks.check_hello = [this](const PeerHello& h) -> std::string {
@@ -767,7 +775,7 @@ void RaftTicketLog::pump() {
     PendingReady p;
     raft_->ready(&p.rd);
     for (const raft::Message& m : p.rd.messages) {
-      TICKETD_TRACE_EV("send", static_cast<uint64_t>(m.type) << 8 | m.to, m.entries.empty() ? m.index : m.entries.back().index);
+      TICKETD_TRACE_EV("send", trace_peer(m, m.to), trace_index(m));
       transport_->send(m);
     }
     p.rd.messages.clear();
@@ -908,7 +916,7 @@ void RaftTicketLog::release(PendingReady& p) {
   raft::Ready& rd = p.rd;
   if (rd.durable_mark) raft_->on_persisted(rd.durable_mark->index, rd.durable_mark->term);
   for (const raft::Message& m : rd.persist_then_send) {
-    TICKETD_TRACE_EV("send_p", static_cast<uint64_t>(m.type) << 8 | m.to, m.entries.empty() ? m.index : m.entries.back().index);
+    TICKETD_TRACE_EV("send_p", trace_peer(m, m.to), trace_index(m));
     transport_->send(m);
   }
   for (const raft::Entry& e : rd.committed_entries) apply(e);
