@@ -26,7 +26,7 @@ constexpr unsigned kRecvBufSize = 64 * 1024;
 // much (so our close does not reset the connection before the reason arrives), then close.
 constexpr size_t kMaxDiscardBytes = 1u << 20;
 constexpr char kHelloMagic[4] = {'T', 'K', 'D', 'P'};
-constexpr uint8_t kHelloVersion = 1;
+constexpr uint8_t kHelloVersion = 2;  // 2: + target id
 
 void put16(std::string* out, uint16_t v) {
   v = htole16(v);
@@ -153,13 +153,14 @@ void append_hello_frame(const PeerHello& h, std::string* out) {
     put16(out, static_cast<uint16_t>(n));
     out->append(s->data(), n);
   }
+  put64(out, h.target_id);
   put64(out, XXH3_64bits(out->data() + body, out->size() - body));
   end_frame(out, start);
 }
 
 std::string decode_hello(std::string_view in, PeerHello* out) {
   constexpr size_t kFixed = 4 + 1 + 8 * 3;
-  if (in.size() < kFixed + 2 + 2 + 8) return "hello too short";
+  if (in.size() < kFixed + 2 + 2 + 8 + 8) return "hello too short";
   if (std::memcmp(in.data(), kHelloMagic, 4) != 0) return "hello magic mismatch";
   size_t body = in.size() - 8;
   if (XXH3_64bits(in.data(), body) != get64(in.data() + body)) return "hello checksum mismatch";
@@ -178,6 +179,9 @@ std::string decode_hello(std::string_view in, PeerHello* out) {
     s->assign(in.data() + pos, n);
     pos += n;
   }
+  if (pos + 8 > body) return "hello truncated";
+  out->target_id = get64(in.data() + pos);
+  pos += 8;
   if (pos != body) return "hello has trailing bytes";
   return "";
 }
@@ -525,7 +529,7 @@ void PeerTransport::on_connect(io::Completion* comp, int32_t res, uint32_t) {
   // A new connection begins with our hello, then only whole frames from the queue (a frame
   // torn by an earlier connection's break was dropped, never resent in part).
   PeerHello h{t->opts_.cluster_id, t->opts_.self_id, t->opts_.incarnation, t->opts_.service_addr,
-              t->opts_.raft_addr};
+              t->opts_.raft_addr, l->id};
   c->sending.clear();
   append_hello_frame(h, &c->sending);
   c->hello_bytes = c->sending.size();
@@ -695,6 +699,11 @@ bool PeerTransport::handle_hello(Conn* c, std::string_view payload) {
     reason = "node id 0 is not valid";
   } else if (h.node_id == opts_.self_id) {
     reason = "node id " + std::to_string(h.node_id) + " is our own id";
+  } else if (h.target_id != raft::kNoId && h.target_id != opts_.self_id) {
+    // It dialled an address that used to be node target_id's. Accepting would make this
+    // link replace the sender's real link to us, and the real one would then replace this.
+    reason = "this address belongs to node " + std::to_string(opts_.self_id) + ", not node " +
+             std::to_string(h.target_id);
   } else if (hooks_.check_hello) {
     reason = hooks_.check_hello(h);
   }

@@ -32,14 +32,19 @@ struct PeerHello {
   uint64_t incarnation = 0;
   std::string service_addr;
   std::string raft_addr;
+  // The node the sender means to reach (0: any). An address can change hands (a removed
+  // node's host:port taken over by a fresh node): the receiver refuses a hello meant for
+  // another id rather than take it for a newer link from the sender.
+  uint64_t target_id = 0;
 
   bool operator==(const PeerHello&) const = default;
 };
 
 inline constexpr size_t kMaxHelloAddrBytes = 1024;
 
-// Hello payload: "TKDP" | u8 version | u64 cluster | u64 node | u64 incarnation |
-// u16 len + service_addr | u16 len + raft_addr | u64 xxh3 of everything before it (all LE).
+// Hello payload: "TKDP" | u8 version (2) | u64 cluster | u64 node | u64 incarnation |
+// u16 len + service_addr | u16 len + raft_addr | u64 target | u64 xxh3 of everything before
+// it (all LE).
 void append_hello_frame(const PeerHello& h, std::string* out);
 // Decodes a hello payload (the bytes after the kind). "" on success, else the error text.
 std::string decode_hello(std::string_view payload, PeerHello* out);

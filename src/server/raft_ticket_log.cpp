@@ -400,6 +400,8 @@ class RaftTicketLog final : public TicketLog {
   std::unordered_map<uint64_t, std::string> hello_service_addr_;  // learned from peers
   uint64_t peers_config_index_ = UINT64_MAX;
   std::unordered_map<uint64_t, std::string> known_peers_;  // peers given to the transport
+  std::vector<uint64_t> departed_;  // left the configuration; links dropped once it commits
+  uint64_t departed_at_ = 0;        // the configuration index that removed them
 
   bool writing_ = false;
   bool syncing_ = false;
@@ -1182,21 +1184,38 @@ std::string RaftTicketLog::service_addr_of(uint64_t id) const {
 }
 
 void RaftTicketLog::sync_peers() {
+  // Servers that left the configuration keep their links until the configuration that
+  // removed them is committed: a leader that removed itself still needs our
+  // acknowledgements to commit its removal. After that the link goes, or it would keep
+  // dialling an address that may now belong to another node (a replacement on the same
+  // host:port), or to nobody, for the life of the process.
+  if (!departed_.empty() && raft_->commit_index() >= departed_at_) {
+    for (uint64_t id : departed_) {
+      if (known_peers_.find(id) == known_peers_.end()) transport_->remove_peer(id);
+    }
+    departed_.clear();
+  }
   if (raft_->configuration_index() == peers_config_index_) return;
   peers_config_index_ = raft_->configuration_index();
   const raft::Configuration& conf = raft_->configuration();
   for (const raft::Server& s : conf.servers) {
     if (s.id == node_.opts().id) continue;
     ServerContext ctx = decode_context(s.context);
-    if (!ctx.raft_addr.empty()) transport_->set_peer(s.id, ctx.raft_addr);
+    // Never dial our own address: a configuration replayed from the log can name a removed
+    // server whose address is ours now.
+    if (!ctx.raft_addr.empty() && ctx.raft_addr != raft_addr_) {
+      transport_->set_peer(s.id, ctx.raft_addr);
+    }
   }
-  // Links to servers that left the configuration stay open: a leader that removed itself
-  // still needs our acknowledgements to commit its removal (raft sends nothing to
-  // non-members otherwise, so an idle link costs nothing).
-  known_peers_.clear();
+  std::unordered_map<uint64_t, std::string> before;
+  before.swap(known_peers_);
   for (const raft::Server& s : conf.servers) {
     if (s.id != node_.opts().id) known_peers_[s.id] = decode_context(s.context).raft_addr;
   }
+  for (const auto& [id, addr] : before) {
+    if (known_peers_.find(id) == known_peers_.end()) departed_.push_back(id);
+  }
+  if (!departed_.empty()) departed_at_ = raft_->configuration_index();
   if (!joined_ && conf.find(node_.opts().id) != nullptr) {
     joined_ = true;
     if (join_) join_->stop();

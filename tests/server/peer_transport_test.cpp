@@ -233,7 +233,7 @@ class PeerTransportTest : public ::testing::Test {
 // ---- Framing, without sockets ----
 
 TEST(PeerFrames, HelloRoundTripsAndEveryCorruptionIsRejected) {
-  PeerHello h{7, 2, 99, "10.0.0.2:11002", "10.0.0.2:12002"};
+  PeerHello h{7, 2, 99, "10.0.0.2:11002", "10.0.0.2:12002", 5};
   std::string frame;
   append_hello_frame(h, &frame);
   ASSERT_GT(frame.size(), kPeerFrameHeader);
@@ -467,6 +467,28 @@ TEST_F(PeerTransportTest, OwnIdAndZeroIdAreRefused) {
   EXPECT_EQ(b->t->stats().refused_hellos, 2u);
   EXPECT_TRUE(any_contains(b->logs, "node id 0 is not valid"));
   EXPECT_TRUE(any_contains(b->logs, "node id 2 is our own id"));
+}
+
+// An address that changed hands: node 3 was removed and node 2 now listens where node 3 did.
+// Node 1 still has its old link "to node 3" besides its real link to node 2. Node 2 must
+// refuse the stale one (it is meant for node 3) instead of taking it for a newer link from
+// node 1, which closed the real link, whose reconnect closed the stale one, and so on.
+TEST_F(PeerTransportTest, HelloMeantForAnotherIdIsRefusedAndLeavesTheRealLinkAlone) {
+  TestNode* a = start(1, 7);
+  TestNode* b = start(2, 7);
+  a->t->set_peer(2, addr(b->t->listen_port()));
+  EXPECT_TRUE(retry_until_delivered(a, b, 1));
+  a->t->set_peer(3, addr(b->t->listen_port()));  // the stale link to the old owner
+  a->t->send(make_msg(MessageType::kHeartbeat, 1, 3, 1));
+  ASSERT_TRUE(run_until([&] { return a->t->stats().refused_by_peer >= 1; }));
+  run_for(300);  // several reconnect attempts of the stale link
+  EXPECT_TRUE(any_contains(b->logs, "this address belongs to node 2, not node 3"));
+  EXPECT_TRUE(any_contains(a->logs, "refused our hello: this address belongs to node 2"));
+  EXPECT_FALSE(any_contains(b->logs, "replaced by a newer link"));
+  // The real link never broke: node 2 accepted node 1 exactly once, and still hears it.
+  EXPECT_EQ(b->hellos.size(), 1u);
+  EXPECT_TRUE(retry_until_delivered(a, b, 100));
+  EXPECT_EQ(b->hellos.size(), 1u);
 }
 
 TEST_F(PeerTransportTest, HostileInputClosesOnlyThatLink) {
