@@ -14,6 +14,7 @@
 #include <functional>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include <algorithm>
 #include <cerrno>
@@ -399,7 +400,7 @@ class RaftTicketLog final : public TicketLog {
   std::deque<PendingReady> pipeline_;
   std::unordered_map<uint64_t, std::string> hello_service_addr_;  // learned from peers
   uint64_t peers_config_index_ = UINT64_MAX;
-  std::unordered_map<uint64_t, std::string> known_peers_;  // peers given to the transport
+  std::unordered_set<uint64_t> known_peers_;  // the configuration's other servers
   std::vector<uint64_t> departed_;  // left the configuration; links dropped once it commits
   uint64_t departed_at_ = 0;        // the configuration index that removed them
 
@@ -676,7 +677,7 @@ void RaftTicketLog::attach(io::Loop* loop) {
     hello_service_addr_[h.node_id] = h.service_addr;
     // A node that is not in our configuration yet (we are joining, or it is) still needs
     // our answers: reach it at the raft address its hello announced.
-    if (known_peers_.find(h.node_id) == known_peers_.end() && !h.raft_addr.empty()) {
+    if (known_peers_.count(h.node_id) == 0 && !h.raft_addr.empty()) {
       transport_->set_peer(h.node_id, h.raft_addr);
     }
   };
@@ -1191,15 +1192,18 @@ void RaftTicketLog::sync_peers() {
   // host:port), or to nobody, for the life of the process.
   if (!departed_.empty() && raft_->commit_index() >= departed_at_) {
     for (uint64_t id : departed_) {
-      if (known_peers_.find(id) == known_peers_.end()) transport_->remove_peer(id);
+      if (known_peers_.count(id) == 0) transport_->remove_peer(id);
     }
     departed_.clear();
   }
   if (raft_->configuration_index() == peers_config_index_) return;
   peers_config_index_ = raft_->configuration_index();
   const raft::Configuration& conf = raft_->configuration();
+  std::unordered_set<uint64_t> before;
+  before.swap(known_peers_);
   for (const raft::Server& s : conf.servers) {
     if (s.id == node_.opts().id) continue;
+    known_peers_.insert(s.id);
     ServerContext ctx = decode_context(s.context);
     // Never dial our own address: a configuration replayed from the log can name a removed
     // server whose address is ours now.
@@ -1207,13 +1211,8 @@ void RaftTicketLog::sync_peers() {
       transport_->set_peer(s.id, ctx.raft_addr);
     }
   }
-  std::unordered_map<uint64_t, std::string> before;
-  before.swap(known_peers_);
-  for (const raft::Server& s : conf.servers) {
-    if (s.id != node_.opts().id) known_peers_[s.id] = decode_context(s.context).raft_addr;
-  }
-  for (const auto& [id, addr] : before) {
-    if (known_peers_.find(id) == known_peers_.end()) departed_.push_back(id);
+  for (uint64_t id : before) {
+    if (known_peers_.count(id) == 0) departed_.push_back(id);
   }
   if (!departed_.empty()) departed_at_ = raft_->configuration_index();
   if (!joined_ && conf.find(node_.opts().id) != nullptr) {
