@@ -4,6 +4,7 @@
 
 #include "ticketd/base/check.h"
 #include "ticketd/raft/bugs.h"
+#include "ticketd/raft/codec.h"
 
 namespace ticketd::raft {
 
@@ -828,6 +829,22 @@ ProposeResult Node::propose_conf_change(const ConfChangeRequest& req) {
         return r;
       }
       break;
+    case ConfChangeRequest::Kind::kSetContext:
+      if (!existing || existing->context == req.context) {
+        r.status = ProposeStatus::kInvalid;
+        return r;
+      }
+      for (Server& s : next.servers)
+        if (s.id == req.id) s.context = req.context;
+      break;
+  }
+  // Whatever is proposed must decode again when appended (here and on every follower):
+  // refuse a configuration past the codec's limits instead of appending it.
+  if (next.servers.size() > kMaxServers ||
+      std::any_of(next.servers.begin(), next.servers.end(),
+                  [](const Server& s) { return s.context.size() > kMaxContextBytes; })) {
+    r.status = ProposeStatus::kInvalid;
+    return r;
   }
   propose_configuration(std::move(next));
   r.status = ProposeStatus::kOk;

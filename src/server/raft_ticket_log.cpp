@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstring>
 #include <deque>
 #include <thread>
@@ -28,6 +29,7 @@
 #include "trace.h"
 #include "ticketd/base/check.h"
 #include "ticketd/io/loop.h"
+#include "ticketd/raft/codec.h"
 #include "ticketd/raft/node.h"
 #include "ticketd/resp/parser.h"
 #include "ticketd/resp/reply_reader.h"
@@ -95,6 +97,9 @@ bool parse_u64(std::string_view s, uint64_t* v) {
   return ec == std::errc() && p == s.data() + s.size();
 }
 
+// A server address in a configuration: far below raft's per-server context limit.
+constexpr size_t kMaxServerAddrBytes = 255;
+
 // The opaque per-server context raft keeps in the configuration: our addresses and the
 // incarnation id of the node's data directory.
 struct ServerContext {
@@ -129,6 +134,26 @@ std::string advertised(const std::string& addr) {
   if (!io::parse_host_port(addr, &host, &port)) return addr;
   if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
   return host + ":" + std::to_string(port);
+}
+
+// An address a client or a peer gives us for a server: "host:port" with a real port and a
+// host of printable characters without spaces (the context is space-separated), short
+// enough that a configuration of kMaxServers always encodes. "" if fine, else why not.
+std::string check_server_addr(std::string_view a, const char* what) {
+  std::string host;
+  uint16_t port = 0;
+  if (a.empty()) return std::string("ERR empty ") + what;
+  if (a.size() > kMaxServerAddrBytes) {
+    return std::string("ERR ") + what + " longer than " + std::to_string(kMaxServerAddrBytes) +
+           " bytes";
+  }
+  for (char ch : a) {
+    if (ch <= ' ' || ch > '~') return std::string("ERR ") + what + " has a space or control character";
+  }
+  if (!io::parse_host_port(std::string(a), &host, &port) || host.empty()) {
+    return std::string("ERR bad ") + what + " '" + std::string(a) + "' (want host:port, port 1-65535)";
+  }
+  return "";
 }
 
 // The snapshot file: raft's Snapshot {index, term, configuration, data = counter}.
@@ -317,6 +342,7 @@ class RaftTicketLog final : public TicketLog {
   };
 
   // storage
+  bool check_own_addresses(std::string* err);
   bool load_state(raft::InitialState* st, bool* fresh, std::string* err);
   bool persist_initial(const raft::InitialState& st, std::string* err);
   bool save_hard_state(const raft::HardState& hs);
@@ -344,8 +370,11 @@ class RaftTicketLog final : public TicketLog {
   void resolve(const Waiter& w, const BatchResult& r);
   void deliver(uint32_t shard, const BatchResult& r);
   void expire_proposals();
+  void fail_uncommitted_proposals();
   void publish();
   void sync_peers();
+  void on_peer_hello(const PeerHello& h);
+  void update_member_addresses();
 
   // admin
   void reply(const AdminRequest& req, std::string bytes) { node_.reply_admin(req, std::move(bytes)); }
@@ -357,6 +386,13 @@ class RaftTicketLog final : public TicketLog {
   bool redirect_if_follower(const AdminRequest& req);
   void admin_membership(AdminRequest&& req, raft::ConfChangeRequest cc, std::string ok);
   void admin_join(AdminRequest&& req);
+  void admin_addvoter(AdminRequest&& req);
+  void add_member(AdminRequest&& req, uint64_t id, const ServerContext& ctx, std::string ok);
+  void admin_removeserver(AdminRequest&& req);
+  std::string check_new_member(uint64_t id, const std::string& raft_addr,
+                               const std::string& service_addr) const;
+  std::string address_taken(uint64_t id, const std::string& raft_addr,
+                            const std::string& service_addr) const;
   std::string stats_reply();
   std::string configuration_reply();
   std::string info_raft();
@@ -399,6 +435,9 @@ class RaftTicketLog final : public TicketLog {
   std::vector<AdminWaiter> admin_waiters_;
   std::deque<PendingReady> pipeline_;
   std::unordered_map<uint64_t, std::string> hello_service_addr_;  // learned from peers
+  std::unordered_map<uint64_t, ServerContext> hello_seen_;  // members' own word on their addresses
+  std::unordered_set<uint64_t> hello_links_;  // links to non-members while we join
+  static constexpr size_t kMaxHelloLinks = 8;
   uint64_t peers_config_index_ = UINT64_MAX;
   std::unordered_set<uint64_t> known_peers_;  // the configuration's other servers
   std::vector<uint64_t> departed_;  // left the configuration; links dropped once it commits
@@ -561,10 +600,52 @@ bool RaftTicketLog::persist_initial(const raft::InitialState& st, std::string* e
   return true;
 }
 
+bool RaftTicketLog::check_own_addresses(std::string* err) {
+  const ServerOptions& o = node_.opts();
+  std::string rhost, shost;
+  uint16_t rport = 0, sport = 0;
+  if (!io::parse_host_port(o.raddr, &rhost, &rport)) {
+    *err = "bad --raddr '" + o.raddr + "' (want host:port or :port)";
+    return false;
+  }
+  for (const auto& [flag, addr] : {std::pair<const char*, const std::string&>{"--raddr", raft_addr_},
+                                   {"--saddr", service_addr_}}) {
+    std::string bad = check_server_addr(addr, "address");
+    if (!bad.empty()) {
+      *err = std::string(flag) + ": " + bad.substr(4);
+      return false;
+    }
+  }
+  auto wildcard = [](const std::string& h) { return h.empty() || h == "0.0.0.0" || h == "::"; };
+  if (io::parse_host_port(o.saddr, &shost, &sport) && sport == rport &&
+      (shost == rhost || wildcard(shost) || wildcard(rhost))) {
+    *err = "--raddr " + o.raddr + " and --saddr " + o.saddr + " are the same port: give the " +
+           "raft port its own";
+    return false;
+  }
+  // The raft listener binds without SO_REUSEPORT: try that bind now. A node killed a moment
+  // ago may leave its listener behind for a few milliseconds, so retry briefly.
+  std::string why;
+  for (int i = 0; i < 100; ++i) {
+    int fd = io::listen_tcp(rhost, rport, false, &why);
+    if (fd >= 0) {
+      ::close(fd);
+      return true;
+    }
+    if (fd != -EADDRINUSE) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  *err = "cannot listen on the raft address " + o.raddr + ": " + why;
+  return false;
+}
+
 bool RaftTicketLog::open(std::string* err) {
   const ServerOptions& o = node_.opts();
   raft_addr_ = advertised(o.raddr);
   service_addr_ = advertised(o.saddr);
+  // Every address is checked before anything is written: a node that bootstrapped with an
+  // address it cannot use would record it in its configuration.
+  if (!check_own_addresses(err)) return false;
   raft::InitialState st;
   bool fresh = false;
   if (!load_state(&st, &fresh, err)) return false;
@@ -673,14 +754,7 @@ void RaftTicketLog::attach(io::Loop* loop) {
     }
     return "";
   };
-  hooks.on_hello = [this](const PeerHello& h) {
-    hello_service_addr_[h.node_id] = h.service_addr;
-    // A node that is not in our configuration yet (we are joining, or it is) still needs
-    // our answers: reach it at the raft address its hello announced.
-    if (known_peers_.count(h.node_id) == 0 && !h.raft_addr.empty()) {
-      transport_->set_peer(h.node_id, h.raft_addr);
-    }
-  };
+  hooks.on_hello = [this](const PeerHello& h) { on_peer_hello(h); };
   hooks.log = [this](std::string_view m) { node_.log_line("peer: " + std::string(m)); };
   transport_ = std::make_unique<PeerTransport>(*loop_, kPeerBufGroup, po, hooks);
   std::string err;
@@ -734,6 +808,7 @@ void RaftTicketLog::on_tick() {
       spare_retry_ms_ = now_ms() + 1000;
     }
   }
+  update_member_addresses();
   // Periodic snapshot even when the load is light, so the log stays short.
   if (ticks_ % 1000 == 0) maybe_snapshot(true);
   if (shutting_down_ && now_ms() > shutdown_deadline_ms_) shutting_down_ = false;
@@ -762,6 +837,8 @@ void RaftTicketLog::propose_staged() {
     staged_total_ = 0;
     return;
   }
+  // apply() answers proposals front to back by index (see fail_uncommitted_proposals).
+  TICKETD_CHECK(proposals_.empty() || proposals_.back().index < r.index);
   Proposal p{r.index, r.term, staged_total_, now_ms(), {}};
   p.waiters.swap(staged_);
   staged_total_ = 0;
@@ -799,6 +876,7 @@ void RaftTicketLog::pump() {
     pipeline_.push_back(std::move(p));
   }
   if (applied_early) maybe_snapshot(false);
+  if (raft_->role() != raft::Role::kLeader) fail_uncommitted_proposals();
   // 2. Stage them into storage, in order. A snapshot install or a log truncation waits
   //    until everything before it is durable and released, and no write is in flight.
   for (PendingReady& p : pipeline_) {
@@ -931,9 +1009,19 @@ void RaftTicketLog::apply(const raft::Entry& e) {
   if (e.index <= applied_index_) return;  // covered by a snapshot we installed
   uint64_t start = counter_ + 1;
   uint64_t n = 0;
+  bool refused = false;
   if (e.type == raft::EntryType::kNormal) {
+    // The entry came from a leader, possibly a buggy or hostile one: an Allocate that does
+    // not decode or would wrap the counter allocates nothing, on every node alike (the rule
+    // depends only on the entry and the applied state), and is never handed out.
     std::string_view d = e.data;
-    TICKETD_CHECK(get_u64(&d, &n));
+    if (!get_u64(&d, &n) || !d.empty() || n > UINT64_MAX - counter_) {
+      node_.log_line("refusing log entry " + std::to_string(e.index) + ": " +
+                     (d.size() != 0 || e.data.size() != 8 ? "not an Allocate"
+                                                          : "it would wrap the ticket counter"));
+      n = 0;
+      refused = true;
+    }
     counter_ += n;  // ranges come from the applied state, in log order, on every node alike
   }
   applied_index_ = e.index;
@@ -941,8 +1029,12 @@ void RaftTicketLog::apply(const raft::Entry& e) {
   while (!proposals_.empty() && proposals_.front().index <= e.index) {
     Proposal& p = proposals_.front();
     if (p.index == e.index && p.term == e.term && e.type == raft::EntryType::kNormal) {
-      TICKETD_CHECK(n == p.total);
-      hand_out(p, start);
+      if (refused) {
+        fail_waiters(p.waiters, BatchStatus::kExhausted);
+      } else {
+        TICKETD_CHECK(n == p.total);  // our own entry: we proposed exactly this
+        hand_out(p, start);
+      }
     } else {
       // Another leader's entry took this index: ours was overwritten and never applies.
       fail_waiters(p.waiters, BatchStatus::kLeadershipLost);
@@ -999,6 +1091,20 @@ void RaftTicketLog::deliver(uint32_t shard, const BatchResult& r) {
     node_.shard(0).deliver_result(r);
   } else {
     node_.shard(shard).post_result(r, loop_);
+  }
+}
+
+void RaftTicketLog::fail_uncommitted_proposals() {
+  // No longer leader: what is not committed yet may never be, and waiting for the 5 s
+  // timeout only delays the client's retry. Answered now (CLUSTERDOWN, so clients retry);
+  // if such an entry commits later anyway, its range is skipped. Committed ones stay: they
+  // are answered from their entry. This also keeps proposals_ sorted by index, which
+  // apply() relies on: a node that leads again later proposes above its commit index, and
+  // without this an old, higher-indexed proposal could sit in front of a new one and make
+  // apply() fail the new one although it committed.
+  while (!proposals_.empty() && proposals_.back().index > raft_->commit_index()) {
+    fail_waiters(proposals_.back().waiters, BatchStatus::kLeadershipLost);
+    proposals_.pop_back();
   }
 }
 
@@ -1144,6 +1250,76 @@ void RaftTicketLog::finish_snapshot() {
   ls.snapshots.fetch_add(1);
 }
 
+void RaftTicketLog::on_peer_hello(const PeerHello& h) {
+  // Only what a member (or, while we join, the leader adding us) says is remembered: an
+  // unknown sender must not make us keep state or dial an address of its choosing.
+  const raft::Configuration& conf = raft_->configuration();
+  bool member = conf.find(h.node_id) != nullptr;
+  bool joining = conf.servers.empty();
+  bool addrs_ok = check_server_addr(h.raft_addr, "raft address").empty() &&
+                  check_server_addr(h.service_addr, "service address").empty();
+  if ((!member && !joining) || !addrs_ok) return;
+  hello_service_addr_[h.node_id] = h.service_addr;
+  if (member) {
+    hello_seen_[h.node_id] = ServerContext{h.raft_addr, h.service_addr, h.incarnation};
+    return;
+  }
+  // We are joining and have no configuration yet: the leader adding us needs our answers
+  // before its configuration entry reaches us. A few such links at most; they go once
+  // our configuration arrives (sync_peers).
+  if (known_peers_.count(h.node_id) == 0 && hello_links_.size() < kMaxHelloLinks) {
+    hello_links_.insert(h.node_id);
+    transport_->set_peer(h.node_id, h.raft_addr);
+  }
+}
+
+void RaftTicketLog::update_member_addresses() {
+  // A member restarted with a new --raddr/--saddr announces it in its hello (and the leader
+  // knows its own); the leader records it with a configuration change, so the change takes
+  // effect everywhere, in log order, instead of the first start's address staying forever.
+  // One change at a time; retried on the next tick while another is pending.
+  if (raft_->role() != raft::Role::kLeader || shutting_down_) return;
+  const raft::Configuration& conf = raft_->configuration();
+  auto wanted = [&](uint64_t id, const ServerContext& now) -> std::optional<ServerContext> {
+    if (id == node_.opts().id) return ServerContext{raft_addr_, service_addr_, incarnation_};
+    auto it = hello_seen_.find(id);
+    if (it == hello_seen_.end()) return std::nullopt;
+    const ServerContext& h = it->second;
+    if (now.incarnation == 0) {
+      // Added by RAFT.ADDVOTER (no incarnation yet): it proved the address by dialling from
+      // it; record its incarnation and service address, never a different raft address.
+      if (h.raft_addr != now.raft_addr) return std::nullopt;
+      return h;
+    }
+    if (h.incarnation != now.incarnation) return std::nullopt;  // refused at hello anyway
+    return h;
+  };
+  for (const raft::Server& s : conf.servers) {
+    ServerContext now = decode_context(s.context);
+    std::optional<ServerContext> w = wanted(s.id, now);
+    if (!w) continue;
+    std::string ctx = encode_context(*w);
+    if (ctx == s.context) {
+      if (s.id != node_.opts().id) hello_seen_.erase(s.id);
+      continue;
+    }
+    if (!address_taken(s.id, w->raft_addr, w->service_addr).empty()) {
+      continue;  // would collide with another member's address: leave it to the operator
+    }
+    raft::ConfChangeRequest cc;
+    cc.kind = raft::ConfChangeRequest::Kind::kSetContext;
+    cc.id = s.id;
+    cc.context = ctx;
+    raft::ProposeResult r = raft_->propose_conf_change(cc);
+    if (r.ok()) {
+      node_.log_line("recording node " + std::to_string(s.id) + " at raft " + w->raft_addr +
+                     ", service " + w->service_addr + " (was " + now.raft_addr + ", " +
+                     now.service_addr + ")");
+    }
+    return;  // one change at a time
+  }
+}
+
 void RaftTicketLog::publish() {
   uint64_t leader = raft_->leader_id();
   if (leader != last_leader_) {
@@ -1199,6 +1375,15 @@ void RaftTicketLog::sync_peers() {
   if (raft_->configuration_index() == peers_config_index_) return;
   peers_config_index_ = raft_->configuration_index();
   const raft::Configuration& conf = raft_->configuration();
+  // What only non-members told us goes once we have a configuration of our own.
+  if (!conf.servers.empty()) {
+    for (uint64_t id : hello_links_) {
+      if (conf.find(id) == nullptr) transport_->remove_peer(id);
+    }
+    hello_links_.clear();
+    std::erase_if(hello_service_addr_, [&](const auto& kv) { return conf.find(kv.first) == nullptr; });
+    std::erase_if(hello_seen_, [&](const auto& kv) { return conf.find(kv.first) == nullptr; });
+  }
   std::unordered_set<uint64_t> before;
   before.swap(known_peers_);
   for (const raft::Server& s : conf.servers) {
@@ -1301,11 +1486,119 @@ void RaftTicketLog::admin_membership(AdminRequest&& req, raft::ConfChangeRequest
   }
 }
 
+std::string RaftTicketLog::check_new_member(uint64_t id, const std::string& raft_addr,
+                                            const std::string& service_addr) const {
+  std::string taken = address_taken(id, raft_addr, service_addr);
+  if (!taken.empty()) return taken;
+  if (raft_->configuration().servers.size() >= raft::kMaxServers) {
+    return "ERR the configuration is full (" + std::to_string(raft::kMaxServers) + " servers)";
+  }
+  return "";
+}
+
+std::string RaftTicketLog::address_taken(uint64_t id, const std::string& raft_addr,
+                                         const std::string& service_addr) const {
+  // Two members on one address would each take the other's links and clients.
+  for (const raft::Server& s : raft_->configuration().servers) {
+    if (s.id == id) continue;
+    ServerContext ctx = decode_context(s.context);
+    if (ctx.raft_addr == raft_addr) {
+      return "ERR raft address " + raft_addr + " belongs to node " + std::to_string(s.id);
+    }
+    if (!service_addr.empty() && ctx.service_addr == service_addr) {
+      return "ERR service address " + service_addr + " belongs to node " + std::to_string(s.id);
+    }
+  }
+  return "";
+}
+
+void RaftTicketLog::admin_addvoter(AdminRequest&& req) {
+  // RAFT.ADDVOTER id raft_addr [service_addr]: every argument is checked before anything
+  // is proposed, and an existing member is never silently "added" again.
+  uint64_t id = 0;
+  if (req.args.size() < 3 || req.args.size() > 4 || !parse_u64(req.args[1], &id) || id == 0) {
+    reply_error(req, "ERR usage: RAFT.ADDVOTER id raft_addr [service_addr]");
+    return;
+  }
+  std::string bad = check_server_addr(req.args[2], "raft address");
+  if (bad.empty() && req.args.size() == 4) bad = check_server_addr(req.args[3], "service address");
+  if (!bad.empty()) {
+    reply_error(req, bad);
+    return;
+  }
+  if (redirect_if_follower(req)) return;
+  std::string ok;
+  resp::append_simple(ok, "OK");
+  if (const raft::Server* s = raft_->configuration().find(id)) {
+    ServerContext ctx = decode_context(s->context);
+    if (ctx.raft_addr != req.args[2]) {
+      reply_error(req, "ERR node " + std::to_string(id) + " is already a member at " +
+                           ctx.raft_addr + " (a member's address changes when it restarts with "
+                           "the new --raddr; to replace it, RAFT.REMOVESERVER " +
+                           std::to_string(id) + " first)");
+      return;
+    }
+    reply(req, ok);  // already a member at that address (it is promoted once caught up)
+    return;
+  }
+  std::string service = req.args.size() == 4 ? req.args[3] : "";
+  add_member(std::move(req), id, ServerContext{req.args[2], service, 0}, ok);
+}
+
+void RaftTicketLog::add_member(AdminRequest&& req, uint64_t id, const ServerContext& ctx,
+                               std::string ok) {
+  std::string bad = check_new_member(id, ctx.raft_addr, ctx.service_addr);
+  if (!bad.empty()) {
+    reply_error(req, bad);
+    return;
+  }
+  raft::ConfChangeRequest cc;
+  cc.kind = raft::ConfChangeRequest::Kind::kAddNonVoter;
+  cc.id = id;
+  cc.context = encode_context(ctx);
+  admin_membership(std::move(req), cc, std::move(ok));
+}
+
+void RaftTicketLog::admin_removeserver(AdminRequest&& req) {
+  // RAFT.REMOVESERVER id [raft_addr]: with an address, only if it is that member's.
+  uint64_t id = 0;
+  if (req.args.size() < 2 || req.args.size() > 3 || !parse_u64(req.args[1], &id) || id == 0) {
+    reply_error(req, "ERR usage: RAFT.REMOVESERVER id [raft_addr]");
+    return;
+  }
+  if (redirect_if_follower(req)) return;
+  const raft::Server* s = raft_->configuration().find(id);
+  if (s == nullptr) {
+    reply_error(req, "ERR node " + std::to_string(id) + " is not in the configuration");
+    return;
+  }
+  if (req.args.size() == 3) {
+    ServerContext ctx = decode_context(s->context);
+    if (ctx.raft_addr != req.args[2]) {
+      reply_error(req, "ERR node " + std::to_string(id) + " is at " + ctx.raft_addr + ", not " +
+                           req.args[2]);
+      return;
+    }
+  }
+  raft::ConfChangeRequest cc;
+  cc.kind = raft::ConfChangeRequest::Kind::kRemove;
+  cc.id = id;
+  std::string ok;
+  resp::append_simple(ok, "OK");
+  admin_membership(std::move(req), cc, ok);
+}
+
 void RaftTicketLog::admin_join(AdminRequest&& req) {
   // RAFT.JOIN id raft_addr service_addr incarnation (sent by a node started with --join).
   uint64_t id = 0;
   if (req.args.size() != 5 || !parse_u64(req.args[1], &id) || id == 0) {
     reply_error(req, "ERR usage: RAFT.JOIN id raft_addr service_addr incarnation");
+    return;
+  }
+  std::string bad = check_server_addr(req.args[2], "raft address");
+  if (bad.empty()) bad = check_server_addr(req.args[3], "service address");
+  if (!bad.empty()) {
+    reply_error(req, bad);
     return;
   }
   if (redirect_if_follower(req)) return;
@@ -1324,11 +1617,7 @@ void RaftTicketLog::admin_join(AdminRequest&& req) {
     reply(req, ok);  // already a member: joining again is a no-op
     return;
   }
-  raft::ConfChangeRequest cc;
-  cc.kind = raft::ConfChangeRequest::Kind::kAddNonVoter;
-  cc.id = id;
-  cc.context = encode_context(ServerContext{req.args[2], req.args[3], inc});
-  admin_membership(std::move(req), cc, ok);
+  add_member(std::move(req), id, ServerContext{req.args[2], req.args[3], inc}, ok);
 }
 
 std::string RaftTicketLog::configuration_reply() {
@@ -1444,37 +1733,9 @@ void RaftTicketLog::admin(AdminRequest&& req) {
       reply(req, std::move(out));
     }
   } else if (is("RAFT.ADDVOTER")) {
-    uint64_t id = 0;
-    if (req.args.size() < 3 || req.args.size() > 4 || !parse_u64(req.args[1], &id) || id == 0) {
-      reply_error(req, "ERR usage: RAFT.ADDVOTER id raft_addr [service_addr]");
-      return;
-    }
-    if (raft_->configuration().find(id) != nullptr && raft_->role() == raft::Role::kLeader) {
-      resp::append_simple(out, "OK");
-      reply(req, std::move(out));
-      return;
-    }
-    raft::ConfChangeRequest cc;
-    cc.kind = raft::ConfChangeRequest::Kind::kAddNonVoter;
-    cc.id = id;
-    cc.context = encode_context(ServerContext{req.args[2], req.args.size() == 4 ? req.args[3] : "", 0});
-    resp::append_simple(out, "OK");
-    admin_membership(std::move(req), cc, out);
+    admin_addvoter(std::move(req));
   } else if (is("RAFT.REMOVESERVER")) {
-    uint64_t id = 0;
-    if (req.args.size() < 2 || req.args.size() > 3 || !parse_u64(req.args[1], &id) || id == 0) {
-      reply_error(req, "ERR usage: RAFT.REMOVESERVER id [raft_addr]");
-      return;
-    }
-    if (raft_->role() == raft::Role::kLeader && raft_->configuration().find(id) == nullptr) {
-      reply_error(req, "ERR node " + std::to_string(id) + " is not in the configuration");
-      return;
-    }
-    raft::ConfChangeRequest cc;
-    cc.kind = raft::ConfChangeRequest::Kind::kRemove;
-    cc.id = id;
-    resp::append_simple(out, "OK");
-    admin_membership(std::move(req), cc, out);
+    admin_removeserver(std::move(req));
   } else if (is("RAFT.TRANSFERLEADER")) {
     uint64_t id = 0;
     if (req.args.size() != 2 || !parse_u64(req.args[1], &id) || id == 0) {

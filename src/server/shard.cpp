@@ -31,8 +31,9 @@ const char* batch_status_error(BatchStatus s) {
     case BatchStatus::kNoLeader: return "CLUSTERDOWN no leader";
     case BatchStatus::kNotLeader: return "ERR node is not the leader";
     case BatchStatus::kLeadershipLost:
-      return "ERR leadership lost before the ticket committed; ticket not issued";
+      return "CLUSTERDOWN leadership lost before the ticket committed; ticket not issued";
     case BatchStatus::kStopping: return "ERR server is shutting down";
+    case BatchStatus::kExhausted: return "ERR ticket space exhausted; ticket not issued";
   }
   return "ERR internal";
 }

@@ -30,7 +30,9 @@ struct BatchRequest {
 
 // Ticket log -> shard: the batch's range [start, start + total), or a failure.
 // Results come back in the order the shard sent its requests.
-enum class BatchStatus : uint8_t { kOk, kLogFailed, kNoLeader, kNotLeader, kLeadershipLost, kStopping };
+enum class BatchStatus : uint8_t {
+  kOk, kLogFailed, kNoLeader, kNotLeader, kLeadershipLost, kStopping, kExhausted
+};
 struct BatchResult {
   uint64_t start = 0;
   uint64_t total = 0;

@@ -326,6 +326,19 @@ class Cluster:
             time.sleep(0.05)
         return None
 
+    def leader_among(self, nodes, timeout=8):
+        """The one of `nodes` whose RAFT.STATS says leader (None after `timeout`)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for n in nodes:
+                try:
+                    if self.stats(n)["state"] == "leader":
+                        return n
+                except (OSError, ConnectionError):
+                    pass
+            time.sleep(0.05)
+        return None
+
     def stats(self, node):
         c = Client(node.port, timeout=3)
         st = c.call("RAFT.STATS")

@@ -46,16 +46,7 @@ def main(args):
         os.kill(leader.proc.pid, signal.SIGSTOP)
         time.sleep(1.5)  # well past the election timeout: the others elect a new leader
         others = [n for n in cl.alive() if n is not leader]
-        new_leader = None
-        deadline = time.time() + 5
-        while time.time() < deadline and new_leader is None:
-            for n in others:
-                try:
-                    if cl.stats(n)["state"] == "leader":
-                        new_leader = n
-                except (OSError, ConnectionError):
-                    pass
-            time.sleep(0.05)
+        new_leader = cl.leader_among(others, timeout=5)
         check(new_leader is not None, "the others elected a new leader while it was paused")
         mid = Client(new_leader.port).tickets(100)
         os.kill(leader.proc.pid, signal.SIGCONT)

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "ticketd/raft/codec.h"
 #include "ticketd/raft/node.h"
 
 namespace ticketd::raft::test {
@@ -536,6 +537,41 @@ TEST(RaftNode, AddNonVoterIsPromotedAfterCatchUp) {
   EXPECT_EQ(c.node(4).configuration(), c.node(l).configuration());
   EXPECT_EQ(c.node(4).leader_id(), l);
   EXPECT_EQ(c.node(l).committed_configuration(), c.node(l).configuration());
+}
+
+TEST(RaftNode, ConfChangeThatCouldNotBeDecodedIsRefused) {
+  // Anything a client can make the leader propose must decode again when it is appended
+  // (issue 10: a 5,000-byte service address in RAFT.ADDVOTER aborted the leader).
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  c.tick_all(3);
+  ConfChangeRequest big;
+  big.kind = ConfChangeRequest::Kind::kAddNonVoter;
+  big.id = 9;
+  big.context = std::string(kMaxContextBytes + 1, 'x');
+  EXPECT_EQ(c.node(l).propose_conf_change(big).status, ProposeStatus::kInvalid);
+  big.context = std::string(kMaxContextBytes, 'x');
+  EXPECT_TRUE(c.node(l).propose_conf_change(big).ok()) << "exactly the limit is fine";
+  c.tick_all(10);
+  EXPECT_NE(c.node(l).configuration().find(9), nullptr);
+  // No more than kMaxServers servers in one configuration: one voter and 63 non-voters,
+  // so the lone voter leads and commits by itself.
+  Configuration full;
+  full.servers.push_back(Server{1, Suffrage::kVoter, ""});
+  for (uint64_t i = 2; i <= kMaxServers; ++i) full.servers.push_back(Server{i, Suffrage::kNonVoter, ""});
+  Node n(Cluster::config(1), bootstrap(full));
+  n.campaign();
+  for (int i = 0; i < 10 && n.has_ready(); ++i) {
+    Ready rd = n.ready();
+    if (rd.durable_mark) n.on_persisted(rd.durable_mark->index, rd.durable_mark->term);
+  }
+  ASSERT_EQ(n.role(), Role::kLeader);
+  ASSERT_EQ(n.commit_index(), n.last_index());
+  ConfChangeRequest one_more;
+  one_more.kind = ConfChangeRequest::Kind::kAddNonVoter;
+  one_more.id = kMaxServers + 1;
+  EXPECT_EQ(n.propose_conf_change(one_more).status, ProposeStatus::kInvalid);
 }
 
 TEST(RaftNode, RemovingTheLeaderMakesItStepDownAndAnotherTakesOver) {

@@ -146,10 +146,12 @@ struct ProposeResult {
 };
 
 struct ConfChangeRequest {
-  enum class Kind : uint8_t { kAddNonVoter, kPromote, kRemove };
+  // kSetContext replaces a member's opaque context (its addresses, say) and keeps its
+  // suffrage: a configuration change like any other, so every node sees it in log order.
+  enum class Kind : uint8_t { kAddNonVoter, kPromote, kRemove, kSetContext };
   Kind kind = Kind::kAddNonVoter;
   uint64_t id = kNoId;
-  std::string context;  // for kAddNonVoter
+  std::string context;  // for kAddNonVoter and kSetContext
 };
 
 enum class ProgressState : uint8_t { kProbe, kReplicate, kSnapshot };
