@@ -37,6 +37,7 @@
 #include "ticketd/storage/hard_state_file.h"
 #include "ticketd/storage/snapshot_file.h"
 #include "ticketd/storage/wal.h"
+#include "ticketd/tickets/state_machine.h"
 
 namespace ticketd::server {
 
@@ -72,10 +73,10 @@ bool get_u32(std::string_view* s, uint32_t* v) {
   return m.entries.empty() ? m.index : m.entries.back().index;
 }
 
+// One Allocate entry for everything staged: today the default sequence only.
 std::string allocate_payload(uint64_t n) {
-  std::string s;
-  put_u64(&s, n);
-  return s;
+  return tickets::encode(
+      tickets::Command::allocate({{std::string(tickets::kDefaultSequence), n}}));
 }
 
 std::string hex(uint64_t v) {
@@ -417,7 +418,8 @@ class RaftTicketLog final : public TicketLog {
   std::string service_addr_;
   raft::HardState saved_hs_;
 
-  uint64_t counter_ = 0;
+  tickets::StateMachine tickets_;  // the replicated state: sequences and their counters
+  uint64_t last_ticket() const { return tickets_.find(tickets::kDefaultSequence)->last; }
   uint64_t applied_index_ = 0;
   uint64_t snapshot_index_ = 0;
   SnapshotWriter snapshot_writer_;
@@ -683,8 +685,12 @@ bool RaftTicketLog::open(std::string* err) {
     return false;
   }
   if (st.snapshot) {
-    std::string_view d = st.snapshot->data;
-    get_u64(&d, &counter_);
+    // From disk: validated, never assumed (it also reads the data of earlier builds).
+    std::string bad = tickets_.decode_snapshot(st.snapshot->data, st.snapshot->index);
+    if (!bad.empty()) {
+      *err = "snapshot " + snapshot_path_ + ": the ticket state does not decode: " + bad;
+      return false;
+    }
     applied_index_ = snapshot_index_ = st.snapshot->index;
   }
   raft::Config cfg;
@@ -696,7 +702,7 @@ bool RaftTicketLog::open(std::string* err) {
   cfg.seed = random_u64();
   raft_ = std::make_unique<raft::Node>(cfg, std::move(st));
   LogStats& ls = node_.log_stats();
-  ls.counter.store(counter_);
+  ls.counter.store(last_ticket());
   ls.last_index.store(raft_->last_index());
   ls.durable_index.store(raft_->last_index());
   ls.snapshot_index.store(snapshot_index_);
@@ -953,6 +959,15 @@ bool RaftTicketLog::stage(PendingReady& p) {
 }
 
 bool RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
+  // The leader's ticket state is checked before anything is written: a snapshot that does
+  // not decode is refused (nothing further is acknowledged; a restart asks again).
+  tickets::StateMachine next;
+  std::string bad = next.decode_snapshot(s.data, s.index);
+  if (!bad.empty()) {
+    note_storage_trouble("refusing the leader's snapshot at index " + std::to_string(s.index) +
+                         ": its ticket state does not decode: " + bad);
+    return false;
+  }
   std::string bytes = encode_snapshot(s);
   storage::Status st = storage::SnapshotFile::save(
       snapshot_path_, std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()),
@@ -968,11 +983,8 @@ bool RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
     st = wal_->truncate_suffix(wal_->first_index());
     TICKETD_CHECK_MSG(st.is_ok(), st.message().c_str());
   }
-  std::string_view d = s.data;
-  uint64_t c = 0;
-  TICKETD_CHECK(get_u64(&d, &c));
   // Safe to apply now: a snapshot is only staged when everything before it is released.
-  counter_ = c;
+  tickets_ = std::move(next);
   // Proposals of ours inside the snapshot: we cannot tell whether they committed, so their
   // clients get an error (their ranges, if committed, are simply never handed out).
   while (!proposals_.empty() && proposals_.front().index <= s.index) {
@@ -980,10 +992,10 @@ bool RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
     proposals_.pop_front();
   }
   applied_index_ = snapshot_index_ = s.index;
-  node_.log_stats().counter.store(counter_);
+  node_.log_stats().counter.store(last_ticket());
   node_.log_stats().snapshot_index.store(snapshot_index_);
   node_.log_line("installed snapshot at index " + std::to_string(s.index) + " (last ticket " +
-                 std::to_string(counter_) + ")");
+                 std::to_string(last_ticket()) + ")");
   return true;
 }
 
@@ -1007,22 +1019,33 @@ void RaftTicketLog::release(PendingReady& p) {
 void RaftTicketLog::apply(const raft::Entry& e) {
   TICKETD_TRACE_EV("apply", e.index, 0);
   if (e.index <= applied_index_) return;  // covered by a snapshot we installed
-  uint64_t start = counter_ + 1;
+  // Ranges come from the applied state, in log order, on every node alike. The entry came
+  // from a leader, possibly a buggy or hostile one: one that does not decode, or that
+  // would wrap a counter, allocates nothing (the state machine's rules depend only on the
+  // entry and the state, so every node refuses alike), and is never handed out.
+  uint64_t start = 0;
   uint64_t n = 0;
   bool refused = false;
   if (e.type == raft::EntryType::kNormal) {
-    // The entry came from a leader, possibly a buggy or hostile one: an Allocate that does
-    // not decode or would wrap the counter allocates nothing, on every node alike (the rule
-    // depends only on the entry and the applied state), and is never handed out.
-    std::string_view d = e.data;
-    if (!get_u64(&d, &n) || !d.empty() || n > UINT64_MAX - counter_) {
-      node_.log_line("refusing log entry " + std::to_string(e.index) + ": " +
-                     (d.size() != 0 || e.data.size() != 8 ? "not an Allocate"
-                                                          : "it would wrap the ticket counter"));
-      n = 0;
+    tickets::Command cmd;
+    std::string bad = tickets::decode(e.data, &cmd);
+    if (bad.empty()) {
+      // Every command changes the state; this build proposes (and so answers) only
+      // Allocate entries of the default sequence.
+      tickets::ApplyResult r = tickets_.apply(e.index, cmd);
+      bool ours = cmd.kind == tickets::Command::Kind::kAllocate && cmd.items.size() == 1 &&
+                  cmd.items[0].name == tickets::kDefaultSequence;
+      if (ours && r.items[0].status == tickets::Status::kOk) {
+        start = r.items[0].first;
+        n = cmd.items[0].n;
+      } else if (ours) {
+        bad = tickets::to_string(r.items[0].status);
+      }
+    }
+    if (!bad.empty()) {
+      node_.log_line("log entry " + std::to_string(e.index) + " allocates nothing: " + bad);
       refused = true;
     }
-    counter_ += n;  // ranges come from the applied state, in log order, on every node alike
   }
   applied_index_ = e.index;
   // Answer the proposals at or below this index: ours only if index AND term match.
@@ -1055,7 +1078,7 @@ void RaftTicketLog::apply(const raft::Entry& e) {
       ++i;
     }
   }
-  node_.log_stats().counter.store(counter_, std::memory_order_relaxed);
+  node_.log_stats().counter.store(last_ticket(), std::memory_order_relaxed);
 }
 
 void RaftTicketLog::hand_out(const Proposal& p, uint64_t start) {
@@ -1211,7 +1234,7 @@ void RaftTicketLog::maybe_snapshot(bool force) {
   snap.index = applied_index_;
   snap.term = *term;
   snap.configuration = configuration_at(applied_index_);
-  put_u64(&snap.data, counter_);
+  snap.data = tickets_.encode_snapshot();
   snapshot_data_ = snap.data;
   // The file first (on the writer thread); raft drops its log prefix only once it is
   // durable (the core's contract for compact()).
@@ -1668,7 +1691,7 @@ std::string RaftTicketLog::stats_reply() {
   add("term", std::to_string(raft_->term()));
   add("leader_id", std::to_string(raft_->leader_id()));
   add("durable_index", std::to_string(wal_->durable_index()));
-  add("last_ticket", std::to_string(counter_));
+  add("last_ticket", std::to_string(last_ticket()));
   add("leader_changes_seen", std::to_string(leader_changes_));
   const PeerTransport::Stats& ts = transport_->stats();
   add("peer_msgs_sent", std::to_string(ts.sent_msgs));

@@ -139,6 +139,13 @@ class Node:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def check_own_raft_address(node, what):
+    """A single node's RAFT.CONFIGURATION records the raft address it runs with."""
+    conf = Client(node.port).call("RAFT.CONFIGURATION")
+    entry = dict(zip(conf[0][0::2], conf[0][1::2]))
+    check(entry["address"] == "127.0.0.1:%d" % node.rport, "%s (%r)" % (what, entry))
+
+
 class RespError(Exception):
     pass
 

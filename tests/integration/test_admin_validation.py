@@ -7,7 +7,8 @@ new --raddr has the new address recorded by a configuration change."""
 import os
 import time
 
-from harness import Client, Cluster, Node, RespError, check, free_port, run_main
+from harness import (Client, Cluster, Node, RespError, check, check_own_raft_address, free_port,
+                     run_main)
 
 
 def call(node, *args):
@@ -49,10 +50,7 @@ def bad_raddr_on_first_start(args):
         check(files == [], "nothing was written before the check (%r)" % files)
         n.rport = free_port()
         n.start()
-        conf = Client(n.port).call("RAFT.CONFIGURATION")
-        entry = dict(zip(conf[0][0::2], conf[0][1::2]))
-        check(entry["address"] == "127.0.0.1:%d" % n.rport,
-              "restarted with the right --raddr, it records that address (%r)" % entry)
+        check_own_raft_address(n, "restarted with the right --raddr, it records that address")
     finally:
         n.cleanup()
 

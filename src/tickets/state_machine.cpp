@@ -1,0 +1,295 @@
+#include "ticketd/tickets/state_machine.h"
+
+#include <xxhash.h>
+
+#include <cstring>
+
+#include "ticketd/base/check.h"
+
+namespace ticketd::tickets {
+
+namespace {
+
+constexpr uint8_t kCommandVersion = 1;
+constexpr uint8_t kSnapshotVersion = 2;  // 1 was the bare 8-byte counter of earlier builds
+
+void put_u8(std::string* o, uint8_t v) { o->push_back(static_cast<char>(v)); }
+void put_u16(std::string* o, uint16_t v) {
+  for (int i = 0; i < 2; ++i) o->push_back(static_cast<char>(v >> (8 * i)));
+}
+void put_u32(std::string* o, uint32_t v) {
+  for (int i = 0; i < 4; ++i) o->push_back(static_cast<char>(v >> (8 * i)));
+}
+void put_u64(std::string* o, uint64_t v) {
+  for (int i = 0; i < 8; ++i) o->push_back(static_cast<char>(v >> (8 * i)));
+}
+void put_name(std::string* o, const std::string& name) {
+  TICKETD_CHECK(name.size() <= kMaxNameBytes);
+  put_u16(o, static_cast<uint16_t>(name.size()));
+  o->append(name);
+}
+void put_checksum(std::string* o) { put_u64(o, XXH3_64bits(o->data(), o->size())); }
+
+uint64_t load_le(const char* p, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
+  return v;
+}
+
+// Reads fixed-width fields; any read past the end makes ok() false.
+class Reader {
+ public:
+  explicit Reader(std::string_view in) : in_(in) {}
+  uint64_t u(int bytes) {
+    if (!ok_ || in_.size() - pos_ < static_cast<size_t>(bytes)) {
+      ok_ = false;
+      return 0;
+    }
+    uint64_t v = load_le(in_.data() + pos_, bytes);
+    pos_ += bytes;
+    return v;
+  }
+  bool name(std::string* out) {
+    size_t n = u(2);
+    if (!ok_ || n > in_.size() - pos_) return ok_ = false;
+    out->assign(in_.data() + pos_, n);
+    pos_ += n;
+    return true;
+  }
+  bool ok() const { return ok_; }
+  bool done() const { return ok_ && pos_ == in_.size(); }
+
+ private:
+  std::string_view in_;
+  size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+// Splits off and verifies the trailing checksum; "" on success.
+std::string verified_body(std::string_view in, std::string_view* body) {
+  if (in.size() < 9) return "too short";
+  *body = in.substr(0, in.size() - 8);
+  if (load_le(in.data() + body->size(), 8) != XXH3_64bits(body->data(), body->size())) {
+    return "checksum mismatch";
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string check_name(std::string_view name) {
+  if (name.empty()) return "empty sequence name";
+  if (name.size() > kMaxNameBytes) {
+    return "sequence name longer than " + std::to_string(kMaxNameBytes) + " bytes";
+  }
+  for (char ch : name) {
+    if (ch <= ' ' || ch > '~') return "sequence name has a space or control character";
+  }
+  return "";
+}
+
+Command Command::allocate(std::vector<Item> items) {
+  Command c;
+  c.kind = Kind::kAllocate;
+  c.items = std::move(items);
+  return c;
+}
+Command Command::create(std::string name, uint64_t first) {
+  Command c;
+  c.kind = Kind::kCreate;
+  c.name = std::move(name);
+  c.value = first;
+  return c;
+}
+Command Command::drop(std::string name) {
+  Command c;
+  c.kind = Kind::kDrop;
+  c.name = std::move(name);
+  return c;
+}
+Command Command::floor(std::string name, uint64_t value) {
+  Command c;
+  c.kind = Kind::kFloor;
+  c.name = std::move(name);
+  c.value = value;
+  return c;
+}
+
+std::string encode(const Command& c) {
+  std::string o;
+  put_u8(&o, kCommandVersion);
+  put_u8(&o, static_cast<uint8_t>(c.kind));
+  if (c.kind == Command::Kind::kAllocate) {
+    TICKETD_CHECK(c.items.size() <= kMaxItemsPerEntry);
+    put_u32(&o, static_cast<uint32_t>(c.items.size()));
+    for (const Command::Item& it : c.items) {
+      put_name(&o, it.name);
+      put_u64(&o, it.n);
+    }
+  } else {
+    put_name(&o, c.name);
+    put_u64(&o, c.value);
+  }
+  put_checksum(&o);
+  return o;
+}
+
+std::string decode(std::string_view in, Command* out) {
+  if (in.size() == 8) {
+    // The entry of builds before sequences existed: a bare u64, Allocate{default, n}.
+    *out = Command::allocate({{std::string(kDefaultSequence), load_le(in.data(), 8)}});
+    return "";
+  }
+  std::string_view body;
+  std::string err = verified_body(in, &body);
+  if (!err.empty()) return err;
+  Reader r(body);
+  if (r.u(1) != kCommandVersion) return "unknown command version";
+  Command c;
+  uint64_t kind = r.u(1);
+  if (kind < 1 || kind > 4) return "unknown command kind";
+  c.kind = static_cast<Command::Kind>(kind);
+  if (c.kind == Command::Kind::kAllocate) {
+    uint64_t n = r.u(4);
+    if (!r.ok() || n == 0 || n > kMaxItemsPerEntry) return "bad item count";
+    // Each item is at least 2 + 1 + 8 bytes: a count past what the body holds is refused
+    // before anything is reserved.
+    if (n > body.size() / 11) return "item count past the entry's end";
+    c.items.resize(n);
+    for (Command::Item& it : c.items) {
+      if (!r.name(&it.name)) return "truncated";
+      it.n = r.u(8);
+    }
+  } else {
+    if (!r.name(&c.name)) return "truncated";
+    c.value = r.u(8);
+  }
+  if (!r.ok()) return "truncated";
+  if (!r.done()) return "trailing bytes";
+  *out = std::move(c);
+  return "";
+}
+
+const char* to_string(Status s) {
+  switch (s) {
+    case Status::kOk: return "ok";
+    case Status::kNoSuchSequence: return "no such sequence";
+    case Status::kExists: return "sequence exists";
+    case Status::kExhausted: return "sequence exhausted";
+    case Status::kInvalid: return "invalid";
+  }
+  return "?";
+}
+
+StateMachine::StateMachine() { seqs_.emplace(std::string(kDefaultSequence), Sequence{}); }
+
+const Sequence* StateMachine::find(std::string_view name) const {
+  auto it = seqs_.find(name);
+  return it == seqs_.end() ? nullptr : &it->second;
+}
+
+ApplyResult StateMachine::apply(uint64_t index, const Command& c) {
+  // The driver applies committed entries once each, in log order.
+  TICKETD_CHECK(index > applied_index_);
+  applied_index_ = index;
+  ApplyResult res;
+  auto seq = [&](const std::string& name) -> Sequence* {
+    auto it = seqs_.find(name);
+    return it == seqs_.end() ? nullptr : &it->second;
+  };
+  switch (c.kind) {
+    case Command::Kind::kAllocate:
+      res.items.reserve(c.items.size());
+      for (const Command::Item& it : c.items) {
+        ItemResult ir;
+        Sequence* s = seq(it.name);
+        if (s == nullptr) {
+          ir.status = Status::kNoSuchSequence;
+        } else if (it.n > UINT64_MAX - s->last) {
+          ir.status = Status::kExhausted;
+        } else {
+          ir.first = s->last + 1;
+          s->last += it.n;
+          s->issued += it.n;
+        }
+        res.items.push_back(ir);
+      }
+      break;
+    case Command::Kind::kCreate:
+      if (!check_name(c.name).empty() || c.value == 0) {
+        res.status = Status::kInvalid;
+      } else if (seq(c.name) != nullptr) {
+        res.status = Status::kExists;
+        res.last = seq(c.name)->last;
+      } else {
+        seqs_.emplace(c.name, Sequence{c.value - 1, 0, index});
+        res.last = c.value - 1;
+      }
+      break;
+    case Command::Kind::kDrop:
+      if (c.name == kDefaultSequence) {
+        res.status = Status::kInvalid;
+      } else if (seqs_.erase(c.name) == 0) {
+        res.status = Status::kNoSuchSequence;
+      }
+      break;
+    case Command::Kind::kFloor:
+      if (Sequence* s = seq(c.name)) {
+        if (c.value > s->last) s->last = c.value;  // never lowers
+        res.last = s->last;
+      } else {
+        res.status = Status::kNoSuchSequence;
+      }
+      break;
+  }
+  return res;
+}
+
+std::string StateMachine::encode_snapshot() const {
+  std::string o;
+  put_u8(&o, kSnapshotVersion);
+  put_u32(&o, static_cast<uint32_t>(seqs_.size()));
+  for (const auto& [name, s] : seqs_) {
+    put_name(&o, name);
+    put_u64(&o, s.last);
+    put_u64(&o, s.issued);
+    put_u64(&o, s.created_index);
+  }
+  put_checksum(&o);
+  return o;
+}
+
+std::string StateMachine::decode_snapshot(std::string_view in, uint64_t index) {
+  std::map<std::string, Sequence, std::less<>> seqs;
+  if (in.size() == 8) {
+    // Snapshot data of builds before sequences existed: the default counter alone.
+    uint64_t last = load_le(in.data(), 8);
+    seqs.emplace(std::string(kDefaultSequence), Sequence{last, last, 0});
+  } else {
+    std::string_view body;
+    std::string err = verified_body(in, &body);
+    if (!err.empty()) return err;
+    Reader r(body);
+    if (r.u(1) != kSnapshotVersion) return "unknown snapshot version";
+    uint64_t n = r.u(4);
+    if (!r.ok() || n > body.size() / 27) return "bad sequence count";
+    for (uint64_t i = 0; i < n; ++i) {
+      std::string name;
+      if (!r.name(&name)) return "truncated";
+      Sequence s;
+      s.last = r.u(8);
+      s.issued = r.u(8);
+      s.created_index = r.u(8);
+      if (!r.ok()) return "truncated";
+      if (!check_name(name).empty()) return "bad sequence name";
+      if (!seqs.emplace(std::move(name), s).second) return "duplicate sequence name";
+    }
+    if (!r.done()) return "trailing bytes";
+    if (seqs.find(kDefaultSequence) == seqs.end()) return "no default sequence";
+  }
+  seqs_ = std::move(seqs);
+  applied_index_ = index;
+  return "";
+}
+
+}  // namespace ticketd::tickets
