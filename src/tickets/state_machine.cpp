@@ -49,11 +49,14 @@ class Reader {
     pos_ += bytes;
     return v;
   }
+  // A name that could never name a sequence is refused here, so every decoded name
+  // encodes again.
   bool name(std::string* out) {
     size_t n = u(2);
-    if (!ok_ || n > in_.size() - pos_) return ok_ = false;
+    if (!ok_ || n > kMaxNameBytes || n > in_.size() - pos_) return ok_ = false;
     out->assign(in_.data() + pos_, n);
     pos_ += n;
+    if (!check_name(*out).empty()) return ok_ = false;
     return true;
   }
   bool ok() const { return ok_; }
@@ -157,11 +160,11 @@ std::string decode(std::string_view in, Command* out) {
     if (n > body.size() / 11) return "item count past the entry's end";
     c.items.resize(n);
     for (Command::Item& it : c.items) {
-      if (!r.name(&it.name)) return "truncated";
+      if (!r.name(&it.name)) return "truncated or bad sequence name";
       it.n = r.u(8);
     }
   } else {
-    if (!r.name(&c.name)) return "truncated";
+    if (!r.name(&c.name)) return "truncated or bad sequence name";
     c.value = r.u(8);
   }
   if (!r.ok()) return "truncated";
@@ -275,14 +278,15 @@ std::string StateMachine::decode_snapshot(std::string_view in, uint64_t index) {
     if (!r.ok() || n > body.size() / 27) return "bad sequence count";
     for (uint64_t i = 0; i < n; ++i) {
       std::string name;
-      if (!r.name(&name)) return "truncated";
+      if (!r.name(&name)) return "truncated or bad sequence name";
       Sequence s;
       s.last = r.u(8);
       s.issued = r.u(8);
       s.created_index = r.u(8);
       if (!r.ok()) return "truncated";
-      if (!check_name(name).empty()) return "bad sequence name";
-      if (!seqs.emplace(std::move(name), s).second) return "duplicate sequence name";
+      // Sorted and unique, as encode_snapshot writes them: one state, one encoding.
+      if (!seqs.empty() && !(seqs.rbegin()->first < name)) return "sequence names out of order";
+      seqs.emplace_hint(seqs.end(), std::move(name), s);
     }
     if (!r.done()) return "trailing bytes";
     if (seqs.find(kDefaultSequence) == seqs.end()) return "no default sequence";

@@ -21,6 +21,7 @@
 #include "ticketd/storage/scratch_dir.h"
 #include "ticketd/storage/snapshot_file.h"
 #include "ticketd/storage/wal.h"
+#include "ticketd/tickets/state_machine.h"
 
 namespace {
 
@@ -257,6 +258,31 @@ void wal_seeds() {
   }
 }
 
+// fuzz_tickets: [ctl][records: u8 kind (0 snapshot, else entry), u16 length, bytes].
+void tickets_seeds() {
+  using namespace ticketd::tickets;
+  auto rec = [](uint8_t kind, const std::string& b) {
+    std::string r(1, static_cast<char>(kind));
+    r.push_back(static_cast<char>(b.size() & 0xff));
+    r.push_back(static_cast<char>(b.size() >> 8));
+    return r + b;
+  };
+  std::string legacy(8, '\0');
+  legacy[0] = 5;
+  put_seed("fuzz_tickets", "legacy_entry", 0, rec(1, legacy) + rec(0, legacy));
+  StateMachine sm;
+  std::string s = rec(1, encode(Command::create("orders", 100)));
+  s += rec(1, encode(Command::allocate({{"default", 3}, {"orders", 2}})));
+  s += rec(1, encode(Command::floor("orders", 500)));
+  s += rec(1, encode(Command::allocate({{"orders", 1}, {"nope", 1}})));
+  sm.apply(1, Command::create("orders", 100));
+  sm.apply(2, Command::allocate({{"default", 3}, {"orders", 2}}));
+  s += rec(0, sm.encode_snapshot());
+  s += rec(1, encode(Command::drop("orders")));
+  s += rec(1, encode(Command::create("orders", 1)));
+  put_seed("fuzz_tickets", "mixed", 1, s);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -270,5 +296,6 @@ int main(int argc, char** argv) {
   raft_codec_seeds();
   peer_frames_seeds();
   wal_seeds();
+  tickets_seeds();
   return 0;
 }
