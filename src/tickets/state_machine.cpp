@@ -5,8 +5,18 @@
 #include <cstring>
 
 #include "ticketd/base/check.h"
+#include "ticketd/tickets/bugs.h"
 
 namespace ticketd::tickets {
+
+#ifdef TICKETD_TICKETS_BUGS
+namespace testing {
+Bugs bugs;
+}
+#define TICKETD_TICKETS_BUG(name) (testing::bugs.name)
+#else
+#define TICKETD_TICKETS_BUG(name) false
+#endif
 
 namespace {
 
@@ -210,6 +220,10 @@ ApplyResult StateMachine::apply(uint64_t index, const Command& c) {
           ir.status = Status::kNoSuchSequence;
         } else if (it.n > UINT64_MAX - s->last) {
           ir.status = Status::kExhausted;
+        } else if (TICKETD_TICKETS_BUG(allocate_ignores_floor) && s->issued < s->last) {
+          ir.first = s->issued + 1;
+          s->last = s->issued + it.n;
+          s->issued += it.n;
         } else {
           ir.first = s->last + 1;
           s->last += it.n;
@@ -254,7 +268,7 @@ std::string StateMachine::encode_snapshot() const {
   put_u32(&o, static_cast<uint32_t>(seqs_.size()));
   for (const auto& [name, s] : seqs_) {
     put_name(&o, name);
-    put_u64(&o, s.last);
+    put_u64(&o, TICKETD_TICKETS_BUG(snapshot_forgets_floors) ? s.issued : s.last);
     put_u64(&o, s.issued);
     put_u64(&o, s.created_index);
   }

@@ -6,6 +6,7 @@
 
 #include "simulator.h"
 #include "ticketd/raft/bugs.h"
+#include "ticketd/tickets/bugs.h"
 
 namespace ticketd::sim {
 namespace {
@@ -101,10 +102,30 @@ TEST(SimTeeth, CatchesAcknowledgingAppendsBeforeTheyAreDurable) {
   expect_caught(&raft::testing::Bugs::ack_before_persist, "ack-before-persist", 300, 3);
 }
 
+// The ticket state machine's deliberate bugs: the simulator runs the server's state machine,
+// checks every sequence's ranges against what was acknowledged or promised (a Create's START,
+// a Floor) before each request, and compares every node's ticket state after each index.
+void expect_tickets_bug_caught(bool tickets::testing::Bugs::*flag, const char* name, int budget) {
+  tickets::testing::bugs.*flag = true;
+  SimResult r = first_failure(budget, 3, 5000);
+  tickets::testing::bugs = tickets::testing::Bugs{};
+  EXPECT_FALSE(r.ok) << "the simulator missed --bug " << name << " within " << budget << " seeds";
+  if (!r.ok) std::printf("caught --bug %s: %s\n", name, r.summary().c_str());
+}
+
+TEST(SimTeeth, CatchesAnAllocateThatIgnoresTheFloor) {
+  expect_tickets_bug_caught(&tickets::testing::Bugs::allocate_ignores_floor, "allocate-ignores-floor", 20);
+}
+TEST(SimTeeth, CatchesASnapshotThatForgetsFloors) {
+  expect_tickets_bug_caught(&tickets::testing::Bugs::snapshot_forgets_floors, "snapshot-forgets-floors", 50);
+}
+
 TEST(SimTeeth, BugsAreOffByDefault) {
   raft::testing::Bugs none;
   EXPECT_FALSE(none.commit_old_term_by_counting || none.forget_to_persist_vote || none.vote_without_log_check ||
                none.ack_before_persist);
+  tickets::testing::Bugs no_tickets_bug;
+  EXPECT_FALSE(no_tickets_bug.allocate_ignores_floor || no_tickets_bug.snapshot_forgets_floors);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ticketd/raft/node.h"
+#include "ticketd/tickets/state_machine.h"
 
 namespace ticketd::sim {
 namespace {
@@ -45,17 +46,6 @@ uint64_t fnv(std::string_view s) {
   return h;
 }
 
-std::string encode_u64(uint64_t v) {
-  std::string s(8, '\0');
-  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(v >> (8 * i));
-  return s;
-}
-uint64_t decode_u64(std::string_view s) {
-  uint64_t v = 0;
-  for (size_t i = 0; i < 8 && i < s.size(); ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(s[i])) << (8 * i);
-  return v;
-}
-
 struct Violation {
   std::string what;
 };
@@ -78,13 +68,17 @@ struct Disk {
   std::vector<Entry> entries;
 };
 
+// A client request: one ticket-state command (the server's tickets::Command), proposed as
+// one entry. For an Allocate, floors[i] is the highest ticket of items[i]'s sequence that was
+// acknowledged (or promised by a Create/Floor) before the proposal was made: its range must
+// be above it.
 struct ClientOp {
   uint64_t node = 0;
   uint64_t incarnation = 0;
   uint64_t index = 0;
   uint64_t term = 0;
-  uint64_t n = 0;
-  uint64_t floor = 0;  // every ticket acked before this proposal was made is <= floor
+  tickets::Command cmd;
+  std::vector<uint64_t> floors;
   bool liveness = false;
 };
 
@@ -97,8 +91,8 @@ struct SimNode {
   uint64_t restart_at = 0;
   uint64_t paused_until = 0;
   bool stopped = false;  // removed from the cluster and shut down for good
-  // state machine
-  uint64_t counter = 0;
+  // state machine: the server's own ticket state machine
+  tickets::StateMachine sm;
   uint64_t sm_applied = 0;
   uint64_t seen_commit = 0;
 };
@@ -214,7 +208,7 @@ class Simulation {
     n.disk.snap = st.snapshot;
     n.disk.entries = st.entries;
     n.node = std::make_unique<raft::Node>(node_config(id, 0), std::move(st));
-    n.counter = 0;
+    n.sm = tickets::StateMachine();
     n.sm_applied = n.node->applied_index();
     n.seen_commit = n.node->commit_index();
   }
@@ -360,7 +354,8 @@ class Simulation {
     ++n.incarnation;
     raft::InitialState st{n.disk.hs, n.disk.snap, n.disk.entries};
     n.node = std::make_unique<raft::Node>(node_config(n.id, n.incarnation), std::move(st));
-    n.counter = n.disk.snap ? decode_u64(n.disk.snap->data) : 0;
+    n.sm = tickets::StateMachine();
+    if (n.disk.snap) restore(n, *n.disk.snap);
     n.sm_applied = n.node->applied_index();
     n.seen_commit = n.node->commit_index();
     n.restart_at = 0;
@@ -405,7 +400,7 @@ class Simulation {
   void take_snapshot(SimNode& n) {
     if (!n.node || n.sm_applied <= n.node->snapshot_index()) return;
     uint64_t at = n.sm_applied;
-    n.node->compact(at, encode_u64(n.counter));
+    n.node->compact(at, n.sm.encode_snapshot());
     const raft::Snapshot* s = n.node->snapshot();
     if (!s || s->index != at) return;
     // The application's snapshot is durable before compact() (we write it "synchronously").
@@ -425,18 +420,45 @@ class Simulation {
     // Clients mostly find the leader (as after a MOVED redirect), sometimes hit anyone.
     SimNode* target = leader();
     if (!target || rng_.chance(0.2)) target = &nodes_[live[rng_.below(live.size())]];
-    propose(*target, rng_.range(1, 5), false);
+    propose(*target, random_command(rng_.range(1, 5)), false);
   }
 
-  bool propose(SimNode& n, uint64_t count, bool liveness) {
+  // Mostly Allocates over one to three of a few sequences (one may not exist yet: refused,
+  // never started at 1), sometimes a Create or a Floor. Drawn from a generator of its own,
+  // so the fault schedule of a seed does not depend on what the clients ask.
+  tickets::Command random_command(uint64_t count) {
+    static const char* const kNames[] = {"default", "orders", "users"};
+    auto name = [&] { return std::string(kNames[client_rng_.below(3)]); };
+    uint64_t roll = client_rng_.below(100);
+    if (roll < 4) return tickets::Command::create(name(), client_rng_.range(1, 1000));
+    if (roll < 7) {
+      std::string n = name();
+      return tickets::Command::floor(n, max_acked(n) + client_rng_.range(0, 50));
+    }
+    std::vector<tickets::Command::Item> items{{"default", count}};
+    if (roll < 60) {
+      items.clear();
+      for (uint64_t k = client_rng_.range(1, 3); k > 0; --k) items.push_back({name(), client_rng_.range(1, 5)});
+    }
+    return tickets::Command::allocate(std::move(items));
+  }
+
+  uint64_t max_acked(const std::string& seq) const {
+    auto it = max_acked_end_.find(seq);
+    return it == max_acked_end_.end() ? 0 : it->second;
+  }
+
+  bool propose(SimNode& n, tickets::Command cmd, bool liveness) {
     if (!n.node || now_ < n.paused_until) return false;
     // Client back-pressure (as the server's batching gives): without it an overloaded leader
     // with a tiny window piles up an unbounded backlog and no liveness bound can hold.
     if (!liveness && n.node->last_index() > n.node->commit_index() + backlog_limit_) return false;
     ++stats_.proposals;
-    auto r = n.node->propose(encode_u64(count));
+    auto r = n.node->propose(tickets::encode(cmd));
     if (!r.ok()) return false;
-    ops_.push_back(ClientOp{n.id, n.incarnation, r.index, r.term, count, max_acked_end_, liveness});
+    ClientOp op{n.id, n.incarnation, r.index, r.term, std::move(cmd), {}, liveness};
+    for (const auto& it : op.cmd.items) op.floors.push_back(max_acked(it.name));
+    ops_.push_back(std::move(op));
     drain(n);
     return true;
   }
@@ -592,7 +614,7 @@ class Simulation {
     if (w.mark) n.node->on_persisted(w.mark->index, w.mark->term);
     for (const Message& m : w.held) send(m);
     if (w.snap) {
-      n.counter = decode_u64(w.snap->data);
+      restore(n, *w.snap);
       n.sm_applied = w.snap->index;
       ++stats_.snapshots_installed;
     }
@@ -611,8 +633,16 @@ class Simulation {
     n.sm_applied = e.index;
     record_commit(e.index, e.term, fnv(e.data) ^ static_cast<uint64_t>(e.type), n.node ? n.node->term() : 0,
                   "apply on node " + std::to_string(n.id));
-    uint64_t first = n.counter + 1;
-    if (e.type == EntryType::kNormal) n.counter += decode_u64(e.data);
+    tickets::Command cmd;
+    tickets::ApplyResult res;
+    if (e.type == EntryType::kNormal) {
+      std::string bad = tickets::decode(e.data, &cmd);
+      if (!bad.empty()) fail("committed entry " + std::to_string(e.index) + " does not decode: " + bad);
+      res = n.sm.apply(e.index, cmd);
+    }
+    // Every node's ticket state after the same index is the same (state machine safety for
+    // the application's state, not only for the log).
+    record_state(e.index, fnv(n.sm.encode_snapshot()), n.id);
     if (e.type == EntryType::kConfChange) {
       for (const Removal& r : removals_) {
         if (r.index == e.index && r.term == e.term && !stop_at_.count(r.id) && !nodes_[r.id].stopped)
@@ -627,26 +657,59 @@ class Simulation {
         continue;
       }
       if (it->term == e.term) {
-        if (e.type != EntryType::kNormal || decode_u64(e.data) != it->n) fail("client answered with another entry");
-        ack(*it, first, n.counter);
+        if (e.type != EntryType::kNormal || !(cmd == it->cmd)) fail("client answered with another entry");
+        answer(*it, res);
       }
       it = ops_.erase(it);
     }
   }
 
-  void ack(const ClientOp& op, uint64_t first, uint64_t last) {
-    ++stats_.acked;
-    stats_.tickets += last - first + 1;
-    if (op.liveness) liveness_acked_ = true;
-    if (first <= op.floor) {
-      fail("tickets [" + std::to_string(first) + "," + std::to_string(last) + "] not above " +
-           std::to_string(op.floor) + ", acknowledged before the proposal was made");
+  void restore(SimNode& n, const raft::Snapshot& snap) {
+    std::string bad = n.sm.decode_snapshot(snap.data, snap.index);
+    if (!bad.empty()) fail("node " + std::to_string(n.id) + ": snapshot does not decode: " + bad);
+  }
+
+  void record_state(uint64_t index, uint64_t hash, uint64_t node) {
+    if (state_hash_.size() <= index) state_hash_.resize(index + 1, 0);
+    if (state_hash_[index] == 0) {
+      state_hash_[index] = hash | 1;
+    } else if (state_hash_[index] != (hash | 1)) {
+      fail("ticket state after index " + std::to_string(index) + " differs on node " + std::to_string(node));
     }
-    auto next = acked_.lower_bound(first);
-    if (next != acked_.end() && next->first <= last) fail("ticket range acknowledged twice");
-    if (next != acked_.begin() && std::prev(next)->second >= first) fail("ticket range overlaps an acked one");
-    acked_[first] = last;
-    max_acked_end_ = std::max(max_acked_end_, last);
+  }
+
+  // The client's answer: per Allocate item its range (or an error), for a Create or Floor the
+  // promise that later tickets of that sequence are above the sequence's last value.
+  void answer(const ClientOp& op, const tickets::ApplyResult& res) {
+    ++stats_.acked;
+    if (op.cmd.kind != tickets::Command::Kind::kAllocate) {
+      if (res.status == tickets::Status::kOk || res.status == tickets::Status::kExists) {
+        uint64_t& m = max_acked_end_[op.cmd.name];
+        m = std::max(m, res.last);
+      }
+      return;
+    }
+    for (size_t i = 0; i < op.cmd.items.size(); ++i) {
+      if (res.items[i].status != tickets::Status::kOk) continue;
+      const tickets::Command::Item& it = op.cmd.items[i];
+      ack(it.name, res.items[i].first, res.items[i].first + it.n - 1, op.floors[i]);
+      if (op.liveness) liveness_acked_ = true;
+    }
+  }
+
+  void ack(const std::string& seq, uint64_t first, uint64_t last, uint64_t floor) {
+    stats_.tickets += last - first + 1;
+    if (first <= floor) {
+      fail(seq + " tickets [" + std::to_string(first) + "," + std::to_string(last) + "] not above " +
+           std::to_string(floor) + ", acknowledged or promised before the proposal was made");
+    }
+    std::map<uint64_t, uint64_t>& acked = acked_[seq];
+    auto next = acked.lower_bound(first);
+    if (next != acked.end() && next->first <= last) fail(seq + " ticket range acknowledged twice");
+    if (next != acked.begin() && std::prev(next)->second >= first) fail(seq + " ticket range overlaps an acked one");
+    acked[first] = last;
+    uint64_t& m = max_acked_end_[seq];
+    m = std::max(m, last);
   }
 
   void record_commit(uint64_t index, uint64_t term, uint64_t hash, uint64_t observed_term, const std::string& who) {
@@ -743,7 +806,7 @@ class Simulation {
         return;
       }
       if (t % 5 == 0) {
-        if (SimNode* l = leader()) propose(*l, 1, true);
+        if (SimNode* l = leader()) propose(*l, tickets::Command::allocate({{"default", 1}}), true);
       }
     }
     std::string roles;
@@ -793,8 +856,10 @@ class Simulation {
   std::map<uint64_t, uint64_t> crash_soon_;
   std::vector<Removal> removals_;
   std::vector<ClientOp> ops_;
-  std::map<uint64_t, uint64_t> acked_;  // first -> last
-  uint64_t max_acked_end_ = 0;
+  Rng client_rng_{opt_.seed * 0x9E3779B97F4A7C15ull + 3};
+  std::map<std::string, std::map<uint64_t, uint64_t>> acked_;  // per sequence: first -> last
+  std::map<std::string, uint64_t> max_acked_end_;              // per sequence
+  std::vector<uint64_t> state_hash_;  // per index: the ticket state after it (| 1; 0 = unseen)
   bool liveness_acked_ = false;
   std::vector<CommitRecord> committed_;
   std::map<std::pair<uint64_t, uint64_t>, EntryMeta> entries_;

@@ -7,6 +7,7 @@
 
 #include "simulator.h"
 #include "ticketd/raft/bugs.h"
+#include "ticketd/tickets/bugs.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"raft-sim: deterministic simulation of ticketd's Raft core under faults"};
@@ -31,7 +32,8 @@ int main(int argc, char** argv) {
   app.add_flag("--no-membership", no_membership, "disable membership changes");
   app.add_flag("--no-snapshots", no_snapshots, "disable snapshots");
   app.add_option("--bug", bug, "switch on one deliberate bug (test build): commit-old-term, forget-vote, "
-                               "no-log-check, ack-before-persist");
+                               "no-log-check, ack-before-persist, allocate-ignores-floor, "
+                               "snapshot-forgets-floors");
   CLI11_PARSE(app, argc, argv);
 
 #ifdef TICKETD_RAFT_BUGS
@@ -40,6 +42,8 @@ int main(int argc, char** argv) {
   else if (bug == "forget-vote") b.forget_to_persist_vote = true;
   else if (bug == "no-log-check") b.vote_without_log_check = true;
   else if (bug == "ack-before-persist") b.ack_before_persist = true;
+  else if (bug == "allocate-ignores-floor") ticketd::tickets::testing::bugs.allocate_ignores_floor = true;
+  else if (bug == "snapshot-forgets-floors") ticketd::tickets::testing::bugs.snapshot_forgets_floors = true;
   else if (!bug.empty()) {
     std::fprintf(stderr, "raft-sim: unknown --bug '%s'\n", bug.c_str());
     return 2;
