@@ -854,7 +854,9 @@ uint64_t RaftTicketLog::durable_mark() const {
   switch (durability_) {
     case Durability::kHigh: return wal_->durable_index();
     case Durability::kMedium: return wal_->written_index();
-    case Durability::kLow: return wal_->last_index();
+    // Low acknowledges from memory, but not past a stalled WAL (note_wal_stall): a follower
+    // would otherwise take the leader's entries into memory without bound.
+    case Durability::kLow: return wal_stalled_ ? wal_->written_index() : wal_->last_index();
   }
   return 0;
 }
@@ -1328,8 +1330,9 @@ void RaftTicketLog::close() {
     // What is staged goes out (not past a write still in flight: its buffer is in use), then
     // one fdatasync covers every written record, whatever background sync is outstanding.
     storage::Status st = writing_ ? storage::Status::ok() : wal_->sync_write(true);
-    if (st) st = wal_->sync_now();
     if (!st) node_.log_line("wal: final flush failed: " + st.message());
+    st = wal_->sync_now();  // also after a refused write (a stalled WAL): what is written
+    if (!st) node_.log_line("wal: final fdatasync failed: " + st.message());
   }
   if (join_) join_->stop();
 }
