@@ -881,6 +881,30 @@ TEST_P(WalTest, TruncateWhileASyncIsOutstanding) {
   expect_records(recs, 100, 103);
 }
 
+// Shutdown (RaftTicketLog::close): one synchronous fdatasync covers everything written, with a
+// background sync still outstanding and a write in flight; the late end_sync is harmless.
+TEST_P(WalTest, SyncNowCoversWhatIsWrittenWhateverIsOutstanding) {
+  auto wal = open_wal(small_options());
+  for (uint64_t i = 1; i <= 4; ++i) append(wal.get(), i, 1, 100);
+  ASSERT_TRUE(wal->sync_write(false).is_ok());
+  auto sop = wal->begin_sync();
+  ASSERT_TRUE(sop);
+  for (uint64_t i = 5; i <= 6; ++i) append(wal.get(), i, 1, 100);
+  ASSERT_TRUE(wal->sync_write(false).is_ok());
+  append(wal.get(), 7, 1, 100);
+  auto op = wal->begin_write(false);
+  ASSERT_TRUE(op);
+  ASSERT_TRUE(wal->sync_now().is_ok());
+  EXPECT_EQ(wal->durable_index(), 6u);  // not the record still in flight
+  ssize_t n = ::pwrite(op->fd, op->buf, op->len, static_cast<off_t>(op->offset));
+  ASSERT_TRUE(wal->end_write(n).is_ok());
+  ASSERT_TRUE(wal->end_sync(*sop, ::fdatasync(sop->fd)).is_ok());
+  EXPECT_EQ(wal->durable_index(), 6u);
+  ASSERT_TRUE(wal->sync_now().is_ok());
+  EXPECT_EQ(wal->durable_index(), 7u);
+  EXPECT_FALSE(wal->begin_sync().has_value());
+}
+
 // A full disk exactly at a segment switch: the next segment cannot be made. Before, the write
 // looped on prepare_spare_step forever (a failed spare never fails the Wal), so shard 0 spun.
 // Now the write is refused with the reason, nothing changes, and it goes through once a spare
