@@ -452,6 +452,7 @@ std::string Commands::info_text(Shard& s, std::string_view section) {
     appendf(r, "wal_writes:%llu", static_cast<unsigned long long>(ls.writes.load()));
     appendf(r, "wal_syncs:%llu", static_cast<unsigned long long>(ls.syncs.load()));
     appendf(r, "wal_write_errors:%llu", static_cast<unsigned long long>(ls.write_errors.load()));
+    appendf(r, "wal_stalled:%d", ls.wal_stalled.load() ? 1 : 0);
     appendf(r, "wal_last_write_us:%llu", static_cast<unsigned long long>(ls.last_write_us.load()));
     appendf(r, "snapshot_index:%llu", static_cast<unsigned long long>(ls.snapshot_index.load()));
     appendf(r, "snapshots_taken:%llu", static_cast<unsigned long long>(ls.snapshots.load()));

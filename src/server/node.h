@@ -28,6 +28,7 @@ struct LogStats {
   std::atomic<uint64_t> write_errors{0};
   std::atomic<uint64_t> last_write_us{0};   // duration of the last durable write
   std::atomic<bool> direct_io{false};
+  std::atomic<bool> wal_stalled{false};     // no new WAL segment could be made (full disk)
 };
 
 // A command that must run on shard 0 (Raft admin, status). The reply goes back with

@@ -49,6 +49,8 @@ constexpr int kHeartbeatTicks = 5;              // heartbeat every 50 ms
 constexpr uint64_t kProposalTimeoutMs = 5000;   // a proposal never committed fails after this
 constexpr int64_t kBackgroundSyncNs = 200'000'000;
 constexpr uint16_t kPeerBufGroup = 2;
+// The exit status after a WAL write/sync failure (a supervisor restarts; recovery decides).
+constexpr int kExitWalFailed = 3;
 
 void put_u64(std::string* s, uint64_t v) { s->append(reinterpret_cast<const char*>(&v), 8); }
 void put_u32(std::string* s, uint32_t v) { s->append(reinterpret_cast<const char*>(&v), 4); }
@@ -363,6 +365,10 @@ class RaftTicketLog final : public TicketLog {
   void on_write_done(int32_t res);
   void finish_write(int64_t res);
   void start_background_sync();
+  bool may_start_write() const;
+  void note_wal_stall();
+  void hand_over_while_stalled();
+  [[noreturn]] void stop_on_wal_failure(const std::string& what);
 
   // proposals and answers
   void propose_staged();
@@ -447,6 +453,8 @@ class RaftTicketLog final : public TicketLog {
 
   bool writing_ = false;
   bool syncing_ = false;
+  bool wal_stalled_ = false;     // no new segment could be started (full disk); see note_wal_stall
+  uint64_t low_flush_to_ = 0;    // durability low: the tick's write goes on up to this index
   storage::WalWriteOp op_;
   storage::WalSyncOp sync_op_;
   uint64_t write_started_us_ = 0;
@@ -724,7 +732,7 @@ void RaftTicketLog::attach(io::Loop* loop) {
     auto* self = static_cast<RaftTicketLog*>(c->owner);
     self->syncing_ = false;
     storage::Status s = self->wal_->end_sync(self->sync_op_, res);
-    if (!s) self->node_.log_line("wal: background fdatasync failed: " + s.message());
+    if (!s) self->stop_on_wal_failure("background fdatasync failed");
     self->node_.log_stats().durable_index.store(self->wal_->durable_index());
     self->pump();
   };
@@ -799,12 +807,15 @@ void RaftTicketLog::on_tick() {
     node_.log_line("joined cluster " + hex(cluster_id_));
   }
   if (durability_ != Durability::kHigh && ticks_ % sync_every_ticks_ == 0) {
-    if (durability_ == Durability::kLow && !writing_ && wal_->has_pending()) {
-      start_write();
-    } else {
-      start_background_sync();
+    // Low: write what is staged (finish_write goes on until it is all out, then syncs).
+    // Both levels: sync what is written; a write may overlap the sync (the WAL allows it).
+    if (durability_ == Durability::kLow) {
+      low_flush_to_ = wal_->last_index();
+      if (may_start_write()) start_write();
     }
+    start_background_sync();
   }
+  if (wal_stalled_) hand_over_while_stalled();
   finish_snapshot();
   // Zero-fill the next WAL segment ahead of time, one 1 MiB step per tick, so a segment
   // switch never waits for it. Only between writes: it is a short blocking write.
@@ -835,6 +846,12 @@ void RaftTicketLog::propose_staged() {
   // as ONE entry the moment the next write can start (finish_write), so every write
   // carries everything that arrived meanwhile. (At durability low nothing waits on writes.)
   if (writing_ && durability_ != Durability::kLow) return;
+  if (wal_stalled_) {
+    // Our log cannot take more (note_wal_stall): refuse rather than queue without bound.
+    fail_waiters(staged_, BatchStatus::kLogFailed);
+    staged_total_ = 0;
+    return;
+  }
   raft::ProposeResult r = raft_->propose(allocate_payload(staged_total_));
   if (r.status == raft::ProposeStatus::kTransferInProgress) return;  // retry next turn
   if (!r.ok()) {
@@ -894,7 +911,7 @@ void RaftTicketLog::pump() {
     if (!stage(p)) break;  // storage trouble: retried on the next pump (every tick)
   }
   // 3. One write at a time: everything staged meanwhile goes into the next (group commit).
-  if (!writing_ && wal_->has_pending() && durability_ != Durability::kLow && !wal_->failed()) {
+  if (durability_ != Durability::kLow && may_start_write()) {
     // Replication first: queue the AppendEntries sends ahead of the write, so they leave
     // before the disk submission (a virtio kick) in the same io_uring_enter.
     transport_->flush();
@@ -921,7 +938,9 @@ uint64_t RaftTicketLog::durable_mark() const {
   switch (durability_) {
     case Durability::kHigh: return wal_->durable_index();
     case Durability::kMedium: return wal_->written_index();
-    case Durability::kLow: return wal_->last_index();
+    // Low acknowledges from memory, but not past a stalled WAL (note_wal_stall): a follower
+    // would otherwise take the leader's entries into memory without bound.
+    case Durability::kLow: return wal_stalled_ ? wal_->written_index() : wal_->last_index();
   }
   return 0;
 }
@@ -940,8 +959,7 @@ bool RaftTicketLog::stage(PendingReady& p) {
   }
   if (rd.snapshot && !install_snapshot(*rd.snapshot)) return false;
   if (rd.truncate_from != 0 && wal_->last_index() >= rd.truncate_from) {
-    storage::Status s = wal_->truncate_suffix(rd.truncate_from);
-    TICKETD_CHECK_MSG(s.is_ok(), s.message().c_str());
+    if (!wal_->truncate_suffix(rd.truncate_from)) stop_on_wal_failure("log truncation failed");
   }
   for (const raft::Entry& e : rd.entries) {
     wal_->append(static_cast<uint8_t>(e.type), e.term, e.index,
@@ -979,9 +997,8 @@ bool RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
     return false;
   }
   // The log restarts after the snapshot (a restart checks the two agree).
-  if (wal_->last_index() != 0) {
-    st = wal_->truncate_suffix(wal_->first_index());
-    TICKETD_CHECK_MSG(st.is_ok(), st.message().c_str());
+  if (wal_->last_index() != 0 && !wal_->truncate_suffix(wal_->first_index())) {
+    stop_on_wal_failure("log reset for the installed snapshot failed");
   }
   // Safe to apply now: a snapshot is only staged when everything before it is released.
   tickets_ = std::move(next);
@@ -1151,11 +1168,24 @@ void RaftTicketLog::expire_proposals() {
   }
 }
 
+bool RaftTicketLog::may_start_write() const {
+  // While stalled, only once the spare segment could be made (on_tick retries it every
+  // second): each attempt in between would be a blocking write that is bound to fail.
+  // After close() no write starts: no loop turn would complete it.
+  return !writing_ && !closed_ && wal_->has_pending() && (!wal_stalled_ || wal_->spare_ready());
+}
+
 void RaftTicketLog::start_write() {
   auto op = wal_->begin_write(durability_ == Durability::kHigh);
   if (!op) {
-    if (wal_->failed()) node_.log_line("wal: cannot write: " + wal_->error().message());
+    if (wal_->failed()) stop_on_wal_failure("cannot write");
+    if (!wal_->blocked().is_ok()) note_wal_stall();
     return;
+  }
+  if (wal_stalled_) {
+    wal_stalled_ = false;
+    node_.log_stats().wal_stalled.store(false, std::memory_order_relaxed);
+    node_.log_line("wal: a new segment was started; writing and acknowledging again");
   }
   op_ = *op;
   TICKETD_TRACE_EV("wstart", wal_->last_index(), op_.len);
@@ -1180,19 +1210,64 @@ void RaftTicketLog::finish_write(int64_t res) {
   storage::Status s = wal_->end_write(res);
   LogStats& ls = node_.log_stats();
   ls.last_write_us.store(now_us() - write_started_us_, std::memory_order_relaxed);
-  if (!s) {
-    // The on-disk state of the failed blocks is unknown: stop acknowledging anything (the
-    // pipeline never releases again) and let a restart's recovery decide.
-    ls.write_errors.fetch_add(1, std::memory_order_relaxed);
-    node_.log_line("wal: write failed; this node stops acknowledging until restarted: " +
-                   s.message());
-    return;
-  }
+  if (!s) stop_on_wal_failure("write failed");
   ls.durable_index.store(wal_->durable_index(), std::memory_order_relaxed);
-  if (durability_ == Durability::kLow) start_background_sync();
+  if (durability_ == Durability::kLow) {
+    // The tick's flush goes on until everything staged before it is out (a write carries at
+    // most one buffer), then syncs; what staged since waits for the next tick.
+    if (wal_->written_index() < low_flush_to_ && may_start_write()) {
+      start_write();
+    } else {
+      start_background_sync();
+    }
+  }
   // What gathered during the write becomes one entry, written by the write pump() starts.
   propose_staged();
   pump();
+}
+
+void RaftTicketLog::note_wal_stall() {
+  // The WAL needs a new segment and cannot make one (a full disk). Nothing is lost: the staged
+  // records wait in memory, and go out once on_tick's spare retry succeeds (stage -> write ->
+  // release resumes by itself). Meanwhile nothing of ours becomes durable, so nothing is
+  // acknowledged; new tickets are refused (propose_staged), which keeps memory bounded; a
+  // leader hands over to a follower that can still write (hand_over_while_stalled).
+  if (!wal_stalled_) {
+    wal_stalled_ = true;
+    node_.log_stats().wal_stalled.store(true, std::memory_order_relaxed);
+    node_.log_line("wal: cannot start a new segment (" + wal_->blocked().message() +
+                   "); acknowledging nothing and refusing tickets until it can (retried every "
+                   "second)");
+  }
+}
+
+void RaftTicketLog::hand_over_while_stalled() {
+  // Called every tick while stalled: a transfer that timed out is tried again.
+  if (raft_->role() != raft::Role::kLeader || raft_->transfer_target() != raft::kNoId) return;
+  uint64_t best = raft::kNoId;
+  uint64_t best_match = 0;
+  for (const raft::PeerProgress& p : raft_->progress()) {
+    if (raft_->configuration().is_voter(p.id) && p.recent_active && p.match >= best_match) {
+      best = p.id;
+      best_match = p.match;
+    }
+  }
+  if (best != raft::kNoId && raft_->transfer_leadership(best)) {
+    node_.log_line("wal stalled: handing leadership to node " + std::to_string(best));
+  }
+}
+
+[[noreturn]] void RaftTicketLog::stop_on_wal_failure(const std::string& what) {
+  // After a failed write or sync the state of those blocks on disk is unknown, and nothing
+  // written since can be trusted to be durable. Going on would mean either acknowledging
+  // without durability or queueing every Ready forever while still leading. Stop at once,
+  // before this loop turn can acknowledge anything more; a restart's recovery keeps exactly
+  // the valid prefix, and the node catches up from the cluster.
+  node_.log_stats().write_errors.fetch_add(1, std::memory_order_relaxed);
+  node_.log_line("wal: " + what + ": " + wal_->error().message() +
+                 "; stopping now (exit status " + std::to_string(kExitWalFailed) +
+                 ") so that nothing more is acknowledged; restart the node to recover");
+  std::_Exit(kExitWalFailed);
 }
 
 void RaftTicketLog::start_background_sync() {
@@ -1459,13 +1534,13 @@ void RaftTicketLog::close() {
   // closed_ makes every callback of ours a no-op beyond bookkeeping from here on.
   closed_ = true;
   if (transport_) transport_->shutdown();
-  if (wal_ && !wal_->failed() && !writing_) {
-    storage::Status st = wal_->sync_write(true);
+  if (wal_ && !wal_->failed()) {
+    // What is staged goes out (not past a write still in flight: its buffer is in use), then
+    // one fdatasync covers every written record, whatever background sync is outstanding.
+    storage::Status st = writing_ ? storage::Status::ok() : wal_->sync_write(true);
     if (!st) node_.log_line("wal: final flush failed: " + st.message());
-    if (auto op = wal_->begin_sync()) {
-      int rc = ::fdatasync(op->fd);
-      (void)wal_->end_sync(*op, rc < 0 ? -errno : 0);
-    }
+    st = wal_->sync_now();  // also after a refused write (a stalled WAL): what is written
+    if (!st) node_.log_line("wal: final fdatasync failed: " + st.message());
   }
   if (join_) join_->stop();
 }

@@ -118,6 +118,18 @@ Wal::~Wal() {
   if (fd_ >= 0) ::close(fd_);
   if (lock_fd_ >= 0) ::close(lock_fd_);    // releases the flock
   if (spare_fd_ >= 0) ::close(spare_fd_);  // recovery removes the partial spare
+  if (retired_fd_ >= 0) ::close(retired_fd_);
+}
+
+void Wal::release_fd(int fd) {
+  // An outstanding sync names this file: closing it now would let the next open reuse the
+  // number, and the sync would then cover another file. It is closed by end_sync instead.
+  if (sync_outstanding_ && fd == sync_fd_) {
+    TICKETD_CHECK(retired_fd_ < 0);
+    retired_fd_ = fd;
+    return;
+  }
+  ::close(fd);
 }
 
 void Wal::note(const std::string& msg) {
@@ -416,7 +428,7 @@ Status Wal::close_current_segment() {
     seg_unsynced_ = false;
     durable_index_ = written_index_;
   }
-  ::close(fd_);
+  release_fd(fd_);
   fd_ = -1;
   return Status::ok();
 }
@@ -432,12 +444,15 @@ bool Wal::prepare_spare_step() {
     spare_filled_ = 0;
     ::unlink((dir_ + "/" + kSpareCreatingName).c_str());
     spare_error_ = why;
-    note("spare segment not ready: " + why.message());
+    // Once per spell of failures (the caller retries every second while the disk is full).
+    if (!spare_trouble_noted_) note("spare segment not ready: " + why.message());
+    spare_trouble_noted_ = true;
     return false;
   };
   std::string creating = dir_ + "/" + kSpareCreatingName;
   Status s;
   if (spare_fd_ < 0) {
+    spare_error_ = Status::ok();  // a new attempt
     bool direct;
     s = open_file(creating, O_RDWR | O_CREAT | O_TRUNC, direct_io_,
                   options_.refuse_direct_io_for_testing, &spare_fd_, &direct);
@@ -473,20 +488,23 @@ bool Wal::prepare_spare_step() {
   }
   spare_ready_ = true;
   spare_error_ = Status::ok();
+  if (spare_trouble_noted_) note("spare segment ready again");
+  spare_trouble_noted_ = false;
   return true;
 }
 
-Status Wal::finish_spare() {
+bool Wal::finish_spare() {
+  // Until the spare is ready, or this attempt is abandoned (spare_error_), or the Wal failed.
+  // An abandoned attempt must end the loop: a full disk would otherwise spin here forever.
   while (!prepare_spare_step()) {
-    if (failed()) return error_;
+    if (failed() || !spare_error_.is_ok()) return false;
   }
-  return Status::ok();
+  return true;
 }
 
 Status Wal::start_segment(uint64_t first_index) {
+  TICKETD_CHECK(spare_ready_);
   Status s = close_current_segment();
-  if (!s) return s;
-  s = finish_spare();
   if (!s) return s;
   std::string path = dir_ + "/" + segment_name(first_index);
   std::string spare = dir_ + "/" + kSpareName;
@@ -508,8 +526,7 @@ Status Wal::start_segment(uint64_t first_index) {
 
 std::optional<WalWriteOp> Wal::begin_write(bool durable) {
   TICKETD_CHECK_MSG(!inflight_, "only one wal write may be in flight");
-  // A segment switch closes fd_, which an outstanding sync op may still name.
-  TICKETD_CHECK_MSG(!sync_outstanding_, "begin_write between begin_sync and end_sync");
+  // An outstanding sync is no obstacle: a segment switch keeps its file open (release_fd).
   if (failed() || !has_pending()) return std::nullopt;
   size_t tail = fd_ >= 0 ? static_cast<size_t>(seg_end_ - buf_base_) : 0;
   size_t staged = 0;
@@ -520,6 +537,12 @@ std::optional<WalWriteOp> Wal::begin_write(bool durable) {
     uint64_t idx = pending_index(pending_, p);
     if (fd_ < 0 || seg_end_ + staged + rec > seg_capacity_) {
       if (staged > 0) break;  // this write ends the segment; the next one starts a new file
+      // The spare first: if it cannot be made (a full disk), nothing has changed yet, so the
+      // staged records simply wait for a later attempt.
+      if (!finish_spare()) {
+        if (!failed()) blocked_ = spare_error_;
+        return std::nullopt;
+      }
       Status s = start_segment(idx);
       if (!s) {
         fail(s);
@@ -534,6 +557,7 @@ std::optional<WalWriteOp> Wal::begin_write(bool durable) {
     last = idx;
   }
   TICKETD_CHECK(staged > 0);
+  if (!blocked_.is_ok()) blocked_ = Status::ok();
   pending_begin_ = p;
   if (pending_begin_ == pending_.size()) {
     pending_.clear();
@@ -600,7 +624,7 @@ Status Wal::end_write(int64_t result) {
 Status Wal::sync_write(bool durable) {
   while (has_pending()) {
     std::optional<WalWriteOp> op = begin_write(durable);
-    if (!op) return failed() ? error_ : Status::ok();
+    if (!op) return failed() ? error_ : blocked_;
     iovec iov{const_cast<void*>(op->buf), op->len};
     ssize_t n;
     do {
@@ -618,23 +642,45 @@ Status Wal::sync_write(bool durable) {
 }
 
 std::optional<WalSyncOp> Wal::begin_sync() {
-  if (failed() || fd_ < 0 || !seg_unsynced_ || written_index_ <= durable_index_)
+  if (failed() || sync_outstanding_ || fd_ < 0 || !seg_unsynced_ ||
+      written_index_ <= durable_index_) {
     return std::nullopt;
+  }
   sync_outstanding_ = true;
-  return WalSyncOp{fd_, written_index_};
+  sync_fd_ = fd_;
+  return WalSyncOp{fd_, written_index_, sync_epoch_};
 }
 
 Status Wal::end_sync(const WalSyncOp& op, int result) {
-  TICKETD_CHECK(sync_outstanding_);
+  TICKETD_CHECK(sync_outstanding_ && op.fd == sync_fd_);
   sync_outstanding_ = false;
+  sync_fd_ = -1;
+  if (retired_fd_ >= 0) {
+    ::close(retired_fd_);
+    retired_fd_ = -1;
+  }
   if (result < 0) return fail(Status::io("wal fdatasync", -result));
+  // A truncation since begin_sync synced what it kept; the records this sync meant may be
+  // gone, and others written at the same indexes are not covered by it.
+  if (op.epoch != sync_epoch_) return Status::ok();
   if (op.last_index > durable_index_) durable_index_ = op.last_index;
   if (op.fd == fd_ && op.last_index == written_index_ && !inflight_) seg_unsynced_ = false;
   return Status::ok();
 }
 
+Status Wal::sync_now() {
+  if (failed()) return error_;
+  if (fd_ < 0 || !seg_unsynced_) return Status::ok();
+  uint64_t upto = written_index_;
+  Status s = fdatasync_fd(fd_, segments_.back().path);
+  if (!s) return fail(s);
+  if (upto > durable_index_) durable_index_ = upto;
+  if (!inflight_) seg_unsynced_ = false;
+  return Status::ok();
+}
+
 Status Wal::truncate_suffix(uint64_t index) {
-  TICKETD_CHECK_MSG(!inflight_ && !sync_outstanding_, "truncate_suffix with wal I/O in flight");
+  TICKETD_CHECK_MSG(!inflight_, "truncate_suffix with a wal write in flight");
   if (failed()) return error_;
   if (empty_ || index > last_index_) return Status::ok();
   TICKETD_CHECK(index >= 1);
@@ -663,9 +709,10 @@ Status Wal::truncate_suffix(uint64_t index) {
   if (index <= first_index_) {
     // Everything goes. Newest segment first: a crash part-way leaves a prefix of the log.
     if (fd_ >= 0) {
-      ::close(fd_);
+      release_fd(fd_);
       fd_ = -1;
     }
+    ++sync_epoch_;
     for (size_t j = segments_.size(); j-- > 0;) {
       Status s = unlink_segment(segments_[j]);
       if (!s) return fail(s);
@@ -683,9 +730,10 @@ Status Wal::truncate_suffix(uint64_t index) {
   size_t k = segments_.size() - 1;
   while (segments_[k].first_index > index) --k;  // segments_[0].first_index <= first_index_ < index
   if (k + 1 < segments_.size() && fd_ >= 0) {
-    ::close(fd_);
+    release_fd(fd_);
     fd_ = -1;
   }
+  ++sync_epoch_;
   for (size_t j = segments_.size(); j-- > k + 1;) {
     Status s = unlink_segment(segments_[j]);
     if (!s) return fail(s);

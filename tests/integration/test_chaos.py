@@ -1,9 +1,10 @@
 """A short Jepsen-style run of tools/chaos (about 2-3 minutes) against --binary with a fixed
 seed: every nemesis (kill -9, SIGSTOP, partitions, one-way loss, packet loss, a full disk,
-membership changes) on a 3-node cluster in network namespaces. Passes when the checker
-passes (no duplicate, no real-time order violation, served again within 10 s of the final
-heal, no crashed node). Where the tool cannot run (not root, nft missing) it prints
-`SKIP: <why>` and exits 0; CI runs as root with nftables installed."""
+membership changes) on a 3-node cluster in network namespaces, at --durability high (the
+other levels: test_chaos_durability.py). Passes when the checker passes (no duplicate, no
+real-time order violation, served again within 10 s of the final heal, no crashed node).
+Where the tool cannot run (not root, nft missing) it prints `SKIP: <why>` and exits 0; CI
+runs as root with nftables installed."""
 
 import argparse
 import os
@@ -46,16 +47,28 @@ def main():
         print("FAIL: the schedule for seed %d misses nemeses: %s" % (SEED, sorted(wanted - kinds)))
         return 1
     print("ok: seed %d's schedule covers all %d nemeses" % (SEED, len(kinds)), flush=True)
+    r = run(cmd, out_dir, 295)
+    if r == 77:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return 0
+    if r != 0:
+        return 1
+    shutil.rmtree(out_dir, ignore_errors=True)
+    print("PASS", flush=True)
+    return 0
+
+
+def run(cmd, out_dir, timeout):
+    """One tools/chaos run; 0 on PASS, 77 when it cannot run here, else 1."""
     print("running:", " ".join(cmd), flush=True)
     # The tool bounds itself (--deadline); this timeout only guards against a hung child.
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       timeout=295)
+                       timeout=timeout)
     lines = r.stdout.splitlines()
     if r.returncode == 77:
         why = next((l for l in lines if "cannot run" in l), "exit status 77")
         print("SKIP: " + why, flush=True)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        return 0
+        return 77
     # Everything but the plan lines: the fault log, the availability table, the summary.
     for l in lines:
         if not l.startswith("  plan "):
@@ -65,8 +78,6 @@ def main():
         print("FAIL: tools/chaos exited %d; results in %s" % (r.returncode, out_dir), flush=True)
         return 1
     print(summary[-1], flush=True)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    print("PASS", flush=True)
     return 0
 
 

@@ -6,6 +6,8 @@
 #include <sys/resource.h>
 
 #include <csignal>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -770,6 +772,183 @@ TEST_P(WalTest, FailedSpareLeavesTheWalHealthy) {
   auto again = open_wal(small_options(), &recs);
   ASSERT_TRUE(again);
   expect_records(recs, 1, 4);
+}
+
+// Durability medium: the background fdatasync and the next write overlap (the write must not
+// wait for the sync). Before, begin_write aborted the process ("begin_write between begin_sync
+// and end_sync") within a second of load.
+TEST_P(WalTest, WritesMayStartWhileASyncIsOutstanding) {
+  auto wal = open_wal(small_options());
+  for (uint64_t i = 1; i <= 5; ++i) append(wal.get(), i, 1, 100);
+  ASSERT_TRUE(wal->sync_write(false).is_ok());
+  auto sop = wal->begin_sync();
+  ASSERT_TRUE(sop);
+  EXPECT_EQ(sop->last_index, 5u);
+  EXPECT_FALSE(wal->begin_sync().has_value());  // one outstanding sync at a time
+  for (uint64_t i = 6; i <= 9; ++i) append(wal.get(), i, 1, 100);
+  auto op = wal->begin_write(false);
+  ASSERT_TRUE(op);
+  ssize_t n = ::pwrite(op->fd, op->buf, op->len, static_cast<off_t>(op->offset));
+  ASSERT_TRUE(wal->end_write(n).is_ok());
+  EXPECT_EQ(wal->written_index(), 9u);
+  ASSERT_TRUE(wal->end_sync(*sop, ::fdatasync(sop->fd)).is_ok());
+  EXPECT_EQ(wal->durable_index(), 5u);  // the sync covers what was written when it began
+  auto again = wal->begin_sync();       // 6..9 still need one
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->last_index, 9u);
+  ASSERT_TRUE(wal->end_sync(*again, ::fdatasync(again->fd)).is_ok());
+  EXPECT_EQ(wal->durable_index(), 9u);
+  EXPECT_FALSE(wal->begin_sync().has_value());
+  wal.reset();
+  std::vector<WalRecord> recs;
+  wal = open_wal(small_options(), &recs);
+  expect_records(recs, 1, 9);
+}
+
+// A segment switch while a sync is outstanding must not close the file the sync names (its
+// number could be reused by the next open, and the sync would then cover another file).
+TEST_P(WalTest, SegmentSwitchKeepsTheOutstandingSyncsFileOpen) {
+  WalOptions o = small_options();
+  auto wal = open_wal(o);
+  uint64_t next = 1;
+  for (; next <= 20; ++next) append(wal.get(), next, 1, 300);
+  ASSERT_TRUE(wal->sync_write(false).is_ok());
+  auto sop = wal->begin_sync();
+  ASSERT_TRUE(sop);
+  EXPECT_EQ(wal->segment_count(), 1u);
+  while (wal->segment_count() < 3) {
+    append(wal.get(), next++, 1, 300);
+    ASSERT_TRUE(wal->sync_write(false).is_ok());
+  }
+  EXPECT_NE(::fcntl(sop->fd, F_GETFD), -1) << "the outstanding sync's fd was closed";
+  struct stat st {};
+  ASSERT_EQ(::fstat(sop->fd, &st), 0);
+  struct stat first {};
+  ASSERT_EQ(::stat((dir_.path() + "/" + Wal::segment_name(1)).c_str(), &first), 0);
+  EXPECT_EQ(st.st_ino, first.st_ino) << "the fd must still name the first segment";
+  // The switches synced the older segments themselves.
+  uint64_t before = wal->durable_index();
+  EXPECT_GE(before, 20u);
+  ASSERT_TRUE(wal->end_sync(*sop, ::fdatasync(sop->fd)).is_ok());
+  EXPECT_EQ(wal->durable_index(), before);
+  auto last = wal->begin_sync();
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->last_index, next - 1);
+  ASSERT_TRUE(wal->end_sync(*last, ::fdatasync(last->fd)).is_ok());
+  EXPECT_EQ(wal->durable_index(), next - 1);
+  wal.reset();
+  std::vector<WalRecord> recs;
+  wal = open_wal(o, &recs);
+  expect_records(recs, 1, next - 1);
+}
+
+// A log conflict (or a snapshot install) while a sync is outstanding: the truncation syncs
+// itself, and the old sync must not then claim the new records at the same indexes durable.
+TEST_P(WalTest, TruncateWhileASyncIsOutstanding) {
+  auto wal = open_wal(small_options());
+  for (uint64_t i = 1; i <= 10; ++i) append(wal.get(), i, 1, 100);
+  ASSERT_TRUE(wal->sync_write(false).is_ok());
+  auto sop = wal->begin_sync();
+  ASSERT_TRUE(sop);
+  ASSERT_TRUE(wal->truncate_suffix(5).is_ok());
+  EXPECT_EQ(wal->durable_index(), 4u);
+  for (uint64_t i = 5; i <= 12; ++i) append(wal.get(), i, 2, 100);
+  ASSERT_TRUE(wal->sync_write(false).is_ok());
+  ASSERT_TRUE(wal->end_sync(*sop, ::fdatasync(sop->fd)).is_ok());
+  EXPECT_EQ(wal->durable_index(), 4u) << "a sync begun before the cut covers nothing after it";
+  auto again = wal->begin_sync();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->last_index, 12u);
+  ASSERT_TRUE(wal->end_sync(*again, ::fdatasync(again->fd)).is_ok());
+  EXPECT_EQ(wal->durable_index(), 12u);
+  // Emptying the log (a snapshot install) with a sync outstanding.
+  auto third = wal->begin_sync();
+  EXPECT_FALSE(third.has_value());
+  for (uint64_t i = 13; i <= 14; ++i) append(wal.get(), i, 2, 100);
+  ASSERT_TRUE(wal->sync_write(false).is_ok());
+  third = wal->begin_sync();
+  ASSERT_TRUE(third);
+  ASSERT_TRUE(wal->truncate_suffix(wal->first_index()).is_ok());
+  EXPECT_EQ(wal->last_index(), 0u);
+  model_.clear();
+  for (uint64_t i = 100; i <= 103; ++i) append(wal.get(), i, 3, 100);
+  ASSERT_TRUE(wal->sync_write(false).is_ok());
+  ASSERT_TRUE(wal->end_sync(*third, ::fdatasync(third->fd)).is_ok());
+  EXPECT_EQ(wal->durable_index(), 0u);
+  wal.reset();
+  std::vector<WalRecord> recs;
+  wal = open_wal(small_options(), &recs);
+  expect_records(recs, 100, 103);
+}
+
+// Shutdown (RaftTicketLog::close): one synchronous fdatasync covers everything written, with a
+// background sync still outstanding and a write in flight; the late end_sync is harmless.
+TEST_P(WalTest, SyncNowCoversWhatIsWrittenWhateverIsOutstanding) {
+  auto wal = open_wal(small_options());
+  for (uint64_t i = 1; i <= 4; ++i) append(wal.get(), i, 1, 100);
+  ASSERT_TRUE(wal->sync_write(false).is_ok());
+  auto sop = wal->begin_sync();
+  ASSERT_TRUE(sop);
+  for (uint64_t i = 5; i <= 6; ++i) append(wal.get(), i, 1, 100);
+  ASSERT_TRUE(wal->sync_write(false).is_ok());
+  append(wal.get(), 7, 1, 100);
+  auto op = wal->begin_write(false);
+  ASSERT_TRUE(op);
+  ASSERT_TRUE(wal->sync_now().is_ok());
+  EXPECT_EQ(wal->durable_index(), 6u);  // not the record still in flight
+  ssize_t n = ::pwrite(op->fd, op->buf, op->len, static_cast<off_t>(op->offset));
+  ASSERT_TRUE(wal->end_write(n).is_ok());
+  ASSERT_TRUE(wal->end_sync(*sop, ::fdatasync(sop->fd)).is_ok());
+  EXPECT_EQ(wal->durable_index(), 6u);
+  ASSERT_TRUE(wal->sync_now().is_ok());
+  EXPECT_EQ(wal->durable_index(), 7u);
+  EXPECT_FALSE(wal->begin_sync().has_value());
+}
+
+// A full disk exactly at a segment switch: the next segment cannot be made. Before, the write
+// looped on prepare_spare_step forever (a failed spare never fails the Wal), so shard 0 spun.
+// Now the write is refused with the reason, nothing changes, and it goes through once a spare
+// can be made. A directory in the spare's place stands in for the full disk.
+TEST_P(WalTest, NoSpareAtASegmentSwitchWaitsInsteadOfSpinning) {
+  ::alarm(30);  // the old code never returns: fail by SIGALRM instead of hanging
+  WalOptions o = small_options();
+  auto wal = open_wal(o);
+  uint64_t next = 1;
+  append(wal.get(), next++, 1, 300);
+  ASSERT_TRUE(wal->sync_write().is_ok());  // the first segment used the spare made for it
+  std::string blocker = dir_.path() + "/wal.spare.creating";
+  ASSERT_EQ(::mkdir(blocker.c_str(), 0755), 0);
+  Status s;
+  while (wal->segment_count() == 1) {
+    append(wal.get(), next++, 1, 300);
+    s = wal->sync_write();
+    if (!s) break;
+  }
+  EXPECT_FALSE(s.is_ok()) << "the write that needs a new segment is refused";
+  EXPECT_FALSE(wal->failed()) << "a missing spare is not a log failure";
+  EXPECT_EQ(wal->segment_count(), 1u);
+  EXPECT_TRUE(wal->has_pending());
+  uint64_t written = wal->written_index();
+  EXPECT_EQ(wal->durable_index(), written);
+  EXPECT_EQ(written, next - 2);  // everything but the record that needs the new segment
+  // Asking again does not spin either, and still changes nothing.
+  append(wal.get(), next++, 1, 300);
+  EXPECT_FALSE(wal->begin_write().has_value());
+  EXPECT_FALSE(wal->failed());
+  EXPECT_EQ(wal->written_index(), written);
+  // Space returns: the spare is made, the staged records go out.
+  ASSERT_EQ(::rmdir(blocker.c_str()), 0);
+  bool ready = false;
+  for (int i = 0; i < 100 && !ready; ++i) ready = wal->prepare_spare_step();
+  ASSERT_TRUE(ready);
+  ASSERT_TRUE(wal->sync_write().is_ok());
+  EXPECT_EQ(wal->durable_index(), next - 1);
+  EXPECT_EQ(wal->segment_count(), 2u);
+  wal.reset();
+  std::vector<WalRecord> recs;
+  wal = open_wal(o, &recs);
+  expect_records(recs, 1, next - 1);
+  ::alarm(0);
 }
 
 }  // namespace

@@ -97,6 +97,7 @@ struct WalWriteOp {
 struct WalSyncOp {
   int fd = -1;
   uint64_t last_index = 0;  // durable_index() after a successful end_sync
+  uint64_t epoch = 0;       // the Wal's truncation count at begin_sync
 };
 
 class Wal {
@@ -124,20 +125,31 @@ class Wal {
   // May switch to a new segment (synchronous rename + directory fsync, once per segment).
   // `durable` = false asks for a plain write (durability levels below `high`): the records then
   // count as written, not durable, until a sync (begin_sync/end_sync).
+  // When a new segment is needed and its spare cannot be made (a full disk), returns nullopt
+  // without failing the Wal and without changing anything: see blocked().
   std::optional<WalWriteOp> begin_write(bool durable = true);
   // Reports the result of the op from begin_write: bytes written, or -errno. Anything but the
   // full length fails the Wal for good: after a failed write the on-disk state of those blocks
   // is unknown, so the process must restart and let recovery decide.
   Status end_write(int64_t result);
-  // Convenience for tests and tools: begin_write + pwritev2 (+ fdatasync) + end_write, looping
-  // until nothing is staged.
+  // Convenience for tests, tools and shutdown: begin_write + pwritev2 (+ fdatasync) + end_write,
+  // looping until nothing is staged. Returns blocked() if a write could not start.
   Status sync_write(bool durable = true);
+  // Why the last begin_write could not start: a new segment was needed and no spare could be
+  // made (spare_error()). Ok when it could. Nothing is lost or changed: the staged records
+  // wait, and the write goes through once prepare_spare_step() succeeds. Not a failure.
+  const Status& blocked() const { return blocked_; }
 
-  // Lazy durability: returns the fdatasync needed to make written records durable, if any.
-  // No begin_write or truncate_suffix between begin_sync and end_sync (a segment switch would
-  // close the fd the sync names). May overlap an in-flight write: it covers only written_index().
+  // Lazy durability: returns the fdatasync needed to make written records durable, if any
+  // (nullopt while an earlier one is outstanding: one at a time). It covers written_index() at
+  // this call. Writes, segment switches, truncate_suffix and sync_now may all run before its
+  // end_sync: the file it names stays open until then, and a truncation meanwhile makes it
+  // claim nothing (the truncation syncs what it keeps).
   std::optional<WalSyncOp> begin_sync();
   Status end_sync(const WalSyncOp& op, int result);
+  // A synchronous fdatasync of everything written (shutdown). Allowed with a write or a sync
+  // in flight: it covers written_index() at the call.
+  Status sync_now();
 
   // Drops every record with index >= `index` (a Raft log conflict), durably before returning:
   // later segments are unlinked newest first, then the cut segment's tail is zeroed and synced.
@@ -145,6 +157,7 @@ class Wal {
   // `index`. Requires !write_in_flight(). Cutting at or below first_index() empties the log;
   // the next append may then use any index (how the caller resets the log to a snapshot; after
   // a crash during that, the caller must check the log against its snapshot on restart).
+  // Allowed with a sync outstanding (see begin_sync).
   Status truncate_suffix(uint64_t index);
   // Records <= `index` are no longer needed: unlinks whole segments holding only such records,
   // oldest first with a directory fsync after each, so a crash leaves a contiguous suffix.
@@ -185,7 +198,8 @@ class Wal {
   Status open_segment_fd(const std::string& path, int* fd);
   Status start_segment(uint64_t first_index);
   Status close_current_segment();
-  Status finish_spare();
+  bool finish_spare();
+  void release_fd(int fd);
   Status unlink_segment(const Segment& seg);
   Status wipe_tail(int fd, const std::vector<std::byte>& data, uint64_t from, uint64_t to,
                    const std::string& what);
@@ -204,6 +218,10 @@ class Wal {
   int fd_ = -1;
   int lock_fd_ = -1;  // flock'ed wal.lock: one open Wal per directory
   bool sync_outstanding_ = false;
+  int sync_fd_ = -1;          // the file the outstanding sync names
+  int retired_fd_ = -1;       // sync_fd_ after a switch/truncation closed it: closed at end_sync
+  uint64_t sync_epoch_ = 0;   // bumped by a truncation of written records
+  Status blocked_;
   uint64_t seg_capacity_ = 0;  // bytes usable in the current segment
   uint64_t seg_end_ = 0;       // end of completely written records in the current segment
   bool seg_unsynced_ = false;  // written but not yet fdatasync'ed data in the current segment
@@ -233,6 +251,7 @@ class Wal {
   uint64_t spare_filled_ = 0;
   bool spare_ready_ = false;
   Status spare_error_;
+  bool spare_trouble_noted_ = false;  // the log heard of this spell of spare failures
 };
 
 }  // namespace ticketd::storage
