@@ -150,7 +150,7 @@ void Node::drain_admin() {
 }
 
 void Node::reply_admin(const AdminRequest& req, std::string bytes) {
-  shards_[req.shard]->post_admin_reply(req.conn, std::move(bytes));
+  shards_[req.shard]->post_admin_reply(req.conn, req.seq, std::move(bytes));
 }
 
 void Node::stop() {

@@ -359,7 +359,7 @@ void Shard::queue_ticket_run(Connection* c) {
     for (uint64_t i = 0; i < n; ++i) Commands::append_refusal(*this, out, refuse);
     return;
   }
-  c->waiting.push_back(Connection::Segment{n, false, true, {}});
+  c->waiting.push_back(Connection::Segment{n, false, true, 0, {}});
   c->outstanding++;
   requests_.push_back(PendingRequest{c, n});
   unsent_total_ += n;
@@ -498,39 +498,46 @@ void Shard::release_ready(Connection* c) {
 }
 
 void Shard::submit_admin(Connection* c, std::span<const std::string_view> args) {
-  c->waiting.push_back(Connection::Segment{0, true, true, {}});
+  uint64_t seq = c->next_admin_seq++;
+  c->waiting.push_back(Connection::Segment{0, true, true, seq, {}});
   c->outstanding++;
   std::vector<std::string> copy(args.begin(), args.end());
-  node_.post_admin(AdminRequest{index_, c, std::move(copy)}, loop_.get());
+  node_.post_admin(AdminRequest{index_, c, seq, std::move(copy)}, loop_.get());
 }
 
-void Shard::post_admin_reply(Connection* c, std::string bytes) {
+void Shard::post_admin_reply(Connection* c, uint64_t seq, std::string bytes) {
   {
     std::lock_guard<std::mutex> g(admin_mu_);
-    admin_replies_.emplace_back(c, std::move(bytes));
+    admin_replies_.push_back(AdminReply{c, seq, std::move(bytes)});
   }
   loop_->wake(node_.shard(0).loop());  // called on shard 0's thread
 }
 
 void Shard::drain_admin_replies() {
-  std::vector<std::pair<Connection*, std::string>> replies;
+  std::vector<AdminReply> replies;
   {
     std::lock_guard<std::mutex> g(admin_mu_);
     replies.swap(admin_replies_);
   }
-  for (auto& [c, bytes] : replies) {
+  for (AdminReply& r : replies) {
+    Connection* c = r.conn;
     c->outstanding--;
     if (c->closing && !c->close_after_flush) {
       maybe_free(c);
       continue;
     }
+    // Admin commands finish in any order (RAFT.SNAPSHOT waits for the disk, RAFT.LEADER
+    // does not): each reply goes to its own slot.
+    Connection::Segment* seg = nullptr;
     for (auto& w : c->waiting) {
-      if (w.pending && w.admin) {
-        w.pending = false;
-        w.bytes = std::move(bytes);
+      if (w.pending && w.admin && w.admin_seq == r.seq) {
+        seg = &w;
         break;
       }
     }
+    TICKETD_CHECK(seg != nullptr);
+    seg->pending = false;
+    seg->bytes = std::move(r.bytes);
     release_ready(c);
   }
 }

@@ -79,9 +79,11 @@ struct Connection {
     uint64_t tickets = 0;
     bool admin = false;
     bool pending = false;
+    uint64_t admin_seq = 0;  // which admin command (they finish in any order)
     std::string bytes;
   };
   std::deque<Segment> waiting;
+  uint64_t next_admin_seq = 0;
   uint64_t ticket_run = 0;  // consecutive TICKETs of the current read, not yet queued
   std::string name;         // CLIENT SETNAME
   uint64_t created_ms = 0;
@@ -120,7 +122,7 @@ class Shard {
   // and keeps its place in the connection's pipeline.
   void submit_admin(Connection* c, std::span<const std::string_view> args);
   // Shard 0 -> this shard: the answer to an admin command (any thread).
-  void post_admin_reply(Connection* c, std::string bytes);
+  void post_admin_reply(Connection* c, uint64_t seq, std::string bytes);
   // Another shard accepted `fd` for this one (any thread); false if this shard has stopped
   // taking connections (the caller keeps the fd).
   bool post_connection(int fd, io::Loop* from);
@@ -182,7 +184,12 @@ class Shard {
   uint64_t unsent_total_ = 0;
   uint64_t outstanding_batches_ = 0;
   std::mutex admin_mu_;  // admin replies only: never on the TICKET path
-  std::vector<std::pair<Connection*, std::string>> admin_replies_;
+  struct AdminReply {
+    Connection* conn;
+    uint64_t seq;
+    std::string bytes;
+  };
+  std::vector<AdminReply> admin_replies_;
   std::mutex handoff_mu_;  // accepts handed over by other shards (rare: once per connection)
   std::vector<int> handoffs_;
   bool handoffs_closed_ = false;
