@@ -4,8 +4,11 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -22,6 +25,19 @@ constexpr unsigned kRecvBufSize = 16 * 1024;
 constexpr size_t kMaxStash = 2 * 1024 * 1024;  // an incomplete command may not grow past this
 constexpr size_t kMaxOutput = 64 * 1024 * 1024;  // unread replies before we drop the client
 constexpr uint64_t kMaxOutstandingBatches = 512;  // stays below the result queue's capacity
+
+// True while bytes we sent on `fd` (or our FIN) wait for the peer's acknowledgement on a
+// connection that still stands (a reset one has nothing left to deliver).
+bool replies_unacknowledged(int fd) {
+  tcp_info ti{};
+  socklen_t len = sizeof(ti);
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || ti.tcpi_state == TCP_CLOSE) {
+    return false;
+  }
+  int unacked = 0;
+  return ::ioctl(fd, SIOCOUTQ, &unacked) == 0 && unacked > 0;
+}
+
 }  // namespace
 
 const char* batch_status_error(BatchStatus s) {
@@ -97,24 +113,27 @@ void Shard::thread_main() {
     loop_->run_once(true);
     if (!stop_requested_.load(std::memory_order_acquire)) continue;
     if (!closed_listener) {
-      // Stop accepting, stop reading; answer what is in flight, then leave.
       closed_listener = true;
-      close_handoffs();
-      if (index_ == 0) node_.log().begin_shutdown();
-      if (accept_armed_) loop_->cancel(&accept_c_, nullptr);
-      ::shutdown(listen_fd_, SHUT_RDWR);
-      for (Connection* c : all_) {
-        if (!c->closing) {
-          c->closing = true;
-          c->close_after_flush = true;
-          if (c->recv_armed) loop_->cancel(&c->recv_c, nullptr);
-          flush(c);
-        }
-      }
+      begin_stop();
       stop_deadline = now_ms() + 5000;
     }
+    linger_check();
     bool idle = requests_.empty() && all_.empty() && (index_ != 0 || node_.log().drained());
-    if (idle || now_ms() > stop_deadline) break;
+    if (idle) break;
+    if (now_ms() > stop_deadline) {
+      size_t lingering = 0, unsent = 0;
+      for (Connection* c : all_) {
+        lingering += c->lingering ? 1 : 0;
+        unsent += c->waiting.empty() && c->out.empty() && !c->send_inflight ? 0 : 1;
+      }
+      node_.log_line("shard " + std::to_string(index_) + ": stop deadline passed with " +
+                     std::to_string(all_.size()) + " connection(s) open (" +
+                     std::to_string(unsent) + " with replies unsent, " +
+                     std::to_string(lingering) + " with replies unacknowledged), " +
+                     std::to_string(requests_.size()) + " ticket request(s) pending" +
+                     (index_ == 0 && !node_.log().drained() ? ", the log not drained" : ""));
+      break;
+    }
     // Keep turning while draining: a short timer makes sure we wake to re-check.
     if (!drain_timer_armed_) {
       drain_timer_armed_ = true;
@@ -137,6 +156,59 @@ void Shard::thread_main() {
   ::close(listen_fd_);
   // Leave the ring to the destructor; the completions it still references are ours and
   // no further turn runs.
+}
+
+void Shard::begin_stop() {
+  // Stop accepting; end every receive, then answer what was read, then leave.
+  stopping_ = true;
+  close_handoffs();
+  if (index_ == 0) node_.log().begin_shutdown();
+  if (accept_armed_) loop_->cancel(&accept_c_, nullptr);
+  ::shutdown(listen_fd_, SHUT_RDWR);
+  std::vector<Connection*> conns = all_;  // finish_input may free a connection
+  for (Connection* c : conns) {
+    if (c->closing) continue;
+    if (!c->recv_armed) {
+      finish_input(c);
+    } else if (!c->cancel_sent) {
+      // Its final completion (-ECANCELED, after any data already received) calls
+      // finish_input.
+      c->cancel_sent = true;
+      loop_->cancel(&c->recv_c, nullptr);
+    }
+  }
+}
+
+void Shard::finish_input(Connection* c) {
+  // The receive has ended, so what the client sent before the stop is in the socket now:
+  // read that much (not what it keeps sending), so every request sent before the signal
+  // is answered. Shutdown only: synchronous reads are fine here.
+  int queued = 0;
+  if (c->fd >= 0 && ::ioctl(c->fd, FIONREAD, &queued) == 0) {
+    char buf[16 * 1024];
+    size_t left = queued > 0 ? static_cast<size_t>(queued) : 0;
+    while (left > 0 && !c->closing) {
+      ssize_t n = ::recv(c->fd, buf, std::min(left, sizeof(buf)), MSG_DONTWAIT);
+      if (n <= 0) break;
+      stats_.bytes_in.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      handle_input(c, buf, static_cast<size_t>(n));
+      left -= static_cast<size_t>(n);
+    }
+  }
+  if (!c->closing) {
+    c->closing = true;
+    c->close_after_flush = true;
+  }
+  queue_ticket_run(c);
+  mark_dirty(c);
+}
+
+void Shard::linger_check() {
+  std::vector<Connection*> conns;
+  for (Connection* c : all_) {
+    if (c->lingering) conns.push_back(c);
+  }
+  for (Connection* c : conns) start_close(c);  // closes those whose replies were ACKed
 }
 
 void Shard::arm_accept() {
@@ -264,8 +336,9 @@ void Shard::on_recv(io::Completion* comp, int32_t res, uint32_t flags) {
     TICKETD_TRACE_EV("crecv", s->index_, res);
     if (!c->closing) s->handle_input(c, s->bufs_->buffer(bid), static_cast<size_t>(res));
     s->bufs_->recycle(bid);
-  } else if (res == -ENOBUFS) {
-    // Every receive buffer is busy: this turn's completions will return them; read again.
+  } else if (res == -ENOBUFS || res == -ECANCELED) {
+    // ENOBUFS: every receive buffer is busy; this turn's completions return them, read
+    // again. ECANCELED: we ended the receive (closing, or the shard is stopping): no error.
   } else if (res == 0) {
     // EOF: the client may have only half-closed (`nc -q`): answer what it sent, then close.
     if (!c->closing) {
@@ -279,11 +352,10 @@ void Shard::on_recv(io::Completion* comp, int32_t res, uint32_t flags) {
     c->closing = true;
     c->close_after_flush = false;
   }
-  if (!c->recv_armed) {
-    if (!c->closing && res == -ENOBUFS) {
-      s->loop_->recv_multishot(c->fd, s->bufs_->group_id(), &c->recv_c);
-      c->recv_armed = true;
-    } else if (!c->closing && res > 0) {
+  if (!c->recv_armed && !c->closing) {
+    if (s->stopping_) {
+      s->finish_input(c);  // read what is left of the input sent before the stop
+    } else if (res == -ENOBUFS || res == -ECANCELED || res > 0) {
       s->loop_->recv_multishot(c->fd, s->bufs_->group_id(), &c->recv_c);
       c->recv_armed = true;
     }
@@ -596,6 +668,18 @@ void Shard::start_close(Connection* c) {
   if (c->close_after_flush &&
       (!c->waiting.empty() || !c->out.empty() || c->send_inflight || c->ticket_run > 0)) {
     return;
+  }
+  if (stopping_ && c->close_after_flush && c->fd >= 0 && !c->recv_armed) {
+    // Stopping, every reply handed to the kernel. A close with unread input resets the
+    // connection and drops replies still in our send queue: shut the write side (the FIN
+    // follows the replies) and close once the client's kernel has acknowledged them
+    // (linger_check, until the stop deadline).
+    if (!c->lingering) {
+      c->lingering = true;
+      ::shutdown(c->fd, SHUT_WR);
+    }
+    if (replies_unacknowledged(c->fd)) return;
+    c->lingering = false;
   }
   if (!c->close_after_flush && c->fd >= 0 && c->send_inflight && !c->shut_down) {
     // A send may wait forever on a client that does not read: shutting the socket down

@@ -70,6 +70,7 @@ struct Connection {
   bool dirty = false;            // queued for this turn's flush
   bool cancel_sent = false;      // the multishot recv was asked to stop
   bool shut_down = false;
+  bool lingering = false;        // stopping: replies sent, write side shut, awaiting the ACK
   uint64_t outstanding = 0;      // ticket requests the shard still has to answer
   // Replies waiting behind a request whose answer has not come back yet (a TICKET waiting
   // for its range, or an admin command running on shard 0). Each entry is a pending ticket
@@ -138,6 +139,11 @@ class Shard {
   static void on_recv(io::Completion* c, int32_t res, uint32_t flags);
   static void on_send(io::Completion* c, int32_t res, uint32_t flags);
   void handle_input(Connection* c, const char* data, size_t len);
+  // Stopping: reads what the socket holds now (sent before the stop), then closes after
+  // answering it.
+  void finish_input(Connection* c);
+  void begin_stop();        // stop accepting and reading; answer what is in flight
+  void linger_check();      // closes the lingering connections whose replies were ACKed
   // Runs the complete commands at the front of [data, data+len); returns bytes consumed.
   size_t run_commands(Connection* c, const char* data, size_t len);
   void queue_ticket_run(Connection* c);
@@ -165,6 +171,7 @@ class Shard {
   std::atomic<bool> failed_{false};
   std::string fail_msg_;
   std::atomic<bool> stop_requested_{false};
+  bool stopping_ = false;  // begin_stop ran (this thread only)
   ShardStats stats_;
 
   SpscQueue<BatchRequest> to_log_{1024};
