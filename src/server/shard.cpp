@@ -23,7 +23,12 @@ namespace {
 constexpr unsigned kRecvBuffers = 512;        // per shard, shared by all its connections
 constexpr unsigned kRecvBufSize = 16 * 1024;
 constexpr size_t kMaxStash = 2 * 1024 * 1024;  // an incomplete command may not grow past this
-constexpr size_t kMaxOutput = 64 * 1024 * 1024;  // unread replies before we drop the client
+// Replies queued for one client (unsent, or waiting behind a pending request) before we
+// drop it.
+constexpr size_t kMaxOutput = 64 * 1024 * 1024;
+constexpr size_t kTicketReplyBytes = 23;        // "+18446744073709551615\r\n": the most one takes
+constexpr size_t kSegmentBytes = 1024 * 1024;   // replies waiting: start a new segment past this
+constexpr size_t kPendingAdminBytes = 256;      // an admin command in flight (its copy, its slot)
 constexpr uint64_t kMaxOutstandingBatches = 512;  // stays below the result queue's capacity
 
 // True while bytes we sent on `fd` (or our FIN) wait for the peer's acknowledgement on a
@@ -431,7 +436,7 @@ void Shard::queue_ticket_run(Connection* c) {
     for (uint64_t i = 0; i < n; ++i) Commands::append_refusal(*this, out, refuse);
     return;
   }
-  c->waiting.push_back(Connection::Segment{n, false, true, 0, {}});
+  push_segment(c, Connection::Segment{n, false, true, 0, {}, 0});
   c->outstanding++;
   requests_.push_back(PendingRequest{c, n});
   unsent_total_ += n;
@@ -441,8 +446,36 @@ void Shard::queue_ticket_run(Connection* c) {
 std::string& Shard::reply_buffer(Connection* c) {
   if (c->waiting.empty()) return c->out;
   // Behind a pending TICKET: the bytes wait in order.
-  if (c->waiting.back().pending) c->waiting.push_back(Connection::Segment{});
+  // A new segment after a pending one, and past 1 MiB: a string doubling its way up to
+  // the bound would leave the allocator twice that in freed blocks.
+  if (c->waiting.back().pending || c->waiting.back().bytes.size() >= kSegmentBytes) {
+    push_segment(c, Connection::Segment{});
+  }
   return c->waiting.back().bytes;
+}
+
+void Shard::recharge(Connection* c, Connection::Segment& seg) {
+  size_t now = sizeof(Connection::Segment);
+  if (!seg.pending) {
+    now += seg.bytes.capacity();  // what it holds: a growing string doubles
+  } else if (seg.admin) {
+    now += kPendingAdminBytes;
+  } else {
+    now += static_cast<size_t>(seg.tickets) * kTicketReplyBytes + sizeof(PendingRequest);
+  }
+  c->waiting_bytes = c->waiting_bytes - seg.charged + now;
+  seg.charged = now;
+}
+
+void Shard::push_segment(Connection* c, Connection::Segment seg) {
+  if (!c->waiting.empty()) recharge(c, c->waiting.back());  // the old back may have grown
+  c->waiting.push_back(std::move(seg));
+  recharge(c, c->waiting.back());
+}
+
+bool Shard::over_reply_bound(Connection* c) {
+  if (!c->waiting.empty()) recharge(c, c->waiting.back());
+  return c->out.size() + c->sending.size() + c->waiting_bytes > kMaxOutput;
 }
 
 void Shard::reply(Connection* c, std::string_view bytes) { reply_buffer(c).append(bytes); }
@@ -548,6 +581,7 @@ void Shard::apply_result(const BatchResult& r) {
       } else {
         for (uint64_t i = 0; i < pr.n; ++i) Commands::append_refusal(*this, seg->bytes, r.status);
       }
+      recharge(c, *seg);
       release_ready(c);
     } else {
       maybe_free(c);
@@ -559,6 +593,8 @@ void Shard::apply_result(const BatchResult& r) {
 void Shard::release_ready(Connection* c) {
   // Whatever is resolved at the front can go now, up to the next pending entry.
   while (!c->waiting.empty() && !c->waiting.front().pending) {
+    recharge(c, c->waiting.front());  // it may be the back, grown since last counted
+    c->waiting_bytes -= c->waiting.front().charged;
     if (c->out.empty()) {
       c->out.swap(c->waiting.front().bytes);
     } else {
@@ -571,7 +607,7 @@ void Shard::release_ready(Connection* c) {
 
 void Shard::submit_admin(Connection* c, std::span<const std::string_view> args) {
   uint64_t seq = c->next_admin_seq++;
-  c->waiting.push_back(Connection::Segment{0, true, true, seq, {}});
+  push_segment(c, Connection::Segment{0, true, true, seq, {}, 0});
   c->outstanding++;
   std::vector<std::string> copy(args.begin(), args.end());
   node_.post_admin(AdminRequest{index_, c, seq, std::move(copy)}, loop_.get());
@@ -610,16 +646,24 @@ void Shard::drain_admin_replies() {
     TICKETD_CHECK(seg != nullptr);
     seg->pending = false;
     seg->bytes = std::move(r.bytes);
+    recharge(c, *seg);
     release_ready(c);
   }
 }
 
 void Shard::flush(Connection* c) {
-  if (c->out.size() + c->sending.size() > kMaxOutput && !(c->closing && !c->close_after_flush)) {
-    // The client does not read its replies: drop it rather than grow without bound.
+  if (!(c->closing && !c->close_after_flush) && over_reply_bound(c)) {
+    // The client does not read its replies (or piles them up behind a TICKET that waits
+    // for its commit): drop it rather than grow without bound. What is still pending
+    // resolves into nothing (apply_result and drain_admin_replies skip a dropped client).
     c->closing = true;
     c->close_after_flush = false;
     c->out.clear();
+    c->out.shrink_to_fit();
+    c->waiting.clear();
+    c->waiting_bytes = 0;
+    c->inbuf.clear();
+    c->inbuf.shrink_to_fit();
     start_close(c);
     return;
   }

@@ -82,8 +82,13 @@ struct Connection {
     bool pending = false;
     uint64_t admin_seq = 0;  // which admin command (they finish in any order)
     std::string bytes;
+    size_t charged = 0;      // what this segment counts in waiting_bytes
   };
   std::deque<Segment> waiting;
+  // What `waiting` holds or will need, for the reply bound: encoded bytes, the replies a
+  // pending ticket request will take, each segment's own size. The back segment's growth
+  // is counted when it is checked (Shard::recharge), not on every append.
+  size_t waiting_bytes = 0;
   uint64_t next_admin_seq = 0;
   uint64_t ticket_run = 0;  // consecutive TICKETs of the current read, not yet queued
   std::string name;         // CLIENT SETNAME
@@ -158,6 +163,9 @@ class Shard {
   void apply_result(const BatchResult& r);
   void drain_admin_replies();
   void release_ready(Connection* c);  // moves resolved replies at the front to `out`
+  void push_segment(Connection* c, Connection::Segment seg);
+  static void recharge(Connection* c, Connection::Segment& seg);  // updates waiting_bytes
+  bool over_reply_bound(Connection* c);  // queued replies (all of them) past kMaxOutput
 
   Node& node_;
   uint32_t index_;
