@@ -141,6 +141,17 @@ def main(args):
     try:
         ctx = Ctx("leader", "127.0.0.1:%d" % node.port, 1, 1)
         run_mixes(node.port, ctx, rnd, 60, "single node")
+        # Two real membership changes and a RAFT.LEADER: the first waits for its commit, the
+        # second is refused at once; each reply stays in its own slot.
+        c = Client(node.port)
+        c.send_raw(Client.encode("TICKET") + Client.encode("RAFT.ADDVOTER", "7", "127.0.0.1:1") +
+                   Client.encode("RAFT.ADDVOTER", "8", "127.0.0.1:2") +
+                   Client.encode("RAFT.LEADER") + Client.encode("TICKET"))
+        r = [c.read_reply() for _ in range(5)]
+        check(int(r[0]) > ctx.last_ticket and r[1] == "OK" and
+              (r[2] == "OK" or is_err(r[2], "ERR a configuration change is in progress")) and
+              r[3] == ctx.leader_addr and int(r[4]) > int(r[0]),
+              "two ADDVOTERs and a RAFT.LEADER answer in their slots: %r" % [str(x) for x in r])
     finally:
         node.cleanup()
 
