@@ -26,7 +26,6 @@ constexpr size_t kMaxStash = 2 * 1024 * 1024;  // an incomplete command may not 
 // Replies queued for one client (unsent, or waiting behind a pending request) before we
 // drop it.
 constexpr size_t kMaxOutput = 64 * 1024 * 1024;
-constexpr size_t kTicketReplyBytes = 23;        // "+18446744073709551615\r\n": the most one takes
 constexpr size_t kSegmentBytes = 1024 * 1024;   // replies waiting: start a new segment past this
 constexpr size_t kPendingAdminBytes = 256;      // an admin command in flight (its copy, its slot)
 constexpr uint64_t kMaxOutstandingBatches = 512;  // stays below the result queue's capacity
@@ -461,7 +460,7 @@ void Shard::recharge(Connection* c, Connection::Segment& seg) {
   } else if (seg.admin) {
     now += kPendingAdminBytes;
   } else {
-    now += static_cast<size_t>(seg.tickets) * kTicketReplyBytes + sizeof(PendingRequest);
+    now += static_cast<size_t>(seg.tickets) * ticket_reply_bytes_ + sizeof(PendingRequest);
   }
   c->waiting_bytes = c->waiting_bytes - seg.charged + now;
   seg.charged = now;
@@ -556,6 +555,11 @@ void Shard::apply_result(const BatchResult& r) {
   // makes each connection's tickets increase.
   uint64_t next = r.start;
   uint64_t left = r.total;
+  if (r.status == BatchStatus::kOk && r.total > 0) {
+    size_t digits = 1;
+    for (uint64_t v = r.start + r.total - 1; v >= 10; v /= 10) ++digits;
+    ticket_reply_bytes_ = digits + 4;  // '+', CRLF, and one digit to spare
+  }
   while (left > 0) {
     TICKETD_CHECK(!requests_.empty());
     PendingRequest pr = requests_.front();

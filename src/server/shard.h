@@ -164,7 +164,7 @@ class Shard {
   void drain_admin_replies();
   void release_ready(Connection* c);  // moves resolved replies at the front to `out`
   void push_segment(Connection* c, Connection::Segment seg);
-  static void recharge(Connection* c, Connection::Segment& seg);  // updates waiting_bytes
+  void recharge(Connection* c, Connection::Segment& seg);  // updates waiting_bytes
   bool over_reply_bound(Connection* c);  // queued replies (all of them) past kMaxOutput
 
   Node& node_;
@@ -197,6 +197,9 @@ class Shard {
   // worth of them have not been sent to the log yet (this turn's, or the queue was full).
   std::deque<PendingRequest> requests_;
   uint64_t unsent_total_ = 0;
+  // What one TICKET reply takes, for the reply bound: "+<n>\r\n" for the latest range's
+  // end plus a digit to spare; the most a u64 takes until the first range arrives.
+  size_t ticket_reply_bytes_ = 23;
   uint64_t outstanding_batches_ = 0;
   std::mutex admin_mu_;  // admin replies only: never on the TICKET path
   struct AdminReply {

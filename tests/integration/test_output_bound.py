@@ -90,7 +90,7 @@ def main(args):
         cl.start()
         leader = cl.leader()
         check(leader is not None, "a leader")
-        run_flood(cl, leader, "millions of TICKETs", b"TICKET\r\n" * 65536, 64 * MIB)
+        run_flood(cl, leader, "millions of TICKETs", b"TICKET\r\n" * 65536, 128 * MIB)
         leader = cl.leader(timeout=20)
         check(leader is not None, "a leader again after the followers resumed")
         run_flood(cl, leader, "large ECHOs", ECHO_CMD * 4, 256 * MIB)
