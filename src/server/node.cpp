@@ -112,6 +112,16 @@ bool Node::start(std::string* err) {
     *err = "cannot listen on " + opts_.saddr + ": " + why;
     return false;
   }
+  std::string raft_host;
+  uint16_t raft_port = 0;
+  if (io::parse_host_port(opts_.raddr, &raft_host, &raft_port)) {
+    why = bind_refusal(raft_host, raft_port);
+    if (!why.empty()) {
+      // Said before a new node bootstraps a cluster that records this address.
+      *err = "cannot listen on the raft address " + opts_.raddr + ": " + why;
+      return false;
+    }
+  }
   // A node killed a moment ago can leave its listener behind for a few milliseconds while
   // the kernel tears its io_uring down: give that a moment before calling the port taken.
   bool taken = port != 0 && io::something_listens(service_host_, port);

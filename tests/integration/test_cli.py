@@ -62,6 +62,12 @@ def main(args):
         check(r.returncode == 1 and "not an address of this machine" in msg and
               "already listening" not in msg, "a foreign --saddr says so: %s" % msg)
         check(not os.path.exists(os.path.join(d, "1")), "and writes no data directory")
+        r = run(b, "--id", "1", "--saddr", "127.0.0.1:%d" % free_port(), "--raddr",
+                "%s:%d" % (foreign, free_port()), "--dir", d)
+        msg = r.stderr.strip()
+        check(r.returncode == 1 and "raft address" in msg and "not an address of this machine" in msg
+              and not os.path.exists(os.path.join(d, "1")),
+              "so does a foreign --raddr, before bootstrapping: %s" % msg)
     finally:
         shutil.rmtree(d, ignore_errors=True)
     # A port in use: a clear error and a non-zero exit.
