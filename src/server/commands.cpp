@@ -65,7 +65,16 @@ void append_help(std::string& out, std::string_view cmd, std::span<const char* c
   resp::append_simple(out, "    Print this help.");
 }
 
-bool is_help(Args args) { return args.size() == 2 && resp::iequals(args[1], "HELP"); }
+// `CMD HELP`: true once it answered (the help, or Redis's arity error for `CMD HELP x`).
+bool answer_help(std::string& out, Args args, std::span<const char* const> lines) {
+  if (!resp::iequals(args[1], "HELP")) return false;
+  if (args.size() == 2) {
+    append_help(out, args[0], lines);
+  } else {
+    resp::append_error(out, "ERR wrong number of arguments for '" + lower(args[0]) + "|help' command");
+  }
+  return true;
+}
 
 constexpr const char* kClientHelp[] = {
     "GETNAME",
@@ -206,9 +215,8 @@ bool valid_client_name(std::string_view n) {
 
 void cmd_client(Shard& s, Connection* c, Args args, std::string& out) {
   std::string_view sub = args[1];
-  if (is_help(args)) {
-    append_help(out, "CLIENT", kClientHelp);
-  } else if (resp::iequals(sub, "SETNAME") && args.size() == 3) {
+  if (answer_help(out, args, kClientHelp)) return;
+  if (resp::iequals(sub, "SETNAME") && args.size() == 3) {
     if (!valid_client_name(args[2])) {
       resp::append_error(out,
                          "ERR Client names cannot contain spaces, newlines or special characters.");
@@ -251,9 +259,8 @@ void cmd_client(Shard& s, Connection* c, Args args, std::string& out) {
 
 void cmd_config(Shard&, Connection*, Args args, std::string& out) {
   std::string_view sub = args[1];
-  if (is_help(args)) {
-    append_help(out, "CONFIG", kConfigHelp);
-  } else if (resp::iequals(sub, "GET")) {
+  if (answer_help(out, args, kConfigHelp)) return;
+  if (resp::iequals(sub, "GET")) {
     if (args.size() < 3) {
       resp::append_error(out, "ERR wrong number of arguments for 'config|get' command");
       return;
@@ -305,9 +312,8 @@ void cmd_command(Shard&, Connection*, Args args, std::string& out) {
     return;
   }
   std::string_view sub = args[1];
-  if (is_help(args)) {
-    append_help(out, "COMMAND", kCommandHelp);
-  } else if (resp::iequals(sub, "COUNT") && args.size() == 2) {
+  if (answer_help(out, args, kCommandHelp)) return;
+  if (resp::iequals(sub, "COUNT") && args.size() == 2) {
     resp::append_integer(out, static_cast<int64_t>(table.size()));
   } else if (resp::iequals(sub, "DOCS")) {
     // No documentation is served: an empty map (a flat empty array in RESP2).

@@ -34,6 +34,9 @@ def main(args):
                   "%s HELP answers its lines (%r)" % (cmd, r[:2] if isinstance(r, list) else r))
             r = c.call(cmd.lower(), "help")
             check(isinstance(r, list), "%s help in lower case" % cmd)
+            r = c.call(cmd, "HELP", "x")
+            check(str(r) == "ERR wrong number of arguments for '%s|help' command" % cmd.lower(),
+                  "%s HELP x is an arity error: %s" % (cmd, r))
             r = c.call(cmd, "NOPE")
             check(isinstance(r, RespError) and "Try %s HELP." % cmd in str(r),
                   "%s NOPE still suggests HELP" % cmd)
