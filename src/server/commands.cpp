@@ -54,6 +54,64 @@ void unknown_subcommand(std::string& out, std::string_view cmd, std::string_view
   resp::append_error(out, msg);
 }
 
+// `CMD HELP`: an array of status lines, as Redis answers it.
+void append_help(std::string& out, std::string_view cmd, std::span<const char* const> lines) {
+  resp::append_array_header(out, lines.size() + 3);
+  std::string head = upper(cmd);
+  head += " <subcommand> [<arg> [value] [opt] ...]. Subcommands are:";
+  resp::append_simple(out, head);
+  for (const char* l : lines) resp::append_simple(out, l);
+  resp::append_simple(out, "HELP");
+  resp::append_simple(out, "    Print this help.");
+}
+
+// `CMD HELP`: true once it answered (the help, or Redis's arity error for `CMD HELP x`).
+bool answer_help(std::string& out, Args args, std::span<const char* const> lines) {
+  if (!resp::iequals(args[1], "HELP")) return false;
+  if (args.size() == 2) {
+    append_help(out, args[0], lines);
+  } else {
+    resp::append_error(out, "ERR wrong number of arguments for '" + lower(args[0]) + "|help' command");
+  }
+  return true;
+}
+
+constexpr const char* kClientHelp[] = {
+    "GETNAME",
+    "    Return the name of the current connection.",
+    "ID",
+    "    Return the ID of the current connection.",
+    "INFO",
+    "    Return information about the current client connection.",
+    "SETINFO <option> <value>",
+    "    Set client meta attr. Options are:",
+    "    * LIB-NAME: the client lib name.",
+    "    * LIB-VER: the client lib version.",
+    "SETNAME <name>",
+    "    Assign the name <name> to the current connection.",
+};
+
+constexpr const char* kConfigHelp[] = {
+    "GET <pattern>",
+    "    Return parameters matching the glob-like <pattern> and their values",
+    "    (ticketd has no Redis configuration parameters: always empty).",
+};
+
+constexpr const char* kCommandHelp[] = {
+    "(no subcommand)",
+    "    Return details about all commands.",
+    "COUNT",
+    "    Return the total number of commands in this server.",
+    "LIST",
+    "    Return a list of all commands in this server.",
+    "INFO [<command-name> ...]",
+    "    Return details about multiple commands.",
+    "    If no command names are given, documentation details for all",
+    "    commands are returned.",
+    "DOCS [<command-name> ...]",
+    "    Return documentation details about multiple commands (ticketd serves none).",
+};
+
 void cmd_ticket(Shard&, Connection*, Args, std::string&) {
   // Never reached: TICKET with arity 1 takes the fast path in Shard::run_commands.
 }
@@ -101,10 +159,11 @@ void hello_reply(Shard& s, Connection* c, std::string& out) {
   resp::append_bulk(out, "mode");
   resp::append_bulk(out, "standalone");
   resp::append_bulk(out, "role");
-  resp::append_bulk(out, "master");
+  // The ticket log publishes the role (Node::publish_role). Only the leader takes TICKETs;
+  // a follower, or a node that knows no leader, is a replica to a client.
+  resp::append_bulk(out, s.node().role() == ClusterRole::kLeader ? "master" : "replica");
   resp::append_bulk(out, "modules");
   resp::append_array_header(out, 0);
-  (void)s;
 }
 
 void cmd_hello(Shard& s, Connection* c, Args args, std::string& out) {
@@ -156,6 +215,7 @@ bool valid_client_name(std::string_view n) {
 
 void cmd_client(Shard& s, Connection* c, Args args, std::string& out) {
   std::string_view sub = args[1];
+  if (answer_help(out, args, kClientHelp)) return;
   if (resp::iequals(sub, "SETNAME") && args.size() == 3) {
     if (!valid_client_name(args[2])) {
       resp::append_error(out,
@@ -199,6 +259,7 @@ void cmd_client(Shard& s, Connection* c, Args args, std::string& out) {
 
 void cmd_config(Shard&, Connection*, Args args, std::string& out) {
   std::string_view sub = args[1];
+  if (answer_help(out, args, kConfigHelp)) return;
   if (resp::iequals(sub, "GET")) {
     if (args.size() < 3) {
       resp::append_error(out, "ERR wrong number of arguments for 'config|get' command");
@@ -251,6 +312,7 @@ void cmd_command(Shard&, Connection*, Args args, std::string& out) {
     return;
   }
   std::string_view sub = args[1];
+  if (answer_help(out, args, kCommandHelp)) return;
   if (resp::iequals(sub, "COUNT") && args.size() == 2) {
     resp::append_integer(out, static_cast<int64_t>(table.size()));
   } else if (resp::iequals(sub, "DOCS")) {
@@ -275,14 +337,11 @@ void cmd_command(Shard&, Connection*, Args args, std::string& out) {
 }
 
 void cmd_info(Shard& s, Connection* c, Args args, std::string& out) {
-  if (args.size() > 2) {
-    resp::append_error(out, "ERR syntax error");
-    return;
-  }
-  std::string_view section = args.size() == 2 ? args[1] : std::string_view("default");
-  std::string text = Commands::info_text(s, section);
-  bool raft = resp::iequals(section, "default") || resp::iequals(section, "all") ||
-              resp::iequals(section, "everything") || resp::iequals(section, "raft");
+  // INFO [section ...] (Redis 7): no section means `default`; unknown names add nothing.
+  static constexpr std::string_view kDefault[] = {"default"};
+  Args sections = args.size() > 1 ? args.subspan(1) : Args(kDefault);
+  std::string text = Commands::info_text(s, sections);
+  bool raft = Commands::info_wants(sections, "raft");
   if (!raft) {
     resp::append_bulk(out, text);
     return;
@@ -390,10 +449,32 @@ __attribute__((format(printf, 2, 3))) void appendf(std::string& r, const char* f
 }
 }  // namespace
 
-std::string Commands::info_text(Shard& s, std::string_view section) {
+bool Commands::info_wants(std::span<const std::string_view> sections, std::string_view name) {
+  // Every section of ours is in `default`, so default, all and everything are the same.
+  for (std::string_view sec : sections) {
+    if (resp::iequals(sec, name) || resp::iequals(sec, "default") || resp::iequals(sec, "all") ||
+        resp::iequals(sec, "everything")) {
+      return true;
+    }
+  }
+  return false;
+}
+
+namespace {
+uint64_t resident_bytes() {
+  // /proc/self/statm: size resident ... in pages.
+  unsigned long long size = 0, resident = 0;
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  int n = std::fscanf(f, "%llu %llu", &size, &resident);
+  std::fclose(f);
+  return n == 2 ? resident * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)) : 0;
+}
+}  // namespace
+
+std::string Commands::info_text(Shard& s, std::span<const std::string_view> sections) {
   Node& node = s.node();
-  bool all = resp::iequals(section, "default") || resp::iequals(section, "all") ||
-             resp::iequals(section, "everything");
+  auto want = [&](std::string_view name) { return info_wants(sections, name); };
   std::string r;
   uint64_t connected = 0, accepted = 0, rejected = 0, commands = 0, tickets = 0, requests = 0,
            batches = 0, in = 0, outb = 0, perr = 0;
@@ -413,7 +494,7 @@ std::string Commands::info_text(Shard& s, std::string_view section) {
   LogStats& ls = node.log_stats();
   const ServerOptions& o = node.opts();
   uint64_t uptime = (now_ms() - node.start_ms()) / 1000;
-  if (all || resp::iequals(section, "server")) {
+  if (want("server")) {
     r += "# Server\r\n";
     appendf(r, "redis_version:7.0.0");
     appendf(r, "ticketd_version:%s", TICKETD_VERSION);
@@ -429,21 +510,32 @@ std::string Commands::info_text(Shard& s, std::string_view section) {
     appendf(r, "mem_allocator:%s", mi_version != nullptr ? "mimalloc" : "libc");
     r += "\r\n";
   }
-  if (all || resp::iequals(section, "clients")) {
+  if (want("clients")) {
     r += "# Clients\r\n";
     appendf(r, "connected_clients:%llu", static_cast<unsigned long long>(connected));
     appendf(r, "maxclients:%u", o.max_clients);
+    appendf(r, "blocked_clients:0");  // no command of ours blocks
     r += "\r\n";
   }
-  if (all || resp::iequals(section, "memory")) {
+  if (want("memory")) {
     r += "# Memory\r\n";
+    // Redis reports what its allocator holds; ticketd reports its resident set, which
+    // is what an operator watching memory needs (redis-cli --stat reads used_memory).
+    uint64_t rss = resident_bytes();
+    appendf(r, "used_memory:%llu", static_cast<unsigned long long>(rss));
+    appendf(r, "used_memory_rss:%llu", static_cast<unsigned long long>(rss));
     rusage ru{};
     ::getrusage(RUSAGE_SELF, &ru);
     appendf(r, "used_memory_peak_rss:%llu", static_cast<unsigned long long>(ru.ru_maxrss) * 1024ull);
     r += "\r\n";
   }
-  if (all || resp::iequals(section, "persistence")) {
+  if (want("persistence")) {
     r += "# Persistence\r\n";
+    // Redis's fork and load flags (redis-cli --stat reads them): ticketd never forks, and
+    // recovers its log before it listens.
+    appendf(r, "loading:0");
+    appendf(r, "rdb_bgsave_in_progress:0");
+    appendf(r, "aof_rewrite_in_progress:0");
     appendf(r, "durability:%s", durability_name(o.durability));
     appendf(r, "data_dir:%s", node.data_dir().c_str());
     appendf(r, "wal_direct_io:%d", ls.direct_io.load() ? 1 : 0);
@@ -458,7 +550,7 @@ std::string Commands::info_text(Shard& s, std::string_view section) {
     appendf(r, "snapshots_taken:%llu", static_cast<unsigned long long>(ls.snapshots.load()));
     r += "\r\n";
   }
-  if (all || resp::iequals(section, "stats")) {
+  if (want("stats")) {
     r += "# Stats\r\n";
     appendf(r, "total_connections_received:%llu", static_cast<unsigned long long>(accepted));
     appendf(r, "rejected_connections:%llu", static_cast<unsigned long long>(rejected));

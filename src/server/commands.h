@@ -19,8 +19,11 @@ class Commands {
   static BatchStatus ticket_admission(Shard& s);
   // The reply for one TICKET refused with `why` (e.g. -MOVED to the leader).
   static void append_refusal(Shard& s, std::string& out, BatchStatus why);
-  // The INFO text (all sections, or the one named).
-  static std::string info_text(Shard& s, std::string_view section);
+  // The INFO text of the sections named (`default`, `all`, `everything`: every one), in
+  // Redis's order; the raft section is added on shard 0.
+  static std::string info_text(Shard& s, std::span<const std::string_view> sections);
+  // Does INFO with these section arguments include section `name`?
+  static bool info_wants(std::span<const std::string_view> sections, std::string_view name);
 };
 
 }  // namespace ticketd::server

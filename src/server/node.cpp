@@ -1,6 +1,8 @@
 #include "node.h"
 #include "trace.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -41,6 +43,37 @@ bool make_dirs(const std::string& path, std::string* err) {
   }
   return true;
 }
+// Why binding host:port must fail, for the reasons a probe can tell apart from a taken
+// port: the address is not this machine's (EADDRNOTAVAIL), the port needs privileges
+// (EACCES). Empty when the bind works or fails otherwise (EADDRINUSE: a listener, or the
+// leftovers of a killed node, which the connect probe tells apart).
+std::string bind_refusal(const std::string& host, uint16_t port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  int gai = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), std::to_string(port).c_str(),
+                          &hints, &res);
+  if (gai != 0) return std::string("cannot resolve '") + host + "': " + ::gai_strerror(gai);
+  std::string why;
+  for (addrinfo* a = res; a != nullptr && why.empty(); a = a->ai_next) {
+    int fd = ::socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) < 0) {
+      int e = errno;
+      if (e == EADDRNOTAVAIL) {
+        why = std::string(std::strerror(e)) + " (not an address of this machine)";
+      } else if (e == EACCES) {
+        why = std::string(std::strerror(e)) + " (ports below 1024 need privileges)";
+      }
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(res);
+  return why;
+}
+
 }  // namespace
 
 Node::Node(const ServerOptions& opts) : opts_(opts) {
@@ -71,6 +104,24 @@ bool Node::start(std::string* err) {
     return false;
   }
   service_port_.store(port);
+  // Before anything is written to the data directory: an address this machine does not
+  // have (or a port it may not use) is said as such. (The probe below would report a
+  // foreign address that some proxy answers as "already listening".)
+  std::string why = bind_refusal(service_host_, port);
+  if (!why.empty()) {
+    *err = "cannot listen on " + opts_.saddr + ": " + why;
+    return false;
+  }
+  std::string raft_host;
+  uint16_t raft_port = 0;
+  if (io::parse_host_port(opts_.raddr, &raft_host, &raft_port)) {
+    why = bind_refusal(raft_host, raft_port);
+    if (!why.empty()) {
+      // Said before a new node bootstraps a cluster that records this address.
+      *err = "cannot listen on the raft address " + opts_.raddr + ": " + why;
+      return false;
+    }
+  }
   // A node killed a moment ago can leave its listener behind for a few milliseconds while
   // the kernel tears its io_uring down: give that a moment before calling the port taken.
   bool taken = port != 0 && io::something_listens(service_host_, port);
@@ -150,7 +201,7 @@ void Node::drain_admin() {
 }
 
 void Node::reply_admin(const AdminRequest& req, std::string bytes) {
-  shards_[req.shard]->post_admin_reply(req.conn, std::move(bytes));
+  shards_[req.shard]->post_admin_reply(req.conn, req.seq, std::move(bytes));
 }
 
 void Node::stop() {

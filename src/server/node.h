@@ -36,6 +36,7 @@ struct LogStats {
 struct AdminRequest {
   uint32_t shard = 0;
   Connection* conn = nullptr;
+  uint64_t seq = 0;  // the connection's admin slot this answers (replies finish in any order)
   std::vector<std::string> args;
 };
 

@@ -1505,7 +1505,12 @@ void RaftTicketLog::sync_peers() {
 }
 
 bool RaftTicketLog::drained() const {
-  return staged_total_ == 0 && proposals_.empty() && !writing_ && !syncing_ && !shutting_down_;
+  // The hand-over is over once this node stepped down, or the core gave the transfer up
+  // (or its 2 s bound passed: on_tick clears shutting_down_). Waiting out the bound after
+  // a transfer that finished in milliseconds only delayed the exit.
+  bool handing_over = shutting_down_ && raft_->role() == raft::Role::kLeader &&
+                      raft_->transfer_target() != raft::kNoId;
+  return staged_total_ == 0 && proposals_.empty() && !writing_ && !syncing_ && !handing_over;
 }
 
 void RaftTicketLog::begin_shutdown() {

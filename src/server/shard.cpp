@@ -4,8 +4,11 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -20,8 +23,25 @@ namespace {
 constexpr unsigned kRecvBuffers = 512;        // per shard, shared by all its connections
 constexpr unsigned kRecvBufSize = 16 * 1024;
 constexpr size_t kMaxStash = 2 * 1024 * 1024;  // an incomplete command may not grow past this
-constexpr size_t kMaxOutput = 64 * 1024 * 1024;  // unread replies before we drop the client
+// Replies queued for one client (unsent, or waiting behind a pending request) before we
+// drop it.
+constexpr size_t kMaxOutput = 64 * 1024 * 1024;
+constexpr size_t kSegmentBytes = 1024 * 1024;   // replies waiting: start a new segment past this
+constexpr size_t kPendingAdminBytes = 256;      // an admin command in flight (its copy, its slot)
 constexpr uint64_t kMaxOutstandingBatches = 512;  // stays below the result queue's capacity
+
+// True while bytes we sent on `fd` (or our FIN) wait for the peer's acknowledgement on a
+// connection that still stands (a reset one has nothing left to deliver).
+bool replies_unacknowledged(int fd) {
+  tcp_info ti{};
+  socklen_t len = sizeof(ti);
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || ti.tcpi_state == TCP_CLOSE) {
+    return false;
+  }
+  int unacked = 0;
+  return ::ioctl(fd, SIOCOUTQ, &unacked) == 0 && unacked > 0;
+}
+
 }  // namespace
 
 const char* batch_status_error(BatchStatus s) {
@@ -98,24 +118,27 @@ void Shard::thread_main() {
     loop_->run_once(true);
     if (!stop_requested_.load(std::memory_order_acquire)) continue;
     if (!closed_listener) {
-      // Stop accepting, stop reading; answer what is in flight, then leave.
       closed_listener = true;
-      close_handoffs();
-      if (index_ == 0) node_.log().begin_shutdown();
-      if (accept_armed_) loop_->cancel(&accept_c_, nullptr);
-      ::shutdown(listen_fd_, SHUT_RDWR);
-      for (Connection* c : all_) {
-        if (!c->closing) {
-          c->closing = true;
-          c->close_after_flush = true;
-          if (c->recv_armed) loop_->cancel(&c->recv_c, nullptr);
-          flush(c);
-        }
-      }
+      begin_stop();
       stop_deadline = now_ms() + 5000;
     }
+    linger_check();
     bool idle = requests_.empty() && all_.empty() && (index_ != 0 || node_.log().drained());
-    if (idle || now_ms() > stop_deadline) break;
+    if (idle) break;
+    if (now_ms() > stop_deadline) {
+      size_t lingering = 0, unsent = 0;
+      for (Connection* c : all_) {
+        lingering += c->lingering ? 1 : 0;
+        unsent += c->waiting.empty() && c->out.empty() && !c->send_inflight ? 0 : 1;
+      }
+      node_.log_line("shard " + std::to_string(index_) + ": stop deadline passed with " +
+                     std::to_string(all_.size()) + " connection(s) open (" +
+                     std::to_string(unsent) + " with replies unsent, " +
+                     std::to_string(lingering) + " with replies unacknowledged), " +
+                     std::to_string(requests_.size()) + " ticket request(s) pending" +
+                     (index_ == 0 && !node_.log().drained() ? ", the log not drained" : ""));
+      break;
+    }
     // Keep turning while draining: a short timer makes sure we wake to re-check.
     if (!drain_timer_armed_) {
       drain_timer_armed_ = true;
@@ -138,6 +161,59 @@ void Shard::thread_main() {
   ::close(listen_fd_);
   // Leave the ring to the destructor; the completions it still references are ours and
   // no further turn runs.
+}
+
+void Shard::begin_stop() {
+  // Stop accepting; end every receive, then answer what was read, then leave.
+  stopping_ = true;
+  close_handoffs();
+  if (index_ == 0) node_.log().begin_shutdown();
+  if (accept_armed_) loop_->cancel(&accept_c_, nullptr);
+  ::shutdown(listen_fd_, SHUT_RDWR);
+  std::vector<Connection*> conns = all_;  // finish_input may free a connection
+  for (Connection* c : conns) {
+    if (c->closing) continue;
+    if (!c->recv_armed) {
+      finish_input(c);
+    } else if (!c->cancel_sent) {
+      // Its final completion (-ECANCELED, after any data already received) calls
+      // finish_input.
+      c->cancel_sent = true;
+      loop_->cancel(&c->recv_c, nullptr);
+    }
+  }
+}
+
+void Shard::finish_input(Connection* c) {
+  // The receive has ended, so what the client sent before the stop is in the socket now:
+  // read that much (not what it keeps sending), so every request sent before the signal
+  // is answered. Shutdown only: synchronous reads are fine here.
+  int queued = 0;
+  if (c->fd >= 0 && ::ioctl(c->fd, FIONREAD, &queued) == 0) {
+    char buf[16 * 1024];
+    size_t left = queued > 0 ? static_cast<size_t>(queued) : 0;
+    while (left > 0 && !c->closing) {
+      ssize_t n = ::recv(c->fd, buf, std::min(left, sizeof(buf)), MSG_DONTWAIT);
+      if (n <= 0) break;
+      stats_.bytes_in.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      handle_input(c, buf, static_cast<size_t>(n));
+      left -= static_cast<size_t>(n);
+    }
+  }
+  if (!c->closing) {
+    c->closing = true;
+    c->close_after_flush = true;
+  }
+  queue_ticket_run(c);
+  mark_dirty(c);
+}
+
+void Shard::linger_check() {
+  std::vector<Connection*> conns;
+  for (Connection* c : all_) {
+    if (c->lingering) conns.push_back(c);
+  }
+  for (Connection* c : conns) start_close(c);  // closes those whose replies were ACKed
 }
 
 void Shard::arm_accept() {
@@ -265,8 +341,9 @@ void Shard::on_recv(io::Completion* comp, int32_t res, uint32_t flags) {
     TICKETD_TRACE_EV("crecv", s->index_, res);
     if (!c->closing) s->handle_input(c, s->bufs_->buffer(bid), static_cast<size_t>(res));
     s->bufs_->recycle(bid);
-  } else if (res == -ENOBUFS) {
-    // Every receive buffer is busy: this turn's completions will return them; read again.
+  } else if (res == -ENOBUFS || res == -ECANCELED) {
+    // ENOBUFS: every receive buffer is busy; this turn's completions return them, read
+    // again. ECANCELED: we ended the receive (closing, or the shard is stopping): no error.
   } else if (res == 0) {
     // EOF: the client may have only half-closed (`nc -q`): answer what it sent, then close.
     if (!c->closing) {
@@ -280,11 +357,10 @@ void Shard::on_recv(io::Completion* comp, int32_t res, uint32_t flags) {
     c->closing = true;
     c->close_after_flush = false;
   }
-  if (!c->recv_armed) {
-    if (!c->closing && res == -ENOBUFS) {
-      s->loop_->recv_multishot(c->fd, s->bufs_->group_id(), &c->recv_c);
-      c->recv_armed = true;
-    } else if (!c->closing && res > 0) {
+  if (!c->recv_armed && !c->closing) {
+    if (s->stopping_) {
+      s->finish_input(c);  // read what is left of the input sent before the stop
+    } else if (res == -ENOBUFS || res == -ECANCELED || res > 0) {
       s->loop_->recv_multishot(c->fd, s->bufs_->group_id(), &c->recv_c);
       c->recv_armed = true;
     }
@@ -360,7 +436,7 @@ void Shard::queue_ticket_run(Connection* c) {
     for (uint64_t i = 0; i < n; ++i) Commands::append_refusal(*this, out, refuse);
     return;
   }
-  c->waiting.push_back(Connection::Segment{n, false, true, {}});
+  push_segment(c, Connection::Segment{n, false, true, 0, {}, 0});
   c->outstanding++;
   requests_.push_back(PendingRequest{c, n});
   unsent_total_ += n;
@@ -370,8 +446,36 @@ void Shard::queue_ticket_run(Connection* c) {
 std::string& Shard::reply_buffer(Connection* c) {
   if (c->waiting.empty()) return c->out;
   // Behind a pending TICKET: the bytes wait in order.
-  if (c->waiting.back().pending) c->waiting.push_back(Connection::Segment{});
+  // A new segment after a pending one, and past 1 MiB: a string doubling its way up to
+  // the bound would leave the allocator twice that in freed blocks.
+  if (c->waiting.back().pending || c->waiting.back().bytes.size() >= kSegmentBytes) {
+    push_segment(c, Connection::Segment{});
+  }
   return c->waiting.back().bytes;
+}
+
+void Shard::recharge(Connection* c, Connection::Segment& seg) {
+  size_t now = sizeof(Connection::Segment);
+  if (!seg.pending) {
+    now += seg.bytes.capacity();  // what it holds: a growing string doubles
+  } else if (seg.admin) {
+    now += kPendingAdminBytes;
+  } else {
+    now += static_cast<size_t>(seg.tickets) * ticket_reply_bytes_ + sizeof(PendingRequest);
+  }
+  c->waiting_bytes = c->waiting_bytes - seg.charged + now;
+  seg.charged = now;
+}
+
+void Shard::push_segment(Connection* c, Connection::Segment seg) {
+  if (!c->waiting.empty()) recharge(c, c->waiting.back());  // the old back may have grown
+  c->waiting.push_back(std::move(seg));
+  recharge(c, c->waiting.back());
+}
+
+bool Shard::over_reply_bound(Connection* c) {
+  if (!c->waiting.empty()) recharge(c, c->waiting.back());
+  return c->out.size() + c->sending.size() + c->waiting_bytes > kMaxOutput;
 }
 
 void Shard::reply(Connection* c, std::string_view bytes) { reply_buffer(c).append(bytes); }
@@ -452,6 +556,11 @@ void Shard::apply_result(const BatchResult& r) {
   // makes each connection's tickets increase.
   uint64_t next = r.start;
   uint64_t left = r.total;
+  if (r.status == BatchStatus::kOk && r.total > 0) {
+    size_t digits = 1;
+    for (uint64_t v = r.start + r.total - 1; v >= 10; v /= 10) ++digits;
+    ticket_reply_bytes_ = digits + 4;  // '+', CRLF, and one digit to spare
+  }
   while (left > 0) {
     TICKETD_CHECK(!requests_.empty());
     PendingRequest pr = requests_.front();
@@ -477,6 +586,7 @@ void Shard::apply_result(const BatchResult& r) {
       } else {
         for (uint64_t i = 0; i < pr.n; ++i) Commands::append_refusal(*this, seg->bytes, r.status);
       }
+      recharge(c, *seg);
       release_ready(c);
     } else {
       maybe_free(c);
@@ -488,6 +598,8 @@ void Shard::apply_result(const BatchResult& r) {
 void Shard::release_ready(Connection* c) {
   // Whatever is resolved at the front can go now, up to the next pending entry.
   while (!c->waiting.empty() && !c->waiting.front().pending) {
+    recharge(c, c->waiting.front());  // it may be the back, grown since last counted
+    c->waiting_bytes -= c->waiting.front().charged;
     if (c->out.empty()) {
       c->out.swap(c->waiting.front().bytes);
     } else {
@@ -499,49 +611,64 @@ void Shard::release_ready(Connection* c) {
 }
 
 void Shard::submit_admin(Connection* c, std::span<const std::string_view> args) {
-  c->waiting.push_back(Connection::Segment{0, true, true, {}});
+  uint64_t seq = c->next_admin_seq++;
+  push_segment(c, Connection::Segment{0, true, true, seq, {}, 0});
   c->outstanding++;
   std::vector<std::string> copy(args.begin(), args.end());
-  node_.post_admin(AdminRequest{index_, c, std::move(copy)}, loop_.get());
+  node_.post_admin(AdminRequest{index_, c, seq, std::move(copy)}, loop_.get());
 }
 
-void Shard::post_admin_reply(Connection* c, std::string bytes) {
+void Shard::post_admin_reply(Connection* c, uint64_t seq, std::string bytes) {
   {
     std::lock_guard<std::mutex> g(admin_mu_);
-    admin_replies_.emplace_back(c, std::move(bytes));
+    admin_replies_.push_back(AdminReply{c, seq, std::move(bytes)});
   }
   loop_->wake(node_.shard(0).loop());  // called on shard 0's thread
 }
 
 void Shard::drain_admin_replies() {
-  std::vector<std::pair<Connection*, std::string>> replies;
+  std::vector<AdminReply> replies;
   {
     std::lock_guard<std::mutex> g(admin_mu_);
     replies.swap(admin_replies_);
   }
-  for (auto& [c, bytes] : replies) {
+  for (AdminReply& r : replies) {
+    Connection* c = r.conn;
     c->outstanding--;
     if (c->closing && !c->close_after_flush) {
       maybe_free(c);
       continue;
     }
+    // Admin commands finish in any order (RAFT.SNAPSHOT waits for the disk, RAFT.LEADER
+    // does not): each reply goes to its own slot.
+    Connection::Segment* seg = nullptr;
     for (auto& w : c->waiting) {
-      if (w.pending && w.admin) {
-        w.pending = false;
-        w.bytes = std::move(bytes);
+      if (w.pending && w.admin && w.admin_seq == r.seq) {
+        seg = &w;
         break;
       }
     }
+    TICKETD_CHECK(seg != nullptr);
+    seg->pending = false;
+    seg->bytes = std::move(r.bytes);
+    recharge(c, *seg);
     release_ready(c);
   }
 }
 
 void Shard::flush(Connection* c) {
-  if (c->out.size() + c->sending.size() > kMaxOutput && !(c->closing && !c->close_after_flush)) {
-    // The client does not read its replies: drop it rather than grow without bound.
+  if (!(c->closing && !c->close_after_flush) && over_reply_bound(c)) {
+    // The client does not read its replies (or piles them up behind a TICKET that waits
+    // for its commit): drop it rather than grow without bound. What is still pending
+    // resolves into nothing (apply_result and drain_admin_replies skip a dropped client).
     c->closing = true;
     c->close_after_flush = false;
     c->out.clear();
+    c->out.shrink_to_fit();
+    c->waiting.clear();
+    c->waiting_bytes = 0;
+    c->inbuf.clear();
+    c->inbuf.shrink_to_fit();
     start_close(c);
     return;
   }
@@ -590,6 +717,18 @@ void Shard::start_close(Connection* c) {
   if (c->close_after_flush &&
       (!c->waiting.empty() || !c->out.empty() || c->send_inflight || c->ticket_run > 0)) {
     return;
+  }
+  if (stopping_ && c->close_after_flush && c->fd >= 0 && !c->recv_armed) {
+    // Stopping, every reply handed to the kernel. A close with unread input resets the
+    // connection and drops replies still in our send queue: shut the write side (the FIN
+    // follows the replies) and close once the client's kernel has acknowledged them
+    // (linger_check, until the stop deadline).
+    if (!c->lingering) {
+      c->lingering = true;
+      ::shutdown(c->fd, SHUT_WR);
+    }
+    if (replies_unacknowledged(c->fd)) return;
+    c->lingering = false;
   }
   if (!c->close_after_flush && c->fd >= 0 && c->send_inflight && !c->shut_down) {
     // A send may wait forever on a client that does not read: shutting the socket down

@@ -72,6 +72,7 @@ struct Connection {
   bool dirty = false;            // queued for this turn's flush
   bool cancel_sent = false;      // the multishot recv was asked to stop
   bool shut_down = false;
+  bool lingering = false;        // stopping: replies sent, write side shut, awaiting the ACK
   uint64_t outstanding = 0;      // ticket requests the shard still has to answer
   // Replies waiting behind a request whose answer has not come back yet (a TICKET waiting
   // for its range, or an admin command running on shard 0). Each entry is a pending ticket
@@ -81,9 +82,16 @@ struct Connection {
     uint64_t tickets = 0;
     bool admin = false;
     bool pending = false;
+    uint64_t admin_seq = 0;  // which admin command (they finish in any order)
     std::string bytes;
+    size_t charged = 0;      // what this segment counts in waiting_bytes
   };
   std::deque<Segment> waiting;
+  // What `waiting` holds or will need, for the reply bound: encoded bytes, the replies a
+  // pending ticket request will take, each segment's own size. The back segment's growth
+  // is counted when it is checked (Shard::recharge), not on every append.
+  size_t waiting_bytes = 0;
+  uint64_t next_admin_seq = 0;
   uint64_t ticket_run = 0;  // consecutive TICKETs of the current read, not yet queued
   std::string name;         // CLIENT SETNAME
   uint64_t created_ms = 0;
@@ -122,7 +130,7 @@ class Shard {
   // and keeps its place in the connection's pipeline.
   void submit_admin(Connection* c, std::span<const std::string_view> args);
   // Shard 0 -> this shard: the answer to an admin command (any thread).
-  void post_admin_reply(Connection* c, std::string bytes);
+  void post_admin_reply(Connection* c, uint64_t seq, std::string bytes);
   // Another shard accepted `fd` for this one (any thread); false if this shard has stopped
   // taking connections (the caller keeps the fd).
   bool post_connection(int fd, io::Loop* from);
@@ -138,6 +146,11 @@ class Shard {
   static void on_recv(io::Completion* c, int32_t res, uint32_t flags);
   static void on_send(io::Completion* c, int32_t res, uint32_t flags);
   void handle_input(Connection* c, const char* data, size_t len);
+  // Stopping: reads what the socket holds now (sent before the stop), then closes after
+  // answering it.
+  void finish_input(Connection* c);
+  void begin_stop();        // stop accepting and reading; answer what is in flight
+  void linger_check();      // closes the lingering connections whose replies were ACKed
   // Runs the complete commands at the front of [data, data+len); returns bytes consumed.
   size_t run_commands(Connection* c, const char* data, size_t len);
   void queue_ticket_run(Connection* c);
@@ -152,6 +165,9 @@ class Shard {
   void apply_result(const BatchResult& r);
   void drain_admin_replies();
   void release_ready(Connection* c);  // moves resolved replies at the front to `out`
+  void push_segment(Connection* c, Connection::Segment seg);
+  void recharge(Connection* c, Connection::Segment& seg);  // updates waiting_bytes
+  bool over_reply_bound(Connection* c);  // queued replies (all of them) past kMaxOutput
 
   Node& node_;
   uint32_t index_;
@@ -165,6 +181,7 @@ class Shard {
   std::atomic<bool> failed_{false};
   std::string fail_msg_;
   std::atomic<bool> stop_requested_{false};
+  bool stopping_ = false;  // begin_stop ran (this thread only)
   ShardStats stats_;
 
   SpscQueue<BatchRequest> to_log_{1024};
@@ -182,9 +199,17 @@ class Shard {
   // worth of them have not been sent to the log yet (this turn's, or the queue was full).
   std::deque<PendingRequest> requests_;
   uint64_t unsent_total_ = 0;
+  // What one TICKET reply takes, for the reply bound: "+<n>\r\n" for the latest range's
+  // end plus a digit to spare; the most a u64 takes until the first range arrives.
+  size_t ticket_reply_bytes_ = 23;
   uint64_t outstanding_batches_ = 0;
   std::mutex admin_mu_;  // admin replies only: never on the TICKET path
-  std::vector<std::pair<Connection*, std::string>> admin_replies_;
+  struct AdminReply {
+    Connection* conn;
+    uint64_t seq;
+    std::string bytes;
+  };
+  std::vector<AdminReply> admin_replies_;
   std::mutex handoff_mu_;  // accepts handed over by other shards (rare: once per connection)
   std::vector<int> handoffs_;
   bool handoffs_closed_ = false;

@@ -1,9 +1,15 @@
 """Command-line behaviour: --help and --version exit 0; every bad flag value prints what is
-wrong and exits 2; a port already in use is a clear start-up error, not a crash."""
+wrong and exits 2; a port already in use, or an address this machine does not have, is a
+clear start-up error, not a crash."""
 
+import errno
+import os
+import shutil
+import socket
 import subprocess
+import tempfile
 
-from harness import Node, check, run_main
+from harness import Node, check, free_port, run_main
 
 
 def run(binary, *a):
@@ -34,6 +40,36 @@ def main(args):
         check(r.returncode == 2 and (r.stderr.strip() or r.stdout.strip()),
               "bad flags %s exit 2 with a message (%d: %s)"
               % (a, r.returncode, (r.stderr or r.stdout).strip().splitlines()[:1]))
+    # An address this machine does not have: said as such (it said "a server is already
+    # listening there" when a proxy answered the probe), before the data directory is made.
+    foreign = None
+    for addr in ("203.0.113.77", "198.51.100.77", "10.254.253.252"):
+        s = socket.socket()
+        try:
+            s.bind((addr, 0))
+        except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                foreign = addr
+                break
+        finally:
+            s.close()
+    check(foreign is not None, "found an address this machine does not have")
+    d = tempfile.mkdtemp(prefix="ticketd-cli-")
+    try:
+        r = run(b, "--id", "1", "--saddr", "%s:%d" % (foreign, free_port()), "--raddr",
+                "127.0.0.1:%d" % free_port(), "--dir", d)
+        msg = r.stderr.strip()
+        check(r.returncode == 1 and "not an address of this machine" in msg and
+              "already listening" not in msg, "a foreign --saddr says so: %s" % msg)
+        check(not os.path.exists(os.path.join(d, "1")), "and writes no data directory")
+        r = run(b, "--id", "1", "--saddr", "127.0.0.1:%d" % free_port(), "--raddr",
+                "%s:%d" % (foreign, free_port()), "--dir", d)
+        msg = r.stderr.strip()
+        check(r.returncode == 1 and "raft address" in msg and "not an address of this machine" in msg
+              and not os.path.exists(os.path.join(d, "1")),
+              "so does a foreign --raddr, before bootstrapping: %s" % msg)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
     # A port in use: a clear error and a non-zero exit.
     n = Node(b).start()
     try:
