@@ -346,6 +346,9 @@ const char* Node::validate(const Message& m) const {
       if (sn.index == 0 || sn.index > kMaxIndex) return "snapshot index is 0 or above the limit";
       if (sn.term == 0 || sn.term > m.term) return "snapshot term is 0 or above the message term";
       if (!valid_configuration(sn.configuration)) return "snapshot configuration is invalid";
+      if (cfg_.valid_snapshot_data && !cfg_.valid_snapshot_data(sn.data)) {
+        return "snapshot data is not a state this application can restore";
+      }
       break;
     }
     default:
@@ -383,7 +386,9 @@ StepResult Node::step_validated(const Message& m) {
   bool vote_request = m.type == MessageType::kPreVote || m.type == MessageType::kVote;
   bool from_leader = m.type == MessageType::kAppend || m.type == MessageType::kHeartbeat ||
                      m.type == MessageType::kInstallSnapshot;
-  bool outsider = !config_.is_voter(m.from);
+  // Only asked where it matters (votes, higher terms, TimeoutNow): the common same-term
+  // append and its ack skip the configuration scan.
+  auto outsider = [&] { return !config_.is_voter(m.from); };
   if ((m.type == MessageType::kPreVoteResp || m.type == MessageType::kVoteResp) && m.reject &&
       m.hint_index != 0 && config_.find(m.from) != nullptr) {
     // A server we count on says its committed configuration no longer holds us (whatever
@@ -391,7 +396,7 @@ StepResult Node::step_validated(const Message& m) {
     removal_notice_ = RemovalNotice{m.from, m.hint_index};
     removal_notice_config_ = config_index_;
   }
-  if (vote_request && outsider && !is_up_to_date(m.index, m.log_term)) {
+  if (vote_request && !is_up_to_date(m.index, m.log_term) && outsider()) {
     // A removed server (its log lacks its removal, or it would not campaign) or a stale one:
     // it may neither move our term nor win our vote. A server that is newer than our log
     // (added by entries we lack) always has a log at least as up to date as ours, so it
@@ -409,12 +414,12 @@ StepResult Node::step_validated(const Message& m) {
     return refuse(StepStatus::kOutsider, "vote request from outside our configuration with an older log");
   }
   if (m.term > term_) {
-    if (outsider && from_leader && in_leader_lease()) {
+    if (from_leader && in_leader_lease() && outsider()) {
       // A newer leader we do not know yet (entries we lack added it) is believed once our
       // leader has been silent for an election timeout; a stray one cannot depose it.
       return refuse(StepStatus::kOutsider, "higher term from a leader outside our configuration while ours is live");
     }
-    if (outsider && !from_leader && !vote_request) {
+    if (!from_leader && !vote_request && outsider()) {
       // Responses and TimeoutNow: we only ever send requests to members.
       return refuse(StepStatus::kOutsider, "higher-term response from outside our configuration");
     }
@@ -457,7 +462,7 @@ StepResult Node::step_validated(const Message& m) {
              leader_ != m.from) {
     // Election safety: one leader per term. (Our leader_ is set only by a message of this term.)
     return refuse(StepStatus::kConflict, "a second leader in our term");
-  } else if (m.type == MessageType::kTimeoutNow && outsider && leader_ != m.from) {
+  } else if (m.type == MessageType::kTimeoutNow && leader_ != m.from && outsider()) {
     return refuse(StepStatus::kOutsider, "TimeoutNow from outside our configuration");
   }
 

@@ -901,6 +901,25 @@ TEST(RaftPeerInput, InconsistentSnapshotIsRefused) {
   EXPECT_EQ(fn.commit_index(), s.c.node(s.l).commit_index());
 }
 
+TEST(RaftPeerInput, SnapshotDataTheApplicationCannotReadIsRefused) {
+  Config cfg = Cluster::config(2);
+  cfg.valid_snapshot_data = [](std::string_view d) { return d.size() == 8; };
+  Configuration conf{{Server{1, Suffrage::kVoter, ""}, Server{2, Suffrage::kVoter, ""}}};
+  Node f(cfg, bootstrap(conf));
+  Message m = msg(MessageType::kInstallSnapshot, 1, 2, 2);
+  Snapshot sn;
+  sn.index = 10;
+  sn.term = 2;
+  sn.configuration = conf;
+  sn.data = "abc";
+  m.snapshot = sn;
+  expect_refused(f, f.step(m), StepStatus::kMalformed);
+  EXPECT_EQ(f.snapshot_index(), 0u);
+  m.snapshot->data = allocate(42);
+  EXPECT_TRUE(f.step(m).ok());
+  EXPECT_EQ(f.snapshot_index(), 10u);
+}
+
 TEST(RaftPeerInput, AckBeyondTheLeadersLogIsRefused) {
   Settled s;
   Node& ln = s.c.node(s.l);

@@ -78,6 +78,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ticketd/raft/raft_log.h"
@@ -94,6 +95,12 @@ struct Config {
   bool pre_vote = true;
   bool check_quorum = true;
   uint64_t seed = 1;             // seeds the election-timeout generator
+  // Optional: checks the application data of a snapshot a peer sends; false refuses the
+  // InstallSnapshot as malformed (this follower stays behind rather than restore a state it
+  // cannot read). Entry payloads get no such hook on purpose: a committed entry the
+  // application cannot read must be skipped at apply time by every node alike, since
+  // followers refusing it would stall the log behind it for ever.
+  bool (*valid_snapshot_data)(std::string_view data) = nullptr;
 };
 
 struct InitialState {
