@@ -419,8 +419,9 @@ StepResult Node::step_validated(const Message& m) {
       // leader has been silent for an election timeout; a stray one cannot depose it.
       return refuse(StepStatus::kOutsider, "higher term from a leader outside our configuration while ours is live");
     }
-    if (!from_leader && !vote_request && outsider()) {
-      // Responses and TimeoutNow: we only ever send requests to members.
+    if (!from_leader && !vote_request && config_.find(m.from) == nullptr) {
+      // Responses and TimeoutNow: we only ever send requests to members (a non-voter that
+      // learnt a newer term still tells its leader, as before).
       return refuse(StepStatus::kOutsider, "higher-term response from outside our configuration");
     }
     if (vote_request) {

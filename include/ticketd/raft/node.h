@@ -69,8 +69,8 @@
 // Outsiders (servers that are not voters in our latest configuration) are heard, since a newly
 // added node hears from its leader before its log names either of them, but they may not move
 // our term while we follow a live leader, nor by a vote request unless their log is at least as
-// up to date as ours (then they may legitimately be a newer member), nor by a response (we only
-// ever ask members).
+// up to date as ours (then they may legitimately be a newer member), nor by a response from a
+// server our configuration does not name at all (we only ever ask members).
 #pragma once
 
 #include <cstdint>
