@@ -4,7 +4,8 @@
 # if any target crashed (the crash input's path is printed), 2 on usage or build errors.
 set -euo pipefail
 
-ALL_TARGETS=(fuzz_resp_parser fuzz_reply_reader fuzz_raft_codec fuzz_peer_frames fuzz_wal_recovery fuzz_tickets)
+ALL_TARGETS=(fuzz_resp_parser fuzz_reply_reader fuzz_raft_codec fuzz_raft_node fuzz_peer_frames
+             fuzz_wal_recovery fuzz_tickets)
 SECONDS_PER_TARGET=60
 UPDATE_CORPUS=0
 JOBS=$(nproc 2>/dev/null || echo 2)

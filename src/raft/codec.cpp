@@ -73,6 +73,11 @@ class Reader {
     pos_ += 8;
     return v;
   }
+  bool skip(size_t n) {
+    if (!need(n)) return false;
+    pos_ += n;
+    return true;
+  }
   bool bytes(std::string* out, size_t max_len) {
     uint32_t n = u32();
     if (!ok_) return false;
@@ -138,6 +143,37 @@ std::string encode_configuration(const Configuration& c) {
 bool decode_configuration(std::string_view data, Configuration* out) {
   Reader r(data);
   if (!read_configuration(r, out)) return false;
+  return r.remaining() == 0;
+}
+
+bool valid_configuration(const Configuration& c) {
+  if (c.servers.size() > kMaxServers) return false;
+  for (size_t i = 0; i < c.servers.size(); ++i) {
+    const Server& s = c.servers[i];
+    if (s.id == kNoId || s.suffrage > Suffrage::kNonVoter || s.context.size() > kMaxContextBytes)
+      return false;
+    for (size_t j = 0; j < i; ++j)
+      if (c.servers[j].id == s.id) return false;
+  }
+  return true;
+}
+
+bool valid_encoded_configuration(std::string_view data) {
+  Reader r(data);
+  uint32_t n = r.u32();
+  if (!r.ok() || n > kMaxServers) return false;
+  uint64_t ids[kMaxServers];
+  for (uint32_t i = 0; i < n; ++i) {
+    ids[i] = r.u64();
+    uint8_t suffrage = r.u8();
+    uint32_t len = r.u32();
+    if (!r.ok() || ids[i] == kNoId || suffrage > static_cast<uint8_t>(Suffrage::kNonVoter) ||
+        len > kMaxContextBytes || !r.skip(len)) {
+      return false;
+    }
+    for (uint32_t j = 0; j < i; ++j)
+      if (ids[j] == ids[i]) return false;
+  }
   return r.remaining() == 0;
 }
 

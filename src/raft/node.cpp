@@ -54,6 +54,16 @@ const char* to_string(MessageType t) {
   return "?";
 }
 
+const char* to_string(StepStatus s) {
+  switch (s) {
+    case StepStatus::kOk: return "ok";
+    case StepStatus::kMalformed: return "malformed";
+    case StepStatus::kOutsider: return "outsider";
+    case StepStatus::kConflict: return "conflict";
+  }
+  return "?";
+}
+
 void Ready::clear() {
   hard_state.reset();
   snapshot.reset();
@@ -292,22 +302,140 @@ uint64_t Node::ticks_since_leader_contact() const {
 // ---------------------------------------------------------------------------------------------
 // step
 
-void Node::step(const Message& m) {
+// Checks what can be checked from the message alone: O(entries), allocation-free. Returns
+// nullptr if the message is well-formed, else why not.
+const char* Node::validate(const Message& m) const {
+  if (static_cast<uint8_t>(m.type) >= kMessageTypeCount) return "unknown message type";
+  if (m.term > kMaxTerm || m.log_term > kMaxTerm || m.hint_term > kMaxTerm) {
+    return "term above the limit (kMaxTerm)";
+  }
+  if (m.index > kMaxIndex || m.commit > kMaxIndex || m.hint_index > kMaxIndex) {
+    return "index above the limit (kMaxIndex)";
+  }
+  if (!m.entries.empty() && m.type != MessageType::kAppend) return "entries on a message type without entries";
+  if (m.snapshot.has_value() != (m.type == MessageType::kInstallSnapshot)) {
+    return m.snapshot ? "snapshot on a message type without one" : "InstallSnapshot without a snapshot";
+  }
+  switch (m.type) {
+    case MessageType::kPreVote:
+    case MessageType::kVote:
+      if (m.log_term > m.term) return "candidate's last log term is above its term";
+      break;
+    case MessageType::kAppend: {
+      if (m.log_term > m.term) return "previous entry's term is above the message term";
+      uint64_t prev_term = m.log_term;
+      for (size_t k = 0; k < m.entries.size(); ++k) {
+        const Entry& e = m.entries[k];
+        if (e.index != m.index + 1 + k) return "entries do not follow the previous index one by one";
+        if (e.term < prev_term) return "entry terms decrease";
+        if (e.term > m.term) return "entry term is above the message term";
+        if (static_cast<uint8_t>(e.type) > static_cast<uint8_t>(EntryType::kConfChange)) {
+          return "unknown entry type";
+        }
+        if (e.type == EntryType::kConfChange && !valid_encoded_configuration(e.data)) {
+          return "configuration entry does not decode";
+        }
+        prev_term = e.term;
+      }
+      break;
+    }
+    case MessageType::kAppendResp:
+      if (m.reject && (m.hint_term > m.term || m.hint_index > m.index)) return "rejection hint is past the rejected entry";
+      break;
+    case MessageType::kInstallSnapshot: {
+      const Snapshot& sn = *m.snapshot;
+      if (sn.index == 0 || sn.index > kMaxIndex) return "snapshot index is 0 or above the limit";
+      if (sn.term == 0 || sn.term > m.term) return "snapshot term is 0 or above the message term";
+      if (!valid_configuration(sn.configuration)) return "snapshot configuration is invalid";
+      if (cfg_.valid_snapshot_data && !cfg_.valid_snapshot_data(sn.data)) {
+        return "snapshot data is not a state this application can restore";
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  return nullptr;
+}
+
+StepResult Node::refuse(StepStatus s, const char* why) {
+  ++refused_[static_cast<int>(s)];
+  return StepResult{s, why};
+}
+
+bool Node::in_leader_lease() const {
+  return leader_ != kNoId && election_elapsed_ < cfg_.election_ticks;
+}
+
+std::optional<RemovalNotice> Node::removal_notice() const {
+  if (config_index_ != 0 && config_index_ <= commit_ && config_.find(cfg_.id) == nullptr) {
+    return RemovalNotice{cfg_.id, config_index_};
+  }
+  // A peer's notice stands until our configuration changes (a re-added server hears of it).
+  if (removal_notice_ && removal_notice_config_ == config_index_) return removal_notice_;
+  return std::nullopt;
+}
+
+StepResult Node::step(const Message& m) {
+  if (const char* why = validate(m)) return refuse(StepStatus::kMalformed, why);
+  return step_validated(m);
+}
+
+StepResult Node::step_validated(const Message& m) {
   // Misrouted (e.g. meant for a previous server at this address) or self-addressed: ignore.
-  if (m.from == cfg_.id || m.from == kNoId || m.to != cfg_.id) return;
+  if (m.from == cfg_.id || m.from == kNoId || m.to != cfg_.id) return {};
+  bool vote_request = m.type == MessageType::kPreVote || m.type == MessageType::kVote;
+  bool from_leader = m.type == MessageType::kAppend || m.type == MessageType::kHeartbeat ||
+                     m.type == MessageType::kInstallSnapshot;
+  // Only asked where it matters (votes, higher terms, TimeoutNow): the common same-term
+  // append and its ack skip the configuration scan.
+  auto outsider = [&] { return !config_.is_voter(m.from); };
+  if ((m.type == MessageType::kPreVoteResp || m.type == MessageType::kVoteResp) && m.reject &&
+      m.hint_index != 0 && config_.find(m.from) != nullptr) {
+    // A server we count on says its committed configuration no longer holds us (whatever
+    // its term: a removed server's term is beside the point).
+    removal_notice_ = RemovalNotice{m.from, m.hint_index};
+    removal_notice_config_ = config_index_;
+  }
+  if (vote_request && !is_up_to_date(m.index, m.log_term) && outsider()) {
+    // A removed server (its log lacks its removal, or it would not campaign) or a stale one:
+    // it may neither move our term nor win our vote. A server that is newer than our log
+    // (added by entries we lack) always has a log at least as up to date as ours, so it
+    // still gets here only when we would refuse the vote anyway.
+    Message r;
+    r.type = m.type == MessageType::kPreVote ? MessageType::kPreVoteResp : MessageType::kVoteResp;
+    r.to = m.from;
+    r.term = term_;
+    r.reject = true;
+    // Tell it it was removed if our latest configuration is committed and lacks it.
+    if (config_index_ != 0 && config_index_ <= commit_ && config_.find(m.from) == nullptr) {
+      r.hint_index = commit_;
+    }
+    send(std::move(r), false);
+    return refuse(StepStatus::kOutsider, "vote request from outside our configuration with an older log");
+  }
   if (m.term > term_) {
-    if (m.type == MessageType::kPreVote || m.type == MessageType::kVote) {
+    if (from_leader && in_leader_lease() && outsider()) {
+      // A newer leader we do not know yet (entries we lack added it) is believed once our
+      // leader has been silent for an election timeout; a stray one cannot depose it.
+      return refuse(StepStatus::kOutsider, "higher term from a leader outside our configuration while ours is live");
+    }
+    if (!from_leader && !vote_request && config_.find(m.from) == nullptr) {
+      // Responses and TimeoutNow: we only ever send requests to members (a non-voter that
+      // learnt a newer term still tells its leader, as before).
+      return refuse(StepStatus::kOutsider, "higher-term response from outside our configuration");
+    }
+    if (vote_request) {
       // Leader lease: a server that heard from a live leader within the election timeout
       // ignores (pre)votes, so a rejoining node cannot disrupt a healthy cluster.
-      bool in_lease = cfg_.check_quorum && leader_ != kNoId && election_elapsed_ < cfg_.election_ticks;
-      if (in_lease && !m.transfer) return;
+      bool in_lease = cfg_.check_quorum && in_leader_lease();
+      if (in_lease && !m.transfer) return {};
     }
     if (m.type == MessageType::kPreVote) {
       // Pre-votes never change our term.
     } else if (m.type == MessageType::kPreVoteResp && !m.reject) {
       // Granted pre-vote carries the future term; the term changes when we campaign.
-    } else if (m.type == MessageType::kAppend || m.type == MessageType::kHeartbeat ||
-               m.type == MessageType::kInstallSnapshot) {
+    } else if (from_leader) {
       become_follower(m.term, m.from);
     } else {
       become_follower(m.term, kNoId);
@@ -331,19 +459,26 @@ void Node::step(const Message& m) {
       r.reject = true;
       send(std::move(r), false);
     }
-    return;
+    return {};
+  } else if ((from_leader || m.type == MessageType::kTimeoutNow) && leader_ != kNoId &&
+             leader_ != m.from) {
+    // Election safety: one leader per term. (Our leader_ is set only by a message of this term.)
+    return refuse(StepStatus::kConflict, "a second leader in our term");
+  } else if (m.type == MessageType::kTimeoutNow && leader_ != m.from && outsider()) {
+    return refuse(StepStatus::kOutsider, "TimeoutNow from outside our configuration");
   }
 
-  if (m.type == MessageType::kPreVote || m.type == MessageType::kVote) {
+  if (vote_request) {
     handle_vote_request(m);
-    return;
+    return {};
   }
   switch (role_) {
-    case Role::kLeader: step_leader(m); break;
+    case Role::kLeader: return step_leader(m);
     case Role::kPreCandidate:
     case Role::kCandidate: step_candidate(m); break;
     case Role::kFollower: step_follower(m); break;
   }
+  return {};
 }
 
 bool Node::is_up_to_date(uint64_t last_index, uint64_t last_term) const {
@@ -526,16 +661,20 @@ void Node::handle_snapshot(const Message& m) {
   send(std::move(r), true);
 }
 
-void Node::step_leader(const Message& m) {
+StepResult Node::step_leader(const Message& m) {
   auto it = progress_.find(m.from);
-  if (it == progress_.end()) return;
+  if (it == progress_.end()) return {};
   PeerProgress& pr = it->second;
+  if (m.type == MessageType::kAppendResp && m.index > log_.last_index()) {
+    // We never sent an append past our log (and a leader's log never shrinks).
+    return refuse(StepStatus::kConflict, "append response for entries past our log");
+  }
   pr.recent_active = true;
   pr.ticks_since_contact = 0;
   switch (m.type) {
     case MessageType::kAppendResp:
       handle_append_resp(m, pr);
-      return;
+      return {};
     case MessageType::kHeartbeatResp:
       if (pr.state == ProgressState::kReplicate && pr.inflight.size() >= static_cast<size_t>(cfg_.max_inflight_msgs)) {
         pr.inflight.pop_front();  // an append was probably lost: let one more through
@@ -547,9 +686,9 @@ void Node::step_leader(const Message& m) {
       // Behind: an empty append at pr.next exposes a lost append (the follower rejects the
       // gap and we fall back to probing).
       if (pr.match < log_.last_index()) send_append(pr, true);
-      return;
+      return {};
     default:
-      return;
+      return {};
   }
 }
 

@@ -230,7 +230,7 @@ struct PeerTransport::Conn {
   size_t send_off = 0;
   size_t hello_bytes = 0;
   std::string close_reason;
-  std::chrono::steady_clock::time_point up_since;
+  std::chrono::steady_clock::time_point up_since;  // outbound: connected; inbound: accepted
 };
 
 // Our side of one peer: its address, its bounded queue, its outbound connection or timer.
@@ -252,6 +252,7 @@ struct PeerTransport::Link {
   bool removed = false;
   bool refused = false;      // the peer refused our hello: wait the longest backoff
   bool fail_logged = false;  // one log line per streak of failed attempts
+  bool callback = false;     // dialled back to a caller outside our configuration (see Hooks)
   uint64_t rng = 0;
 };
 
@@ -290,7 +291,9 @@ bool PeerTransport::listen(std::string* err) {
 }
 
 PeerTransport::Conn* PeerTransport::new_conn(int fd, Link* link) {
-  auto* c = new Conn(this, fd, link, opts_.max_frame_bytes);
+  // Until a hello is accepted, a frame can be no larger than a hello; an outbound link only
+  // ever receives a REFUSE.
+  auto* c = new Conn(this, fd, link, link == nullptr ? kMaxHelloFrameBytes : kMaxRefuseFrameBytes);
   c->connect_c.owner = c;
   c->connect_c.fn = &PeerTransport::on_connect;
   c->recv_c.owner = c;
@@ -315,9 +318,26 @@ void PeerTransport::on_accept(io::Completion* comp, int32_t res, uint32_t flags)
     ::close(res);
     return;
   }
+  if (t->inbound_ >= t->opts_.max_inbound || t->unhelloed_ >= t->opts_.max_unhelloed) {
+    // Legitimate peers open one link each; a flood of strangers must not exhaust fds or memory.
+    ::close(res);
+    t->stats_.refused_conns++;
+    if (!t->cap_logged_) {
+      t->log("closing new inbound connections: " + std::to_string(t->inbound_) + " open, " +
+             std::to_string(t->unhelloed_) + " without a hello (limits " +
+             std::to_string(t->opts_.max_inbound) + "/" + std::to_string(t->opts_.max_unhelloed) +
+             ")");
+      t->cap_logged_ = true;
+    }
+    return;
+  }
+  t->cap_logged_ = false;
   int one = 1;
   ::setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   Conn* c = t->new_conn(res, nullptr);
+  c->up_since = std::chrono::steady_clock::now();
+  t->inbound_++;
+  t->unhelloed_++;
   t->arm_recv(c);
 }
 
@@ -337,6 +357,10 @@ void PeerTransport::set_peer(uint64_t id, const std::string& raft_addr) {
   auto it = links_.find(id);
   if (it != links_.end()) {
     Link* l = it->second.get();
+    if (l->callback && !in_hello_hook_) {
+      l->callback = false;  // our configuration names it now: a peer like any other
+      callback_links_--;
+    }
     if (l->addr == raft_addr) return;
     std::string err;
     l->addr = raft_addr;
@@ -347,9 +371,16 @@ void PeerTransport::set_peer(uint64_t id, const std::string& raft_addr) {
     if (l->conn != nullptr) break_conn(l->conn, "peer address changed to " + raft_addr);
     return;
   }
+  if (in_hello_hook_ && callback_links_ >= opts_.max_callback_links) {
+    log("not dialling back node " + std::to_string(id) + " at " + raft_addr + ": already " +
+        std::to_string(callback_links_) + " links to callers outside our configuration");
+    return;
+  }
   auto l = std::make_unique<Link>();
   l->t = this;
   l->id = id;
+  l->callback = in_hello_hook_;
+  if (l->callback) callback_links_++;
   l->addr = raft_addr;
   std::string err;
   l->addr_ok = resolve(raft_addr, &l->sa, &l->salen, &err);
@@ -372,6 +403,7 @@ void PeerTransport::remove_peer(uint64_t id) {
   retired_links_.push_back(std::move(it->second));
   links_.erase(it);
   l->removed = true;
+  if (l->callback) callback_links_--;
   stats_.dropped_msgs += l->pending_msgs;
   l->pending.clear();
   l->pending_msgs = 0;
@@ -425,6 +457,7 @@ void PeerTransport::send(const raft::Message& m) {
 
 void PeerTransport::flush() {
   if (shutting_down_) return;
+  if (unhelloed_ > 0) expire_hellos();
   for (auto& [id, lp] : links_) {
     Link* l = lp.get();
     if (l->conn == nullptr) {
@@ -441,6 +474,40 @@ void PeerTransport::flush() {
       start_send(c);
     }
   }
+}
+
+void PeerTransport::expire_hellos() {
+  auto deadline = std::chrono::steady_clock::now() - std::chrono::milliseconds(opts_.hello_timeout_ms);
+  Conn* expired[16];
+  size_t n = 0;
+  for (Conn* c : conns_) {
+    if (c->link == nullptr && !c->hello_ok && !c->closing && c->up_since < deadline && n < 16) {
+      expired[n++] = c;
+    }
+  }
+  for (size_t i = 0; i < n; ++i) {
+    stats_.hello_timeouts++;
+    Conn* c = expired[i];
+    break_conn(c, c->refusing ? "refused peer did not hang up within " +
+                                    std::to_string(opts_.hello_timeout_ms) + " ms"
+                              : "no hello within " + std::to_string(opts_.hello_timeout_ms) + " ms");
+  }
+}
+
+bool PeerTransport::configured_peer(uint64_t id) const {
+  auto it = links_.find(id);
+  return it != links_.end() && !it->second->callback;
+}
+
+void PeerTransport::drop_callback_link_if_unused(uint64_t id) {
+  auto it = links_.find(id);
+  if (it == links_.end() || !it->second->callback) return;
+  for (const Conn* o : conns_) {
+    if (o->link == nullptr && o->hello_ok && !o->closing && o->hello.node_id == id) return;
+  }
+  log("dropping the link to node " + std::to_string(id) + " (not in our configuration; its link "
+      "to us closed)");
+  remove_peer(id);
 }
 
 void PeerTransport::start_connect(Link* l) {
@@ -695,6 +762,11 @@ bool PeerTransport::handle_hello(Conn* c, std::string_view payload) {
   if (h.cluster_id != 0 && opts_.cluster_id != 0 && h.cluster_id != opts_.cluster_id) {
     reason = "cluster id mismatch: ours " + std::to_string(opts_.cluster_id) + ", theirs " +
              std::to_string(h.cluster_id);
+  } else if (h.cluster_id == 0 && opts_.cluster_id != 0 && !configured_peer(h.node_id)) {
+    // Only a node we are adding may call without a cluster id: a --join node learns it from
+    // the RAFT.JOIN reply, which can arrive after our leader's first append reached it.
+    reason = "no cluster id, and node " + std::to_string(h.node_id) +
+             " is not in our configuration (ours " + std::to_string(opts_.cluster_id) + ")";
   } else if (h.node_id == raft::kNoId) {
     reason = "node id 0 is not valid";
   } else if (h.node_id == opts_.self_id) {
@@ -713,6 +785,8 @@ bool PeerTransport::handle_hello(Conn* c, std::string_view payload) {
     return false;
   }
   c->hello_ok = true;
+  unhelloed_--;
+  c->reader.set_max_frame(opts_.max_frame_bytes);
   log("accepted peer node " + std::to_string(h.node_id) + " (raft " + h.raft_addr + ", service " +
       h.service_addr + ")");
   // A newer link from the same node replaces any older one (the peer opens one outbound link
@@ -725,7 +799,11 @@ bool PeerTransport::handle_hello(Conn* c, std::string_view payload) {
     }
   }
   for (Conn* o : older) break_conn(o, "replaced by a newer link from the same node");
-  if (hooks_.on_hello) hooks_.on_hello(h);
+  if (hooks_.on_hello) {
+    in_hello_hook_ = true;
+    hooks_.on_hello(h);
+    in_hello_hook_ = false;
+  }
   return true;
 }
 
@@ -757,6 +835,7 @@ void PeerTransport::break_conn(Conn* c, const std::string& why) {
     }
   } else if (c->hello_ok && !shutting_down_) {
     log("link from peer node " + std::to_string(c->hello.node_id) + " closed: " + why);
+    drop_callback_link_if_unused(c->hello.node_id);
   } else if (!c->refusing && !shutting_down_) {
     log("inbound peer connection closed: " + why);
   }
@@ -787,6 +866,10 @@ void PeerTransport::finish_if_drained(Conn* c) {
   if (c->fd >= 0) {
     ::close(c->fd);
     c->fd = -1;
+  }
+  if (c->link == nullptr) {
+    inbound_--;
+    if (!c->hello_ok) unhelloed_--;
   }
   for (size_t i = 0; i < conns_.size(); ++i) {
     if (conns_[i] == c) {

@@ -41,6 +41,10 @@ struct PeerHello {
 };
 
 inline constexpr size_t kMaxHelloAddrBytes = 1024;
+// The largest frame a link accepts before a valid hello (an inbound link) or at all (an outbound
+// link, which only ever receives a REFUSE): a stranger cannot make us reserve more than this.
+inline constexpr uint32_t kMaxHelloFrameBytes = 1 + 4 + 1 + 8 * 3 + 2 * (2 + kMaxHelloAddrBytes) + 8 + 8;
+inline constexpr uint32_t kMaxRefuseFrameBytes = 1 + 4096;
 
 // Hello payload: "TKDP" | u8 version (2) | u64 cluster | u64 node | u64 incarnation |
 // u16 len + service_addr | u16 len + raft_addr | u64 target | u64 xxh3 of everything before
@@ -65,6 +69,8 @@ class PeerFrameReader {
   template <class F>
   bool feed(const char* data, size_t len, F&& on_frame);
 
+  // The length limit for frames from now on (a link raises it once the hello is accepted).
+  void set_max_frame(uint32_t max_frame_bytes) { max_frame_ = max_frame_bytes; }
   bool failed() const { return failed_; }
   const std::string& error() const { return error_; }
   size_t buffered() const { return stash_.size(); }
@@ -114,13 +120,25 @@ class PeerTransport {
     uint32_t max_frame_bytes = 64u << 20;
     int backoff_min_ms = 20;
     int backoff_max_ms = 1000;
+    // Inbound links: closed if no hello is accepted (or a refused one does not hang up) within
+    // this time; at most max_inbound at once, and at most max_unhelloed of them before their
+    // hello (over either, a new connection is closed at once, counted and logged).
+    int hello_timeout_ms = 3000;
+    size_t max_inbound = 256;
+    size_t max_unhelloed = 16;
+    // Links dialled back to callers outside our configuration (set_peer from on_hello): at most
+    // this many, each living only while that caller keeps an accepted link to us.
+    size_t max_callback_links = 16;
   };
   struct Hooks {
     // A message from a peer whose hello was accepted (m.from == its node id, m.to == self).
     std::function<void(raft::Message&&)> on_message;
     // "" accepts; anything else is the refusal reason (logged here and sent to the peer).
     std::function<std::string(const PeerHello&)> check_hello;
-    // After acceptance (learn the peer's service address, incarnation...).
+    // After acceptance (learn the peer's service address, incarnation...). A set_peer() it
+    // makes for an id without a link creates a CALLBACK link: one for answering a caller our
+    // configuration does not name yet (the leader adding us), removed once the caller's last
+    // link to us closes, unless a set_peer() outside this hook made it a configured peer.
     std::function<void(const PeerHello&)> on_hello;
     std::function<void(std::string_view)> log;
   };
@@ -133,6 +151,8 @@ class PeerTransport {
     uint64_t refused_by_peer = 0;  // REFUSE frames we received on our outbound links
     uint64_t connects = 0;         // outbound connections established
     uint64_t reconnects = 0;       // outbound attempts started after an earlier attempt or link
+    uint64_t refused_conns = 0;    // inbound connections closed at accept (max_inbound/unhelloed)
+    uint64_t hello_timeouts = 0;   // inbound links closed for no accepted hello in time
   };
 
   // Must be constructed, used and shut down on the loop's thread (the ring is SINGLE_ISSUER; the
@@ -151,7 +171,8 @@ class PeerTransport {
   // To m.to: encodes straight into that peer's bounded queue (drop + count when full).
   void send(const raft::Message& m);
   // End of a loop turn: starts connects for idle peers and a send for every peer with queued
-  // bytes and no send in flight.
+  // bytes and no send in flight, and closes inbound links whose hello is overdue. The driver
+  // calls it at least every few milliseconds (it owns the clock; we only read it here).
   void flush();
   // Cancels everything and runs the loop until every operation of ours has reported its final
   // completion. Afterwards the loop may be destroyed. Must NOT be called from inside a loop
@@ -160,6 +181,8 @@ class PeerTransport {
 
   const Stats& stats() const { return stats_; }
   bool connected(uint64_t id) const;  // outbound link up and hello sent
+  bool has_peer(uint64_t id) const { return links_.count(id) != 0; }  // configured or callback
+  size_t inbound_conns() const { return inbound_; }
   // Kernel operations of ours not yet finally completed (0 after shutdown()).
   size_t inflight_ops() const;
   size_t queued_bytes(uint64_t id) const;  // waiting + in flight for that peer (0 if unknown)
@@ -185,6 +208,9 @@ class PeerTransport {
   void start_close(Conn* c);
   void finish_if_drained(Conn* c);
   void link_conn_gone(Link* l, Conn* c);
+  void expire_hellos();
+  void drop_callback_link_if_unused(uint64_t id);
+  bool configured_peer(uint64_t id) const;
   void schedule_reconnect(Link* l);
   void maybe_free_link(Link* l);
   void log(const std::string& s) const;
@@ -202,6 +228,11 @@ class PeerTransport {
   std::unordered_map<uint64_t, std::unique_ptr<Link>> links_;
   std::vector<std::unique_ptr<Link>> retired_links_;  // removed, waiting for their ops to end
   std::vector<Conn*> conns_;                          // every live connection, both directions
+  size_t inbound_ = 0;         // inbound connections not yet freed
+  size_t unhelloed_ = 0;       // ... of which no hello was accepted
+  size_t callback_links_ = 0;  // links with Link::callback set
+  bool in_hello_hook_ = false;
+  bool cap_logged_ = false;    // one log line per spell of connections refused at accept
   Stats stats_;
 };
 

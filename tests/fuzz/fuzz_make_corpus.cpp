@@ -143,6 +143,52 @@ void raft_codec_seeds() {
   }
 }
 
+// fuzz_raft_node: op sequences (see its header). A field message is: op 1, type, who,
+// then modes for term, index, log_term, commit (0 = the node's own value, 1|k<<2 = +k), flags,
+// and for an append a count of entries and each entry's shape.
+void raft_node_seeds() {
+  auto msg = [](raft::MessageType t, uint8_t from, uint8_t term_mode) {
+    return std::string{1, static_cast<char>(t), static_cast<char>(from), static_cast<char>(term_mode),
+                       0, 0, 0, 0};
+  };
+  const std::string tick32 = "\xF8";
+  const std::string ready = "\x03";
+  std::string elect = tick32 + tick32 + ready + msg(raft::MessageType::kPreVoteResp, 2, 5) + ready +
+                      msg(raft::MessageType::kVoteResp, 2, 0) + ready + ready;
+  std::string lead = elect + "\x05" + ready + msg(raft::MessageType::kAppendResp, 2, 0) + ready +
+                     "\x05\x05" + ready + "\x07" + msg(raft::MessageType::kHeartbeatResp, 3, 0) + ready;
+  put_seed("fuzz_raft_node", "elect", 0x00, elect);
+  put_seed("fuzz_raft_node", "lead-and-compact", 0x00, lead);
+  put_seed("fuzz_raft_node", "lead-deferred-restart", 0x02,
+           elect + "\x05\x0B\x05\x0B\x04" + msg(raft::MessageType::kAppendResp, 3, 0) + "\x06" + ready);
+  // A follower: appends (with one normal entry, then a configuration) from leader 2 at term+1.
+  std::string follow = msg(raft::MessageType::kAppend, 2, 5);
+  follow.back() = 0;
+  follow += std::string("\x01\x00", 2);  // one entry, plain shape
+  follow += ready + msg(raft::MessageType::kHeartbeat, 2, 0) + ready;
+  std::string conf = msg(raft::MessageType::kAppend, 2, 0);
+  conf += std::string("\x01\x08\x07", 3);  // one ConfChange entry naming {1,2,3}
+  put_seed("fuzz_raft_node", "follow", 0x00, follow + conf + ready + tick32 + ready);
+  // A --join node hears from a leader it does not know yet, then gets a snapshot.
+  put_seed("fuzz_raft_node", "join", 0x01,
+           follow + conf + ready + msg(raft::MessageType::kInstallSnapshot, 2, 0) + std::string("\x05\x00\x07", 3) + ready);
+  // Outsiders and a removed server's votes.
+  put_seed("fuzz_raft_node", "outsiders", 0x00,
+           msg(raft::MessageType::kVote, 4, 9) + ready + msg(raft::MessageType::kPreVote, 5, 5) + ready +
+               msg(raft::MessageType::kHeartbeat, 4, 5) + ready + tick32 + tick32 + msg(raft::MessageType::kHeartbeat, 4, 5) + ready);
+  std::string enc;
+  raft::Message hb;
+  hb.type = raft::MessageType::kHeartbeat;
+  hb.from = 2;
+  hb.to = 1;
+  hb.term = 2;
+  raft::encode(hb, &enc);
+  std::string codec = "\x02";
+  codec.push_back(static_cast<char>(enc.size() & 0xff));
+  codec.push_back(static_cast<char>(enc.size() >> 8));
+  put_seed("fuzz_raft_node", "codec", 0x00, codec + enc + ready);
+}
+
 void peer_frames_seeds() {
   server::PeerHello h{42, 2, 777, "127.0.0.1:7002", "127.0.0.1:17002"};
   std::string hello;
@@ -294,6 +340,7 @@ int main(int argc, char** argv) {
   resp_parser_seeds();
   reply_reader_seeds();
   raft_codec_seeds();
+  raft_node_seeds();
   peer_frames_seeds();
   wal_seeds();
   tickets_seeds();

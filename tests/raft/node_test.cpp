@@ -454,7 +454,9 @@ TEST(RaftNode, BatchingBoundsAppendBytes) {
 
 TEST(RaftNode, OnPersistedIgnoresOverwrittenEntries) {
   // Follower persists (2,t2) ... then the entry is overwritten by (2,t3) before the report.
-  Configuration conf{{Server{1, Suffrage::kVoter, ""}, Server{2, Suffrage::kVoter, ""}}};
+  // (Node 3, the second leader, must be a voter we know: an outsider may not depose node 1.)
+  Configuration conf{{Server{1, Suffrage::kVoter, ""}, Server{2, Suffrage::kVoter, ""},
+                      Server{3, Suffrage::kVoter, ""}}};
   Node f(Cluster::config(2), bootstrap(conf));
   Message a = msg(MessageType::kAppend, 1, 2, 2);
   a.index = 1;
@@ -809,6 +811,268 @@ TEST(RaftNode, JoiningNodeLearnsEverythingFromTheLeader) {
   c.heal();
   c.tick_all(3);
   EXPECT_GE(c.node(1).commit_index(), r.index);
+}
+
+// ---- peer input: what no correct peer sends is refused, never asserted (issue 10)
+
+// A 3-voter cluster with a leader and a follower that both hold the same committed log.
+struct Settled {
+  Cluster c{3};
+  uint64_t l = 0, f = 0;
+  Settled() {
+    l = c.elect();
+    c.node(l).propose(allocate(1));
+    c.tick_all(3);
+    f = l == 1 ? 2 : 1;
+  }
+  // An append from the leader in its term, right after the follower's last entry.
+  Message append() {
+    Node& fn = c.node(f);
+    Message m = msg(MessageType::kAppend, l, f, c.node(l).term());
+    m.index = fn.last_index();
+    m.log_term = fn.last_term();
+    m.commit = fn.commit_index();
+    return m;
+  }
+};
+
+void expect_refused(Node& n, const StepResult& r, StepStatus s) {
+  EXPECT_EQ(r.status, s) << r.why;
+  EXPECT_NE(std::string(r.why), "");
+  EXPECT_GE(n.refused(s), 1u);
+}
+
+TEST(RaftPeerInput, AppendWhoseEntriesSkipAnIndexIsRefused) {
+  Settled s;
+  Node& fn = s.c.node(s.f);
+  uint64_t last = fn.last_index(), term = fn.term();
+  Message m = s.append();
+  m.entries.push_back(Entry{term, last + 2, EntryType::kNormal, allocate(1)});
+  expect_refused(fn, fn.step(m), StepStatus::kMalformed);
+  EXPECT_EQ(fn.last_index(), last);
+  // An index that goes backwards, and one that repeats, too.
+  m.entries = {Entry{term, last + 1, EntryType::kNormal, ""}, Entry{term, last + 1, EntryType::kNormal, ""}};
+  expect_refused(fn, fn.step(m), StepStatus::kMalformed);
+  EXPECT_EQ(fn.last_index(), last);
+}
+
+TEST(RaftPeerInput, AppendWithDecreasingOrFutureEntryTermsIsRefused) {
+  Settled s;
+  Node& fn = s.c.node(s.f);
+  uint64_t last = fn.last_index(), term = fn.term();
+  ASSERT_GE(term, 2u);
+  Message m = s.append();
+  m.entries = {Entry{term, last + 1, EntryType::kNormal, ""}, Entry{1, last + 2, EntryType::kNormal, ""}};
+  expect_refused(fn, fn.step(m), StepStatus::kMalformed);
+  m.entries = {Entry{term + 1, last + 1, EntryType::kNormal, ""}};
+  expect_refused(fn, fn.step(m), StepStatus::kMalformed);
+  m.entries = {Entry{term, last + 1, EntryType::kNormal, ""}};
+  m.log_term = term + 5;  // the previous entry's term cannot exceed the leader's
+  expect_refused(fn, fn.step(m), StepStatus::kMalformed);
+  EXPECT_EQ(fn.last_index(), last);
+  EXPECT_EQ(fn.term(), term);
+}
+
+TEST(RaftPeerInput, UndecodableConfigurationEntryIsRefused) {
+  Settled s;
+  Node& fn = s.c.node(s.f);
+  uint64_t last = fn.last_index();
+  Message m = s.append();
+  m.entries = {Entry{fn.term(), last + 1, EntryType::kConfChange, "\x05junk"}};
+  expect_refused(fn, fn.step(m), StepStatus::kMalformed);
+  // Decodes, but names server 0 and server 2 twice.
+  Configuration bad;
+  bad.servers = {Server{2, Suffrage::kVoter, ""}, Server{2, Suffrage::kVoter, ""}};
+  m.entries[0].data = encode_configuration(bad);
+  expect_refused(fn, fn.step(m), StepStatus::kMalformed);
+  bad.servers = {Server{0, Suffrage::kVoter, ""}};
+  m.entries[0].data = encode_configuration(bad);
+  expect_refused(fn, fn.step(m), StepStatus::kMalformed);
+  EXPECT_EQ(fn.last_index(), last);
+  EXPECT_EQ(fn.configuration().voter_count(), 3u);
+}
+
+TEST(RaftPeerInput, AbsurdTermIsNeitherAdoptedNorOverflowed) {
+  Settled s;
+  Node& fn = s.c.node(s.f);
+  uint64_t term = fn.term();
+  Message hb = msg(MessageType::kHeartbeat, s.l, s.f, UINT64_MAX);
+  expect_refused(fn, fn.step(hb), StepStatus::kMalformed);
+  EXPECT_EQ(fn.term(), term);
+  Message v = msg(MessageType::kVote, s.l == 3 ? 2 : 3, s.f, kMaxTerm + 1);
+  v.transfer = true;
+  v.index = fn.last_index();
+  v.log_term = fn.last_term();
+  expect_refused(fn, fn.step(v), StepStatus::kMalformed);
+  EXPECT_EQ(fn.term(), term);
+  // Campaigning (term + 1) still works afterwards.
+  s.c.isolate(s.l);
+  s.c.tick_all(60);
+  EXPECT_GT(fn.term(), term);
+  EXPECT_LT(fn.term(), term + 10);
+}
+
+TEST(RaftPeerInput, InconsistentSnapshotIsRefused) {
+  Settled s;
+  Node& fn = s.c.node(s.f);
+  uint64_t last = fn.last_index(), term = fn.term();
+  Message m = msg(MessageType::kInstallSnapshot, s.l, s.f, term);
+  Snapshot sn;
+  sn.index = last + 100;
+  sn.term = term + 1;  // a snapshot from the future of its own message
+  sn.configuration.servers = {Server{1, Suffrage::kVoter, ""}};
+  sn.data = allocate(7);
+  m.snapshot = sn;
+  expect_refused(fn, fn.step(m), StepStatus::kMalformed);
+  m.snapshot->term = term;
+  m.snapshot->configuration.servers = {Server{1, Suffrage::kVoter, ""}, Server{1, Suffrage::kNonVoter, ""}};
+  expect_refused(fn, fn.step(m), StepStatus::kMalformed);
+  m.snapshot->configuration.servers.clear();
+  m.snapshot->index = 0;
+  expect_refused(fn, fn.step(m), StepStatus::kMalformed);
+  Message noshot = msg(MessageType::kInstallSnapshot, s.l, s.f, term);
+  expect_refused(fn, fn.step(noshot), StepStatus::kMalformed);
+  EXPECT_EQ(fn.last_index(), last);
+  EXPECT_EQ(fn.snapshot_index(), 0u);
+  EXPECT_EQ(fn.commit_index(), s.c.node(s.l).commit_index());
+}
+
+TEST(RaftPeerInput, SnapshotDataTheApplicationCannotReadIsRefused) {
+  Config cfg = Cluster::config(2);
+  cfg.valid_snapshot_data = [](std::string_view d) { return d.size() == 8; };
+  Configuration conf{{Server{1, Suffrage::kVoter, ""}, Server{2, Suffrage::kVoter, ""}}};
+  Node f(cfg, bootstrap(conf));
+  Message m = msg(MessageType::kInstallSnapshot, 1, 2, 2);
+  Snapshot sn;
+  sn.index = 10;
+  sn.term = 2;
+  sn.configuration = conf;
+  sn.data = "abc";
+  m.snapshot = sn;
+  expect_refused(f, f.step(m), StepStatus::kMalformed);
+  EXPECT_EQ(f.snapshot_index(), 0u);
+  m.snapshot->data = allocate(42);
+  EXPECT_TRUE(f.step(m).ok());
+  EXPECT_EQ(f.snapshot_index(), 10u);
+}
+
+TEST(RaftPeerInput, AckBeyondTheLeadersLogIsRefused) {
+  Settled s;
+  Node& ln = s.c.node(s.l);
+  uint64_t last = ln.last_index();
+  Message ack = msg(MessageType::kAppendResp, s.f, s.l, ln.term());
+  ack.index = last + 1000;
+  expect_refused(ln, ln.step(ack), StepStatus::kConflict);
+  for (const PeerProgress& pr : ln.progress()) EXPECT_LE(pr.match, last);
+  // Replication to that follower still works.
+  auto r = ln.propose(allocate(1));
+  s.c.tick_all(3);
+  EXPECT_EQ(s.c.node(s.f).last_index(), r.index);
+  EXPECT_GE(ln.commit_index(), r.index);
+}
+
+TEST(RaftPeerInput, SecondLeaderInOurTermIsRefused) {
+  Settled s;
+  Node& fn = s.c.node(s.f);
+  uint64_t other = 6 - s.l - s.f;
+  uint64_t last = fn.last_index();
+  Message m = s.append();
+  m.from = other;
+  m.entries = {Entry{fn.term(), last + 1, EntryType::kNormal, allocate(9)}};
+  expect_refused(fn, fn.step(m), StepStatus::kConflict);
+  EXPECT_EQ(fn.last_index(), last);
+  EXPECT_EQ(fn.leader_id(), s.l);
+}
+
+TEST(RaftPeerInput, OutsiderVoteWithStaleLogMovesNoTerm) {
+  Settled s;
+  Node& fn = s.c.node(s.f);
+  uint64_t term = fn.term();
+  // Server 9 is in no configuration; even a transfer vote (which skips the lease) from it
+  // with an older log must not make us adopt its term.
+  Message v = msg(MessageType::kVote, 9, s.f, term + 3);
+  v.transfer = true;
+  v.index = 1;
+  v.log_term = 1;
+  expect_refused(fn, fn.step(v), StepStatus::kOutsider);
+  EXPECT_EQ(fn.term(), term);
+  EXPECT_EQ(fn.leader_id(), s.l);
+  // It gets a rejection at our term, and a removal notice (our configuration is committed).
+  s.c.drain(s.f);
+  bool answered = false;
+  for (const Message& r : s.c.queue) {
+    if (r.to != 9) continue;
+    answered = true;
+    EXPECT_EQ(r.type, MessageType::kVoteResp);
+    EXPECT_TRUE(r.reject);
+    EXPECT_EQ(r.term, term);
+    EXPECT_EQ(r.hint_index, fn.commit_index());
+  }
+  EXPECT_TRUE(answered);
+}
+
+TEST(RaftPeerInput, OutsiderLeaderIsBelievedOnlyOnceOursIsSilent) {
+  Settled s;
+  Node& fn = s.c.node(s.f);
+  uint64_t term = fn.term();
+  Message hb = msg(MessageType::kHeartbeat, 9, s.f, term + 1);
+  expect_refused(fn, fn.step(hb), StepStatus::kOutsider);
+  EXPECT_EQ(fn.term(), term);
+  EXPECT_EQ(fn.leader_id(), s.l);
+  // Responses from outsiders never move the term.
+  Message resp = msg(MessageType::kAppendResp, 9, s.f, term + 1);
+  expect_refused(fn, fn.step(resp), StepStatus::kOutsider);
+  EXPECT_EQ(fn.term(), term);
+  // Once our leader has been silent for an election timeout, an unknown leader is heard (it
+  // may be a newer member whose addition our log does not hold yet).
+  s.c.isolate(s.f);
+  for (int i = 0; i < Cluster::config(s.f).election_ticks; ++i) fn.tick();
+  s.c.queue.clear();
+  EXPECT_TRUE(fn.step(hb).ok());
+  EXPECT_EQ(fn.leader_id(), 9u);
+  EXPECT_EQ(fn.term(), term + 1);
+}
+
+TEST(RaftPeerInput, RemovedNodeLearnsItWasRemovedWithoutDisruptingTheCluster) {
+  Settled s;
+  uint64_t victim = 6 - s.l - s.f;
+  s.c.isolate(victim);
+  ConfChangeRequest rm;
+  rm.kind = ConfChangeRequest::Kind::kRemove;
+  rm.id = victim;
+  auto r = s.c.node(s.l).propose_conf_change(rm);
+  ASSERT_TRUE(r.ok());
+  s.c.tick_all(5);
+  ASSERT_GE(s.c.node(s.l).commit_index(), r.index);
+  EXPECT_FALSE(s.c.node(s.l).removal_notice().has_value());
+  // The victim's log lacks its removal: it campaigns (pre-votes) and hears that it was removed.
+  Node& vn = s.c.node(victim);
+  EXPECT_FALSE(vn.removal_notice().has_value());
+  uint64_t term = s.c.node(s.l).term();
+  s.c.heal();
+  s.c.tick_all(100);
+  ASSERT_TRUE(vn.removal_notice().has_value());
+  EXPECT_NE(vn.removal_notice()->from, victim);
+  EXPECT_GE(vn.removal_notice()->at_index, r.index);
+  EXPECT_EQ(s.c.leader(), s.l);
+  EXPECT_EQ(s.c.node(s.l).term(), term);
+  EXPECT_NE(vn.role(), Role::kLeader);
+}
+
+TEST(RaftPeerInput, RemovedLeaderKnowsFromItsOwnLog) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  c.tick_all(3);
+  ConfChangeRequest rm;
+  rm.kind = ConfChangeRequest::Kind::kRemove;
+  rm.id = l;
+  ASSERT_TRUE(c.node(l).propose_conf_change(rm).ok());
+  c.tick_all(40);
+  ASSERT_TRUE(c.node(l).removal_notice().has_value());
+  EXPECT_EQ(c.node(l).removal_notice()->from, l);
+  uint64_t nl = c.leader();
+  ASSERT_NE(nl, 0u);
+  EXPECT_FALSE(c.node(nl).removal_notice().has_value());
 }
 }  // namespace
 }  // namespace ticketd::raft::test

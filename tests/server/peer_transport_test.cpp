@@ -122,6 +122,7 @@ struct TestNode {
   std::vector<PeerHello> hellos;
   std::vector<std::string> logs;
   std::string refuse_reason;  // what check_hello answers
+  bool dial_back = false;     // on_hello: set_peer(caller, its raft address), as the server does
 };
 
 class PeerTransportTest : public ::testing::Test {
@@ -159,7 +160,10 @@ class PeerTransportTest : public ::testing::Test {
     PeerTransport::Hooks h;
     h.on_message = [p](Message&& m) { p->got.push_back(std::move(m)); };
     h.check_hello = [p](const PeerHello&) { return p->refuse_reason; };
-    h.on_hello = [p](const PeerHello& ph) { p->hellos.push_back(ph); };
+    h.on_hello = [p](const PeerHello& ph) {
+      p->hellos.push_back(ph);
+      if (p->dial_back && !ph.raft_addr.empty()) p->t->set_peer(ph.node_id, ph.raft_addr);
+    };
     h.log = [p](std::string_view s) { p->logs.emplace_back(s); };
     p->t = std::make_unique<PeerTransport>(loop_, next_group_++, o, h);
     std::string err;
@@ -560,6 +564,136 @@ TEST_F(PeerTransportTest, HostileInputClosesOnlyThatLink) {
   ASSERT_TRUE(run_until([&] { return b->got.size() == expect_got + 1; }));
   EXPECT_EQ(b->got.back(), make_msg(MessageType::kAppend, 1, 2, 77));
   EXPECT_EQ(a->t->stats().connects, connects);
+}
+
+
+// ---- Strangers: what an unauthenticated or buggy caller can make us hold (issue 10) ----
+
+TEST_F(PeerTransportTest, FrameBeforeTheHelloIsCappedToAHellosSize) {
+  TestNode* b = start(2, 7);
+  int fd = connect_raw(b->t->listen_port());
+  ASSERT_GE(fd, 0);
+  // 32 MiB declared (under max_frame_bytes): before a hello that is no frame we would read.
+  send_all(fd, std::string("\x00\x00\x00\x02", 4) + std::string(100, 'x'));
+  EXPECT_TRUE(run_until([&] { return raw_closed(fd); }, 1000));
+  ::close(fd);
+  EXPECT_EQ(b->t->stats().bad_frames, 1u);
+  EXPECT_TRUE(any_contains(b->logs, "bad frame length 33554432"));
+}
+
+TEST_F(PeerTransportTest, SilentConnectionIsClosedAfterTheHelloTimeout) {
+  TestNode* b = start(2, 7, 0, [](PeerTransport::Options& o) { o.hello_timeout_ms = 200; });
+  int fd = connect_raw(b->t->listen_port());
+  ASSERT_GE(fd, 0);
+  run_for(50);
+  EXPECT_FALSE(raw_closed(fd));
+  EXPECT_TRUE(run_until([&] { return raw_closed(fd); }, 3000));
+  ::close(fd);
+  EXPECT_EQ(b->t->stats().hello_timeouts, 1u);
+  EXPECT_TRUE(any_contains(b->logs, "no hello within 200 ms"));
+  // A refused caller that keeps its end open is closed the same way.
+  fd = connect_raw(b->t->listen_port());
+  std::string s;
+  append_hello_frame(PeerHello{8, 5, 1, "x", "y"}, &s);
+  send_all(fd, s);
+  EXPECT_TRUE(run_until([&] { return b->t->stats().hello_timeouts == 2; }, 3000));
+  EXPECT_TRUE(run_until([&] { return b->t->inbound_conns() == 0; }));
+  ::close(fd);
+}
+
+TEST_F(PeerTransportTest, InboundConnectionsAreCapped) {
+  TestNode* b = start(2, 7, 0, [](PeerTransport::Options& o) {
+    o.max_unhelloed = 3;
+    o.max_inbound = 5;
+  });
+  std::vector<int> fds;
+  for (int i = 0; i < 8; ++i) fds.push_back(connect_raw(b->t->listen_port()));
+  ASSERT_TRUE(run_until([&] { return b->t->stats().refused_conns == 5; }, 2000));
+  size_t closed = 0;
+  run_for(20);
+  for (int fd : fds) closed += raw_closed(fd);
+  EXPECT_EQ(closed, 5u);
+  EXPECT_EQ(b->t->inbound_conns(), 3u);
+  EXPECT_TRUE(any_contains(b->logs, "closing new inbound connections"));
+  for (int fd : fds) ::close(fd);
+  ASSERT_TRUE(run_until([&] { return b->t->inbound_conns() == 0; }));
+  // Helloed links count towards max_inbound only: a real peer still gets in.
+  TestNode* a = start(1, 7);
+  a->t->set_peer(2, addr(b->t->listen_port()));
+  EXPECT_TRUE(retry_until_delivered(a, b, 1));
+}
+
+TEST_F(PeerTransportTest, HelloWithoutClusterIdIsAcceptedOnlyFromAConfiguredPeer) {
+  TestNode* b = start(2, 7);
+  std::string hello5;
+  append_hello_frame(PeerHello{0, 5, 1, "s", "r"}, &hello5);
+  int fd = connect_raw(b->t->listen_port());
+  send_all(fd, hello5);
+  ASSERT_TRUE(run_until([&] { return raw_closed(fd); }));
+  ::close(fd);
+  EXPECT_EQ(b->t->stats().refused_hellos, 1u);
+  EXPECT_TRUE(any_contains(b->logs, "no cluster id, and node 5 is not in our configuration"));
+  EXPECT_TRUE(b->hellos.empty());
+  // Node 5 is being added (our configuration names it): it may not know the id yet.
+  b->t->set_peer(5, addr(free_port()));
+  fd = connect_raw(b->t->listen_port());
+  std::string msg;
+  ASSERT_TRUE(append_message_frame(make_msg(MessageType::kAppendResp, 5, 2, 1), 1u << 20, &msg));
+  send_all(fd, hello5 + msg);
+  ASSERT_TRUE(run_until([&] { return b->got.size() == 1; }));
+  EXPECT_FALSE(raw_closed(fd));
+  ::close(fd);
+}
+
+TEST_F(PeerTransportTest, CallbackLinkToAStrangerLivesOnlyWhileItIsConnected) {
+  TestNode* b = start(2, 7, 0, [](PeerTransport::Options& o) { o.max_callback_links = 2; });
+  b->dial_back = true;
+  uint16_t pa = free_port();
+  TestNode* a = start(1, 7, pa, [&](PeerTransport::Options& o) { o.raft_addr = addr(pa); });
+  ASSERT_EQ(a->t->listen_port(), pa);
+  a->t->set_peer(2, addr(b->t->listen_port()));
+  EXPECT_TRUE(retry_until_delivered(a, b, 1));
+  // Node 2 answers node 1 (not in its configuration) over the link it dialled back.
+  b->t->send(make_msg(MessageType::kAppendResp, 2, 1, 5));
+  ASSERT_TRUE(run_until([&] { return a->got.size() == 1; }));
+  EXPECT_TRUE(b->t->connected(1));
+  // Node 1 hangs up: the link to the address it chose goes too (no dialling it for ever).
+  a->t->remove_peer(2);
+  ASSERT_TRUE(run_until([&] { return !b->t->connected(1); }));
+  run_for(100);
+  EXPECT_FALSE(b->t->connected(1));
+  EXPECT_FALSE(b->t->has_peer(1));
+  EXPECT_TRUE(any_contains(b->logs, "dropping the link to node 1"));
+  // Strangers cannot make us hold more than max_callback_links such links.
+  std::vector<int> fds;
+  for (uint64_t id = 10; id < 14; ++id) {
+    int fd = connect_raw(b->t->listen_port());
+    std::string h;
+    append_hello_frame(PeerHello{7, id, 1, "s", addr(free_port())}, &h);
+    send_all(fd, h);
+    fds.push_back(fd);
+  }
+  ASSERT_TRUE(run_until([&] {
+    return std::count_if(b->hellos.begin(), b->hellos.end(),
+                         [](const PeerHello& h) { return h.node_id >= 10; }) == 4;
+  }));
+  int callbacks = 0;
+  for (uint64_t id = 10; id < 14; ++id) callbacks += b->t->has_peer(id);
+  EXPECT_EQ(callbacks, 2);
+  EXPECT_TRUE(any_contains(b->logs, "not dialling back node"));
+  for (int fd : fds) ::close(fd);
+  ASSERT_TRUE(run_until([&] {
+    for (uint64_t id = 10; id < 14; ++id)
+      if (b->t->has_peer(id)) return false;
+    return true;
+  }));
+  // A configured peer (set_peer outside the hook) stays whatever its callers do.
+  b->t->set_peer(1, addr(pa));
+  a->t->set_peer(2, addr(b->t->listen_port()));
+  EXPECT_TRUE(retry_until_delivered(a, b, 20));
+  a->t->remove_peer(2);
+  run_for(100);
+  EXPECT_TRUE(b->t->has_peer(1));
 }
 
 TEST_F(PeerTransportTest, PeerThatRestartsIsReconnected) {

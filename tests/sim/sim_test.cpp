@@ -61,6 +61,23 @@ TEST(SimSeeds, SevenNodesB) { run_seeds(80000, 250, 7, 5000); }
 TEST(SimSeeds, TurbulentThreeNodes) { run_seeds(90000, 200, 3, 5000, true); }
 TEST(SimSeeds, TurbulentFiveNodes) { run_seeds(95000, 200, 5, 5000, true); }
 
+// Removed servers kept running (a third of the seeds let them linger for hundreds of ticks)
+// disrupt nothing (every seed passes) and, most of the time, learn that they were removed.
+TEST(SimMembership, LingeringRemovedServersLearnTheyWereRemoved) {
+  uint64_t aware = 0;
+  int count = quick() ? 10 : 100;
+  for (int i = 0; i < count; ++i) {
+    SimOptions opt;
+    opt.seed = 120000 + static_cast<uint64_t>(i);
+    opt.nodes = 5;
+    opt.steps = 5000;
+    SimResult r = run_simulation(opt);
+    ASSERT_TRUE(r.ok) << r.summary();
+    aware += r.stats.removed_aware;
+  }
+  EXPECT_GT(aware, 0u);
+}
+
 // ---- teeth: each deliberate bug must be caught within the budget.
 
 struct BugGuard {

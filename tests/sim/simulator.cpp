@@ -134,6 +134,9 @@ class Simulation {
     max_nodes_ = std::max(opt_.max_nodes, opt_.nodes);
     apply_early_ = rng_.chance(0.5);
     hs_file_mode_ = opt_.hard_state_first ? 2 : rng_.chance(0.3) ? 1 : 0;
+    // Some seeds keep removed servers running for hundreds of ticks: they must neither
+    // disrupt the cluster (outsiders may not move anyone's term) nor be left unaware.
+    linger_removed_ = opt_.membership && rng_.chance(0.3);
     raft::Configuration conf;
     for (int i = 1; i <= opt_.nodes; ++i)
       conf.servers.push_back(raft::Server{uint64_t(i), raft::Suffrage::kVoter, "n" + std::to_string(i)});
@@ -246,6 +249,7 @@ class Simulation {
       if (now_ >= it->second) {
         SimNode& n = nodes_[it->first];
         trace("stop removed node %llu", static_cast<unsigned long long>(n.id));
+        if (n.node && n.node->removal_notice()) ++stats_.removed_aware;
         n.node.reset();
         n.writes.clear();
         n.stopped = true;
@@ -496,7 +500,13 @@ class Simulation {
               f.m.entries.size(), (unsigned long long)f.m.commit, f.m.reject ? 1 : 0,
               (unsigned long long)f.m.hint_index, (unsigned long long)f.m.hint_term);
       }
-      n.node->step(f.m);
+      raft::StepResult sr = n.node->step(f.m);
+      // Every sender here is a correct raft::Node: a refusal other than "outsider" (a removed
+      // server) means validation rejects legitimate traffic.
+      if (sr.status == raft::StepStatus::kMalformed || sr.status == raft::StepStatus::kConflict) {
+        fail("node " + std::to_string(n.id) + " refused " + raft::to_string(f.m.type) + " from " +
+             std::to_string(f.m.from) + " as " + raft::to_string(sr.status) + ": " + sr.why);
+      }
       drain(n);
     }
     for (auto& [id, n] : nodes_) {
@@ -646,7 +656,7 @@ class Simulation {
     if (e.type == EntryType::kConfChange) {
       for (const Removal& r : removals_) {
         if (r.index == e.index && r.term == e.term && !stop_at_.count(r.id) && !nodes_[r.id].stopped)
-          stop_at_[r.id] = now_ + rng_.range(0, 60);
+          stop_at_[r.id] = now_ + (linger_removed_ ? rng_.range(200, 800) : rng_.range(0, 60));
       }
     }
     // Answer the client that proposed THIS entry (index and term), and fail one whose entry
@@ -853,6 +863,7 @@ class Simulation {
   std::set<std::pair<uint64_t, uint64_t>> blocked_;
   uint64_t heal_at_ = 0;
   std::map<uint64_t, uint64_t> stop_at_;
+  bool linger_removed_ = false;
   std::map<uint64_t, uint64_t> crash_soon_;
   std::vector<Removal> removals_;
   std::vector<ClientOp> ops_;
@@ -876,7 +887,7 @@ std::string SimResult::summary() const {
      << " tickets=" << stats.tickets << " leaders=" << stats.elections << " crashes=" << stats.crashes
      << " partitions=" << stats.partitions << " conf_changes=" << stats.conf_changes
      << " snapshots=" << stats.snapshots_taken << "/" << stats.snapshots_installed << " msgs=" << stats.messages_sent
-     << " dropped=" << stats.messages_dropped;
+     << " dropped=" << stats.messages_dropped << " removed_aware=" << stats.removed_aware;
   if (!ok) os << "\n  at step " << step << ": " << failure << "\n  replay: raft-sim --start-seed " << seed << " --seeds 1 --nodes " << nodes
                  << " --steps " << steps << replay_flags << " --trace";
   return os.str();

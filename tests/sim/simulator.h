@@ -41,6 +41,7 @@ struct SimStats {
   uint64_t snapshots_installed = 0;
   uint64_t max_commit = 0;
   uint64_t liveness_ticks_used = 0;
+  uint64_t removed_aware = 0;  // removed servers that knew it (removal_notice) when stopped
 };
 
 struct SimResult {

@@ -60,6 +60,17 @@
 // as the Raft dissertation prescribes for single-server changes. A server not in that
 // configuration, or a non-voter, never campaigns; a node with an empty configuration (a --join
 // node) waits to be added by the leader.
+//
+// Peer input: step() validates every message before it touches any state and refuses (returns
+// a StepResult the driver logs, and counts) whatever no correct peer sends: entries that do not
+// follow `index` one by one, entry terms that decrease or exceed the message term, a term above
+// kMaxTerm, an undecodable configuration, a snapshot whose fields disagree, an acknowledgement
+// of entries we never had, a second leader in our term. It never asserts on peer input.
+// Outsiders (servers that are not voters in our latest configuration) are heard, since a newly
+// added node hears from its leader before its log names either of them, but they may not move
+// our term while we follow a live leader, nor by a vote request unless their log is at least as
+// up to date as ours (then they may legitimately be a newer member), nor by a response from a
+// server our configuration does not name at all (we only ever ask members).
 #pragma once
 
 #include <cstdint>
@@ -67,6 +78,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ticketd/raft/raft_log.h"
@@ -83,6 +95,12 @@ struct Config {
   bool pre_vote = true;
   bool check_quorum = true;
   uint64_t seed = 1;             // seeds the election-timeout generator
+  // Optional: checks the application data of a snapshot a peer sends; false refuses the
+  // InstallSnapshot as malformed (this follower stays behind rather than restore a state it
+  // cannot read). Entry payloads get no such hook on purpose: a committed entry the
+  // application cannot read must be skipped at apply time by every node alike, since
+  // followers refusing it would stall the log behind it for ever.
+  bool (*valid_snapshot_data)(std::string_view data) = nullptr;
 };
 
 struct InitialState {
@@ -100,6 +118,10 @@ InitialState bootstrap(const Configuration& configuration);
 
 std::string encode_configuration(const Configuration& c);
 bool decode_configuration(std::string_view data, Configuration* out);
+// A configuration a peer may send: at most kMaxServers servers, ids non-zero and distinct.
+// The string form checks encoded bytes without allocating (a ConfChange entry's data).
+bool valid_configuration(const Configuration& c);
+bool valid_encoded_configuration(std::string_view data);
 
 struct LogPosition {
   uint64_t index = 0;
@@ -154,6 +176,31 @@ struct ConfChangeRequest {
   std::string context;  // for kAddNonVoter and kSetContext
 };
 
+// What step() did with a message. Anything but kOk means the message was refused before it
+// touched any state (and is counted in Node::refused()); `why` is a static text for the log.
+enum class StepStatus : uint8_t {
+  kOk,         // handled (which includes ignoring a stale or misrouted message, as Raft does)
+  kMalformed,  // fields that contradict each other or the protocol (a buggy or hostile peer)
+  kOutsider,   // from a server outside our configuration, which may not move our term now
+  kConflict,   // contradicts our state: a second leader in our term, acks beyond our log
+};
+inline constexpr int kStepStatusCount = 4;
+const char* to_string(StepStatus s);
+
+struct StepResult {
+  StepStatus status = StepStatus::kOk;
+  const char* why = "";
+  bool ok() const { return status == StepStatus::kOk; }
+};
+
+// A peer said this node is not in its committed configuration (see kPreVoteResp), or our own
+// committed configuration no longer holds us: we were removed.
+struct RemovalNotice {
+  uint64_t from = kNoId;    // who said so (our own id: our committed log says so)
+  uint64_t at_index = 0;    // the commit index of that peer when it said so
+  bool operator==(const RemovalNotice&) const = default;
+};
+
 enum class ProgressState : uint8_t { kProbe, kReplicate, kSnapshot };
 
 // The leader's view of one peer (RAFT.STATS).
@@ -176,7 +223,8 @@ class Node {
 
   // ---- inputs
   void tick();
-  void step(const Message& m);
+  // Validates m, then handles it; never asserts on what a peer sent (see "Peer input" above).
+  StepResult step(const Message& m);
   ProposeResult propose(std::string data);
   ProposeResult propose_conf_change(const ConfChangeRequest& req);
   // Leader only: hands leadership to `id` (a voter) via TimeoutNow once it is caught up.
@@ -219,6 +267,12 @@ class Node {
   // Leader only: one entry per other server in the latest configuration.
   std::vector<PeerProgress> progress() const;
   const Snapshot* snapshot() const { return snapshot_ ? &*snapshot_ : nullptr; }
+  // Messages step() refused, by status (index: StepStatus; [kOk] stays 0).
+  uint64_t refused(StepStatus s) const { return refused_[static_cast<int>(s)]; }
+  // Set once we know we were removed: our committed configuration lacks us, or a peer sent a
+  // removal notice. A report for the operator only (the node keeps obeying the protocol: a
+  // removal notice from one peer is not proof, and a re-added server learns it from its log).
+  std::optional<RemovalNotice> removal_notice() const;
 
  private:
   struct PendingWrite {
@@ -237,7 +291,11 @@ class Node {
   void reset_randomized_timeout();
 
   // message handling
-  void step_leader(const Message& m);
+  const char* validate(const Message& m) const;
+  StepResult refuse(StepStatus s, const char* why);
+  StepResult step_validated(const Message& m);
+  bool in_leader_lease() const;
+  StepResult step_leader(const Message& m);
   void step_candidate(const Message& m);
   void step_follower(const Message& m);
   void handle_vote_request(const Message& m);
@@ -316,6 +374,10 @@ class Node {
 
   std::vector<Message> msgs_;
   std::vector<Message> msgs_after_persist_;
+
+  uint64_t refused_[kStepStatusCount] = {};
+  std::optional<RemovalNotice> removal_notice_;  // from a peer (our own log is checked live)
+  uint64_t removal_notice_config_ = 0;           // config_index_ when the notice came
 };
 
 }  // namespace ticketd::raft

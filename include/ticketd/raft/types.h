@@ -13,6 +13,13 @@ namespace ticketd::raft {
 // 0 is "nobody" for server ids, and "no entry" for indexes (the log starts at index 1).
 inline constexpr uint64_t kNoId = 0;
 
+// The largest term and index a peer may name (Node::step refuses anything above). Real terms
+// grow by one per election and indexes by one per entry, so 2^48 terms (~8900 years at one
+// election per millisecond) and 2^62 indexes are never reached; a message above them comes
+// from a corrupt or hostile peer, and refusing it keeps term + 1 and index + n from wrapping.
+inline constexpr uint64_t kMaxTerm = uint64_t{1} << 48;
+inline constexpr uint64_t kMaxIndex = uint64_t{1} << 62;
+
 enum class EntryType : uint8_t {
   kNormal = 0,      // opaque application payload (ticketd: Allocate{n} as 8 bytes little-endian)
   kNoop = 1,        // appended by every new leader; commits its term (Raft §5.4.2)
@@ -83,9 +90,12 @@ struct Snapshot {
 
 enum class MessageType : uint8_t {
   kPreVote = 0,          // term = the term the sender would campaign in; index/log_term = its last
-  kPreVoteResp = 1,      // reject; term = request's term if granted, else responder's term
+  kPreVoteResp = 1,      // reject; term = request's term if granted, else responder's term;
+                         // a rejection with hint_index != 0 is a removal notice: the
+                         // responder's committed configuration (at its commit index
+                         // hint_index) does not hold the requester (older nodes ignore it)
   kVote = 2,             // term = candidate term; index/log_term = candidate's last entry
-  kVoteResp = 3,         // reject
+  kVoteResp = 3,         // reject; hint_index as for kPreVoteResp
   kAppend = 4,           // index/log_term = entry preceding `entries`; commit = leader commit
   kAppendResp = 5,       // success: index = last index now matching; reject: see hint_*
   kHeartbeat = 6,        // commit = min(leader commit, follower match)
