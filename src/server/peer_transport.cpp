@@ -420,6 +420,14 @@ void PeerTransport::remove_peer(uint64_t id) {
   maybe_free_link(l);
 }
 
+void PeerTransport::close_inbound(uint64_t id) {
+  std::vector<Conn*> from;
+  for (Conn* o : conns_) {
+    if (o->link == nullptr && o->hello_ok && !o->closing && o->hello.node_id == id) from.push_back(o);
+  }
+  for (Conn* o : from) break_conn(o, "node " + std::to_string(id) + " left our configuration");
+}
+
 void PeerTransport::maybe_free_link(Link* l) {
   if (!l->removed || l->conn != nullptr || l->timer_armed) return;
   for (size_t i = 0; i < retired_links_.size(); ++i) {

@@ -167,6 +167,9 @@ class PeerTransport {
   uint16_t listen_port() const { return listen_port_; }
   void set_peer(uint64_t id, const std::string& raft_addr);  // add or update; connects lazily
   void remove_peer(uint64_t id);
+  // Closes the links `id` opened to us (the caller reconnects with a fresh hello, which
+  // then decides again whether we answer it, e.g. on a callback link once it is removed).
+  void close_inbound(uint64_t id);
   void set_cluster_id(uint64_t id) { opts_.cluster_id = id; }
   // To m.to: encodes straight into that peer's bounded queue (drop + count when full).
   void send(const raft::Message& m);

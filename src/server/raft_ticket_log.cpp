@@ -22,6 +22,8 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <map>
+#include <optional>
 #include <thread>
 
 #include "node.h"
@@ -381,6 +383,8 @@ class RaftTicketLog final : public TicketLog {
   void publish();
   void sync_peers();
   void on_peer_hello(const PeerHello& h);
+  void note_refusal(const raft::Message& m, const raft::StepResult& r);
+  void note_removal();
   void update_member_addresses();
 
   // admin
@@ -444,8 +448,12 @@ class RaftTicketLog final : public TicketLog {
   std::deque<PendingReady> pipeline_;
   std::unordered_map<uint64_t, std::string> hello_service_addr_;  // learned from peers
   std::unordered_map<uint64_t, ServerContext> hello_seen_;  // members' own word on their addresses
-  std::unordered_set<uint64_t> hello_links_;  // links to non-members while we join
-  static constexpr size_t kMaxHelloLinks = 8;
+  struct RefusalLog {
+    uint64_t count = 0;
+    uint64_t logged_ms = 0;
+  };
+  std::map<std::pair<uint64_t, uint8_t>, RefusalLog> refusal_log_;  // (peer, StepStatus)
+  std::optional<raft::RemovalNotice> logged_removal_;
   uint64_t peers_config_index_ = UINT64_MAX;
   std::unordered_set<uint64_t> known_peers_;  // the configuration's other servers
   std::vector<uint64_t> departed_;  // left the configuration; links dropped once it commits
@@ -708,6 +716,11 @@ bool RaftTicketLog::open(std::string* err) {
   cfg.max_inflight_msgs = 4;
   cfg.max_msg_bytes = 256 * 1024;
   cfg.seed = random_u64();
+  // The core refuses an InstallSnapshot whose ticket state we could not restore.
+  cfg.valid_snapshot_data = [](std::string_view d) {
+    tickets::StateMachine probe;
+    return probe.decode_snapshot(d, 1).empty();
+  };
   raft_ = std::make_unique<raft::Node>(cfg, std::move(st));
   LogStats& ls = node_.log_stats();
   ls.counter.store(last_ticket());
@@ -754,7 +767,8 @@ void RaftTicketLog::attach(io::Loop* loop) {
   PeerTransport::Hooks hooks;
   hooks.on_message = [this](raft::Message&& m) {
     TICKETD_TRACE_EV("recv", trace_peer(m, m.from), trace_index(m));
-    raft_->step(m);
+    raft::StepResult r = raft_->step(m);
+    if (!r.ok()) note_refusal(m, r);
   };
   hooks.check_hello = [this](const PeerHello& h) -> std::string {
     const raft::Server* s = raft_->configuration().find(h.node_id);
@@ -826,6 +840,7 @@ void RaftTicketLog::on_tick() {
     }
   }
   update_member_addresses();
+  note_removal();
   // Periodic snapshot even when the load is light, so the log stays short.
   if (ticks_ % 1000 == 0) maybe_snapshot(true);
   if (shutting_down_ && now_ms() > shutdown_deadline_ms_) shutting_down_ = false;
@@ -1348,27 +1363,56 @@ void RaftTicketLog::finish_snapshot() {
   ls.snapshots.fetch_add(1);
 }
 
+void RaftTicketLog::note_refusal(const raft::Message& m, const raft::StepResult& r) {
+  // The core refused a peer's message without touching its state. Said the first time per
+  // (peer, kind of refusal), then at most every 10 s with a count: a removed node that is
+  // still running sends refused votes every election timeout.
+  RefusalLog& l = refusal_log_[{m.from, static_cast<uint8_t>(r.status)}];
+  ++l.count;
+  uint64_t now = now_ms();
+  if (l.logged_ms != 0 && now - l.logged_ms < 10'000) return;
+  node_.log_line("raft: refused " + std::string(raft::to_string(m.type)) + " from node " +
+                 std::to_string(m.from) + " (" + raft::to_string(r.status) + "): " + r.why +
+                 (l.count > 1 ? " (" + std::to_string(l.count) + " refusals so far)" : ""));
+  l.logged_ms = now;
+  if (refusal_log_.size() > 256) refusal_log_.clear();  // bounded whoever sends
+}
+
+void RaftTicketLog::note_removal() {
+  std::optional<raft::RemovalNotice> n = raft_->removal_notice();
+  if (!n || (logged_removal_ && *logged_removal_ == *n)) return;
+  logged_removal_ = n;
+  if (n->from == node_.opts().id) {
+    node_.log_line("this node was removed from the cluster (its committed configuration at index " +
+                   std::to_string(n->at_index) + " no longer holds it): stop it, or wipe its "
+                   "data directory and --join it again");
+  } else {
+    node_.log_line("node " + std::to_string(n->from) + " says this node is not in the cluster's "
+                   "committed configuration (its commit index " + std::to_string(n->at_index) +
+                   "): it was removed; stop it, or wipe its data directory and --join it again");
+  }
+}
+
 void RaftTicketLog::on_peer_hello(const PeerHello& h) {
   // Only what a member (or, while we join, the leader adding us) says is remembered: an
-  // unknown sender must not make us keep state or dial an address of its choosing.
+  // unknown sender must not make us keep state of its choosing.
   const raft::Configuration& conf = raft_->configuration();
   bool member = conf.find(h.node_id) != nullptr;
   bool joining = conf.servers.empty();
   bool addrs_ok = check_server_addr(h.raft_addr, "raft address").empty() &&
                   check_server_addr(h.service_addr, "service address").empty();
-  if ((!member && !joining) || !addrs_ok) return;
-  hello_service_addr_[h.node_id] = h.service_addr;
+  if (!addrs_ok) return;
+  if (member || joining) hello_service_addr_[h.node_id] = h.service_addr;
   if (member) {
     hello_seen_[h.node_id] = ServerContext{h.raft_addr, h.service_addr, h.incarnation};
     return;
   }
-  // We are joining and have no configuration yet: the leader adding us needs our answers
-  // before its configuration entry reaches us. A few such links at most; they go once
-  // our configuration arrives (sync_peers).
-  if (known_peers_.count(h.node_id) == 0 && hello_links_.size() < kMaxHelloLinks) {
-    hello_links_.insert(h.node_id);
-    transport_->set_peer(h.node_id, h.raft_addr);
-  }
+  // A caller outside our configuration still needs our answers: the leader adding us
+  // (before its configuration entry reaches us), or a removed node, whose refused votes
+  // carry the notice that it was removed. The transport makes this a callback link: at
+  // most 16, each gone when the caller's own link to us closes; sync_peers turns it into
+  // an ordinary link if the caller joins our configuration.
+  if (known_peers_.count(h.node_id) == 0) transport_->set_peer(h.node_id, h.raft_addr);
 }
 
 void RaftTicketLog::update_member_addresses() {
@@ -1466,7 +1510,11 @@ void RaftTicketLog::sync_peers() {
   // host:port), or to nobody, for the life of the process.
   if (!departed_.empty() && raft_->commit_index() >= departed_at_) {
     for (uint64_t id : departed_) {
-      if (known_peers_.count(id) == 0) transport_->remove_peer(id);
+      if (known_peers_.count(id) != 0) continue;
+      transport_->remove_peer(id);
+      // Its links to us go too: if it still runs, it reconnects, and its fresh hello gets
+      // it a callback link, on which our refusals of its votes tell it it was removed.
+      transport_->close_inbound(id);
     }
     departed_.clear();
   }
@@ -1475,10 +1523,6 @@ void RaftTicketLog::sync_peers() {
   const raft::Configuration& conf = raft_->configuration();
   // What only non-members told us goes once we have a configuration of our own.
   if (!conf.servers.empty()) {
-    for (uint64_t id : hello_links_) {
-      if (conf.find(id) == nullptr) transport_->remove_peer(id);
-    }
-    hello_links_.clear();
     std::erase_if(hello_service_addr_, [&](const auto& kv) { return conf.find(kv.first) == nullptr; });
     std::erase_if(hello_seen_, [&](const auto& kv) { return conf.find(kv.first) == nullptr; });
   }
@@ -1777,6 +1821,11 @@ std::string RaftTicketLog::stats_reply() {
   add("peer_msgs_sent", std::to_string(ts.sent_msgs));
   add("peer_msgs_received", std::to_string(ts.recv_msgs));
   add("peer_msgs_dropped", std::to_string(ts.dropped_msgs));
+  add("peer_msgs_refused_malformed", std::to_string(raft_->refused(raft::StepStatus::kMalformed)));
+  add("peer_msgs_refused_outsider", std::to_string(raft_->refused(raft::StepStatus::kOutsider)));
+  add("peer_msgs_refused_conflict", std::to_string(raft_->refused(raft::StepStatus::kConflict)));
+  add("peer_conns_refused", std::to_string(ts.refused_conns));
+  add("peer_hello_timeouts", std::to_string(ts.hello_timeouts));
   std::string out;
   resp::append_array_header(out, kv.size() * 2);
   for (auto& [k, v] : kv) {

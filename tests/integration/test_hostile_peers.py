@@ -113,6 +113,11 @@ def main(args):
         check(int(a.stats(follower)["term"]) == t_f and int(a.stats(leader)["term"]) == t_l,
               "no bad message moved a term")
         check(a.stats(follower)["state"] == "follower", "the follower stayed a follower")
+        for n in (follower, leader):
+            st = a.stats(n)
+            refused = sum(int(st["peer_msgs_refused_" + k]) for k in ("malformed", "outsider", "conflict"))
+            check(refused >= 5, "node %d counts the refusals in RAFT.STATS (%d)" % (n.id, refused))
+            check("raft: refused" in n.log(), "node %d logs the refusals" % n.id)
         v0 = Client(leader.port).tickets(100)
         check(v0[0] > base, "the cluster serves after the semantic attack")
         base = v0[-1]
