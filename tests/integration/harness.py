@@ -139,10 +139,16 @@ class Node:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def check_own_raft_address(node, what):
-    """A single node's RAFT.CONFIGURATION records the raft address it runs with."""
-    conf = Client(node.port).call("RAFT.CONFIGURATION")
-    entry = dict(zip(conf[0][0::2], conf[0][1::2]))
+def check_own_raft_address(node, what, timeout=5):
+    """A single node's RAFT.CONFIGURATION records the raft address it runs with (within
+    `timeout`: a changed address is recorded by a configuration change)."""
+    deadline = time.time() + timeout
+    while True:
+        conf = Client(node.port).call("RAFT.CONFIGURATION")
+        entry = dict(zip(conf[0][0::2], conf[0][1::2]))
+        if entry["address"] == "127.0.0.1:%d" % node.rport or time.time() > deadline:
+            break
+        time.sleep(0.05)
     check(entry["address"] == "127.0.0.1:%d" % node.rport, "%s (%r)" % (what, entry))
 
 

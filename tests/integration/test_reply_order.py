@@ -102,9 +102,11 @@ def make_command(rnd, ctx, conn_no):
             return ("SELECT", "0"), lambda r: r == "OK"
         return ("SELECT", "1"), lambda r: str(r) == "ERR DB index is out of range"
     if k == 23:
-        # An existing member: +OK at once on the leader; a follower redirects.
+        # An existing member at another address: an error at once on the leader (its address
+        # changes only when it restarts with a new --raddr); a follower redirects.
         return (("RAFT.ADDVOTER", str(ctx.leader_id), "127.0.0.1:1"),
-                lambda r: r == "OK" if leader else is_err(r, moved(ctx)))
+                lambda r: is_err(r, "ERR node %d is already a member at " % ctx.leader_id) if leader
+                else is_err(r, moved(ctx)))
     if k == 24:
         return (("RAFT.REMOVESERVER", "999"),
                 lambda r: is_err(r, "ERR node 999 is not in the configuration") if leader

@@ -86,6 +86,14 @@ TEST(Tickets, CommandsRoundTrip) {
   }
 }
 
+TEST(Tickets, TheDefaultAllocateIsTheCompactForm) {
+  // The hot path stays 8 bytes (a 40-byte WAL record), as the earlier builds wrote it.
+  std::string e = encode(Command::allocate({{"default", 300}}));
+  EXPECT_EQ(e.size(), 8u);
+  EXPECT_EQ(roundtrip(Command::allocate({{"default", 300}})), Command::allocate({{"default", 300}}));
+  EXPECT_GT(encode(Command::allocate({{"orders", 300}})).size(), 8u);
+}
+
 TEST(Tickets, ReadsTheEntriesOfEarlierBuilds) {
   // Before sequences, an Allocate entry's data was the bare little-endian u64.
   std::string old(8, '\0');

@@ -56,10 +56,11 @@ struct Command {
   bool operator==(const Command&) const = default;
 };
 
-// [u8 version=1][u8 kind][fields, little-endian][u64 xxh3-64 of all before]
+// [u8 version=1][u8 kind][fields, little-endian][u64 xxh3-64 of all before]; except the
+// hot path, Allocate{default: n} alone, which is the bare 8-byte n (the entry of builds
+// before sequences existed, which this build reads and writes alike).
 std::string encode(const Command& c);
-// "" on success. Also reads the format of builds before sequences existed: an entry of
-// exactly 8 bytes is Allocate{default, n}.
+// "" on success. An entry of exactly 8 bytes is Allocate{default, n}.
 std::string decode(std::string_view in, Command* out);
 
 enum class Status : uint8_t {
