@@ -1452,9 +1452,10 @@ void RaftTicketLog::update_member_addresses() {
     cc.kind = raft::ConfChangeRequest::Kind::kSetContext;
     cc.id = s.id;
     cc.context = ctx;
+    // Proposing replaces the configuration that `s` lives in: nothing of it is used after.
     raft::ProposeResult r = raft_->propose_conf_change(cc);
     if (r.ok()) {
-      node_.log_line("recording node " + std::to_string(s.id) + " at raft " + w->raft_addr +
+      node_.log_line("recording node " + std::to_string(cc.id) + " at raft " + w->raft_addr +
                      ", service " + w->service_addr + " (was " + now.raft_addr + ", " +
                      now.service_addr + ")");
     }

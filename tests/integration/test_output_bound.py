@@ -77,8 +77,12 @@ def run_flood(cl, leader, label, chunk, total_bytes):
            out.get("error", "")), flush=True)
     check(leader.proc.poll() is None, "%s: the leader is alive" % label)
     check(out.get("closed"), "%s: the flooding connection was closed" % label)
-    # The bound is 64 MiB of queued replies; input buffers and the allocator add some.
-    check(grown < 140, "%s: the leader's RSS grew by %d MiB only" % (label, grown))
+    # The bound is 64 MiB of queued replies; input buffers and the allocator add some. Under
+    # the sanitizers (TICKETD_TEST_QUICK, make test-asan) freed memory sits in ASan's
+    # quarantine (256 MiB by default) and counts in RSS, so only a looser bound holds there;
+    # before the fix the flood grew RSS by more than 500 MiB.
+    limit = 400 if os.environ.get("TICKETD_TEST_QUICK") else 140
+    check(grown < limit, "%s: the leader's RSS grew by %d MiB only" % (label, grown))
     check(all(p == "PONG" for p in pings), "%s: the other client was answered throughout (%d pings)"
           % (label, len(pings)))
     other_client.close()

@@ -26,6 +26,11 @@ ALONE_UNTIL = 390000
 
 def main(args):
     why = can_run() or (None if shutil.which("redis-benchmark") else "needs redis-benchmark")
+    if not why and os.environ.get("TICKETD_TEST_QUICK"):
+        # Filling a 16 MiB segment with 40-byte records takes ~400k log writes: more than a
+        # sanitizer build (make test-asan sets TICKETD_TEST_QUICK) does within the test's
+        # bounds. The stall path's code is covered there by the WAL unit tests.
+        why = "too slow under TICKETD_TEST_QUICK (the sanitizer build)"
     if why:
         print("SKIP: " + why)
         return
