@@ -13,7 +13,14 @@ def main(args):
         cl.start()
         leader = cl.leader()
         gone = [n for n in cl.alive() if n is not leader][0]
-        r = Client(leader.port).call("RAFT.REMOVESERVER", str(gone.id))
+        # Right after the start the last promotion may still be committing: retry while a
+        # configuration change is in progress.
+        deadline = time.time() + 10
+        while True:
+            r = Client(leader.port).call("RAFT.REMOVESERVER", str(gone.id))
+            if r == "OK" or "in progress" not in str(r) or time.time() > deadline:
+                break
+            time.sleep(0.05)
         check(r == "OK", "RAFT.REMOVESERVER %d -> %r" % (gone.id, r))
         deadline = time.time() + 10
         while time.time() < deadline and "removed" not in gone.log():
