@@ -139,6 +139,19 @@ class Node:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def wait_for(fn, timeout):
+    """True once fn() is true (errors while asking count as not yet), False after timeout s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if fn():
+                return True
+        except (OSError, KeyError, ValueError):
+            pass
+        time.sleep(0.1)
+    return False
+
+
 def check_own_raft_address(node, what, timeout=5):
     """A single node's RAFT.CONFIGURATION records the raft address it runs with (within
     `timeout`: a changed address is recorded by a configuration change)."""

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 
-from harness import Client, Cluster, check, run_main
+from harness import Client, Cluster, check, run_main, wait_for
 
 
 def sh(*cmd):
@@ -45,18 +45,6 @@ def fill(path):
     return filler
 
 
-def wait_for(what, fn, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if fn():
-                return True
-        except (OSError, KeyError, ValueError):
-            pass
-        time.sleep(0.1)
-    return False
-
-
 def main(args):
     if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
         print("SKIP: needs root and mkfs.ext4 (tools/install-deps.sh) to mount a small disk")
@@ -81,18 +69,18 @@ def main(args):
         leader = cl.leader()
         if leader is lagger:
             check(Client(leader.port).call("RAFT.TRANSFERLEADER", "1") == "OK", "move leadership")
-            check(wait_for("new leader", lambda: cl.leader(timeout=1) not in (None, lagger), 10),
+            check(wait_for(lambda: cl.leader(timeout=1) not in (None, lagger), 10),
                   "leadership left node 3")
             leader = cl.leader()
         c = Client(leader.port)
         c.tickets(100)
-        check(wait_for("caught up", lambda: int(cl.stats(lagger)["last_ticket"]) >= 100, 10),
+        check(wait_for(lambda: int(cl.stats(lagger)["last_ticket"]) >= 100, 10),
               "node 3 follows")
 
         # With its next WAL segment ready, the node has nothing of its own to free when the
         # disk fills (a spare it fails to create is deleted, which would give space back).
         spare = os.path.join(mnt, "wal", "wal.spare")
-        check(wait_for("spare", lambda: os.path.exists(spare), 10), "node 3's spare segment is ready")
+        check(wait_for(lambda: os.path.exists(spare), 10), "node 3's spare segment is ready")
         # Node 3 sleeps while the leader's log moves past a snapshot: it will need the snapshot.
         os.kill(lagger.proc.pid, signal.SIGSTOP)
         for _ in range(20):
@@ -106,7 +94,7 @@ def main(args):
 
         # It cannot store the snapshot: it says so, keeps running, and is not caught up.
         said = lambda: "cannot save the installed snapshot" in lagger.log()
-        wait_for("trouble", lambda: said() or lagger.proc.poll() is not None, 15)
+        wait_for(lambda: said() or lagger.proc.poll() is not None, 15)
         check(lagger.proc.poll() is None, "node 3 survives the failed snapshot save")
         check(said(), "node 3 reports that it cannot save the snapshot")
         top = c.tickets(20)[-1]
@@ -119,7 +107,7 @@ def main(args):
         # Space returns: it installs the snapshot and catches up.
         os.unlink(filler)
         top = c.tickets(10)[-1]
-        check(wait_for("catch up", lambda: int(cl.stats(lagger)["last_ticket"]) >= top, 15),
+        check(wait_for(lambda: int(cl.stats(lagger)["last_ticket"]) >= top, 15),
               "node 3 caught up once space returned")
         log = lagger.log()
         check("storage writable again" in log and "installed snapshot" in log,

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import Client, Cluster, Node, check, run_main
+from harness import Client, Cluster, Node, check, run_main, wait_for  # noqa: F401 (re-exported)
 
 EXIT_WAL_FAILED = 3
 LOOP_SET_STATUS64, LOOP_GET_STATUS64 = 0x4C04, 0x4C05
@@ -27,18 +27,6 @@ LOOP_SET_STATUS64, LOOP_GET_STATUS64 = 0x4C04, 0x4C05
 def sh(*cmd):
     return subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=120)
-
-
-def wait_for(fn, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if fn():
-                return True
-        except (OSError, KeyError, ValueError):
-            pass
-        time.sleep(0.1)
-    return False
 
 
 def can_run():

@@ -54,13 +54,19 @@ def leave_room_for_one_segment(mnt):
     return filler
 
 
-def main(args):
+def skip_reason():
+    """Why a test that fills a WAL segment cannot run here, or None."""
     why = can_run() or (None if shutil.which("redis-benchmark") else "needs redis-benchmark")
     if not why and os.environ.get("TICKETD_TEST_QUICK"):
         # Filling a 16 MiB segment with 40-byte records takes ~400k log writes: more than a
         # sanitizer build (make test-asan sets TICKETD_TEST_QUICK) does within the test's
         # bounds. The stall path's code is covered there by the WAL unit tests.
         why = "too slow under TICKETD_TEST_QUICK (the sanitizer build)"
+    return why
+
+
+def main(args):
+    why = skip_reason()
     if why:
         print("SKIP: " + why)
         return

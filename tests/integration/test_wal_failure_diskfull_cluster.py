@@ -16,8 +16,9 @@ import subprocess
 import time
 
 from harness import Client, Cluster, check, run_main
-from test_wal_failure import LoopDisk, can_run, wait_for
-from test_wal_failure_diskfull import cpu_seconds, info, leave_room_for_one_segment, stalled
+from test_wal_failure import LoopDisk, wait_for
+from test_wal_failure_diskfull import (cpu_seconds, info, leave_room_for_one_segment, skip_reason,
+                                       stalled)
 
 # An Allocate entry's WAL record is 40 bytes: a 16 MiB segment holds ~419k of them. The
 # benchmark stops short of that, with a margin for its speed.
@@ -25,12 +26,7 @@ ALONE_UNTIL = 390000
 
 
 def main(args):
-    why = can_run() or (None if shutil.which("redis-benchmark") else "needs redis-benchmark")
-    if not why and os.environ.get("TICKETD_TEST_QUICK"):
-        # Filling a 16 MiB segment with 40-byte records takes ~400k log writes: more than a
-        # sanitizer build (make test-asan sets TICKETD_TEST_QUICK) does within the test's
-        # bounds. The stall path's code is covered there by the WAL unit tests.
-        why = "too slow under TICKETD_TEST_QUICK (the sanitizer build)"
+    why = skip_reason()
     if why:
         print("SKIP: " + why)
         return
