@@ -190,22 +190,22 @@ void raft_node_seeds() {
 }
 
 void peer_frames_seeds() {
-  server::PeerHello h{42, 2, 777, "127.0.0.1:7002", "127.0.0.1:17002"};
+  cluster::PeerHello h{42, 2, 777, "127.0.0.1:7002", "127.0.0.1:17002"};
   std::string hello;
-  server::append_hello_frame(h, &hello);
+  cluster::append_hello_frame(h, &hello);
   put_seed("fuzz_peer_frames", "hello-fix", 0x80, hello);
   put_seed("fuzz_peer_frames", "hello-bytes", 0x81, hello);
   std::string stream = hello;
   for (const raft::Message& m : sample_messages()) {
-    if (!server::append_message_frame(m, 4096, &stream)) std::abort();
+    if (!cluster::append_message_frame(m, 4096, &stream)) std::abort();
   }
-  server::append_refuse_frame("cluster id mismatch", &stream);
+  cluster::append_refuse_frame("cluster id mismatch", &stream);
   put_seed("fuzz_peer_frames", "stream-whole", 0x80, stream);
   put_seed("fuzz_peer_frames", "stream-bytes", 0x81, stream);
   put_seed("fuzz_peer_frames", "stream-chunks", 0x82, stream);
   put_seed("fuzz_peer_frames", "stream-small", 0xc2, hello + stream.substr(0, 40));
   std::string refuse;
-  server::append_refuse_frame("node id 0 is not valid", &refuse);
+  cluster::append_refuse_frame("node id 0 is not valid", &refuse);
   put_seed("fuzz_peer_frames", "refuse", 0x02, refuse);
 }
 

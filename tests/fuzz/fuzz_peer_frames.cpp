@@ -20,8 +20,8 @@
 
 namespace {
 
-using ticketd::server::PeerFrameReader;
-using ticketd::server::PeerHello;
+using ticketd::cluster::PeerFrameReader;
+using ticketd::cluster::PeerHello;
 
 void require(bool cond) {
   if (!cond) __builtin_trap();
@@ -48,17 +48,17 @@ void check_hello(std::string_view payload, bool fix_checksum) {
     std::memcpy(p.data() + p.size() - 8, &sum, 8);
   }
   PeerHello h;
-  std::string err = ticketd::server::decode_hello(p, &h);
+  std::string err = ticketd::cluster::decode_hello(p, &h);
   if (!err.empty()) return;
-  require(h.service_addr.size() <= ticketd::server::kMaxHelloAddrBytes);
-  require(h.raft_addr.size() <= ticketd::server::kMaxHelloAddrBytes);
+  require(h.service_addr.size() <= ticketd::cluster::kMaxHelloAddrBytes);
+  require(h.raft_addr.size() <= ticketd::cluster::kMaxHelloAddrBytes);
   // Round trip: the frame the encoder makes carries exactly these payload bytes.
   std::string frame;
-  ticketd::server::append_hello_frame(h, &frame);
-  require(frame.size() == ticketd::server::kPeerFrameHeader + p.size());
-  require(std::string_view(frame).substr(ticketd::server::kPeerFrameHeader) == p);
+  ticketd::cluster::append_hello_frame(h, &frame);
+  require(frame.size() == ticketd::cluster::kPeerFrameHeader + p.size());
+  require(std::string_view(frame).substr(ticketd::cluster::kPeerFrameHeader) == p);
   PeerHello again;
-  require(ticketd::server::decode_hello(p, &again).empty());
+  require(ticketd::cluster::decode_hello(p, &again).empty());
   require(again == h);
 }
 

@@ -14,7 +14,7 @@ import time
 from harness import Client, Cluster, check, free_port, run_main
 
 
-# The peer wire format (src/server/peer_transport.h, src/raft/codec.cpp), checksummed with the
+# The peer wire format (src/cluster/peer_transport.h, src/raft/codec.cpp), checksummed with the
 # same libxxhash the server links.
 _xxh = ctypes.CDLL(ctypes.util.find_library("xxhash") or "libxxhash.so.0")
 _xxh.XXH3_64bits.restype = ctypes.c_uint64

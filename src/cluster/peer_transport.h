@@ -16,7 +16,7 @@
 #include "ticketd/io/loop.h"
 #include "ticketd/raft/types.h"
 
-namespace ticketd::server {
+namespace ticketd::cluster {
 
 // Wire: every frame is [u32 LE length][u8 kind][payload], length = 1 + payload bytes.
 inline constexpr size_t kPeerFrameHeader = 5;
@@ -294,4 +294,4 @@ bool PeerFrameReader::feed(const char* data, size_t len, F&& on_frame) {
   return true;
 }
 
-}  // namespace ticketd::server
+}  // namespace ticketd::cluster

@@ -1,7 +1,7 @@
 // Tests for the Raft peer transport: real sockets on 127.0.0.1 (port 0), several transports
 // on one io::Loop in this thread, raw sockets for hostile input.
 // src/server headers are private to the server library; reach them by path.
-#include "../../src/server/peer_transport.h"
+#include "../../src/cluster/peer_transport.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -20,7 +20,7 @@
 
 #include "ticketd/raft/codec.h"
 
-namespace ticketd::server {
+namespace ticketd::cluster {
 namespace {
 
 using raft::Message;
@@ -861,4 +861,4 @@ TEST_F(PeerTransportTest, ShutdownLeavesNothingPending) {
 }
 
 }  // namespace
-}  // namespace ticketd::server
+}  // namespace ticketd::cluster

@@ -16,7 +16,7 @@
 #include "ticketd/base/check.h"
 #include "ticketd/raft/codec.h"
 
-namespace ticketd::server {
+namespace ticketd::cluster {
 
 namespace {
 
@@ -1000,4 +1000,4 @@ size_t PeerTransport::queued_bytes(uint64_t id) const {
   return n;
 }
 
-}  // namespace ticketd::server
+}  // namespace ticketd::cluster

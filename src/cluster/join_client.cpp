@@ -1,0 +1,88 @@
+#include "join_client.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "server_context.h"
+#include "ticketd/io/loop.h"
+
+namespace ticketd::cluster {
+
+bool JoinClient::attempt(const std::string& addr, std::string* reply) {
+  std::string host;
+  uint16_t port = 0;
+  if (!io::parse_host_port(addr, &host, &port)) {
+    *reply = "-ERR bad address " + addr;
+    return false;
+  }
+  if (host.empty()) host = "127.0.0.1";
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  timeval tv{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  if (::inet_pton(AF_INET, host.c_str(), &sa.sin_addr) != 1 ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) < 0) {
+    ::close(fd);
+    *reply = "cannot connect to " + addr;
+    return false;
+  }
+  std::string req = command_ + "\r\n";
+  bool ok = ::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size());
+  std::string buf;
+  char tmp[512];
+  while (ok && buf.find("\r\n") == std::string::npos && buf.size() < 4096) {
+    ssize_t n = ::recv(fd, tmp, sizeof(tmp), 0);
+    if (n <= 0) {
+      ok = false;
+      break;
+    }
+    buf.append(tmp, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  if (!ok) {
+    *reply = "no reply from " + addr;
+    return false;
+  }
+  *reply = buf.substr(0, buf.find("\r\n"));
+  return true;
+}
+
+void JoinClient::run() {
+  std::string target = target_;
+  int backoff_ms = 100;
+  int hops = 0;
+  while (!stop_.load()) {
+    std::string reply;
+    bool got = attempt(target, &reply);
+    if (got && reply.rfind("+OK", 0) == 0) {
+      uint64_t cid = reply.size() > 4 ? parse_hex(std::string_view(reply).substr(4)) : 0;
+      cluster_id_.store(cid == 0 ? 1 : cid);
+      log_("accepted by " + target + " (" + reply + ")");
+      return;
+    }
+    if (got && reply.rfind("-MOVED ", 0) == 0 && hops < 8) {
+      size_t sp = reply.rfind(' ');
+      target = reply.substr(sp + 1);
+      ++hops;
+      continue;
+    }
+    log_("not yet: " + (reply.empty() ? std::string("no answer") : reply) + " (retrying)");
+    hops = 0;
+    target = target_;
+    for (int waited = 0; waited < backoff_ms && !stop_.load(); waited += 20)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    backoff_ms = std::min(backoff_ms * 2, 2000);
+  }
+}
+
+
+}  // namespace ticketd::cluster

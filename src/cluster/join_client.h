@@ -1,0 +1,40 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <thread>
+
+namespace ticketd::cluster {
+
+// Joins an existing cluster through any member's client port: sends RAFT.JOIN and follows
+// -MOVED to the leader, retrying with backoff until accepted or stopped. A plain thread
+// with blocking sockets: it runs once, before the node has anything else to do.
+class JoinClient {
+ public:
+  JoinClient(std::string target, std::string command, std::function<void(std::string_view)> log)
+      : target_(std::move(target)), command_(std::move(command)), log_(std::move(log)) {}
+  ~JoinClient() { stop(); }
+  void start() { thread_ = std::thread([this] { run(); }); }
+  void stop() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+  // The cluster id from the accepted join, 0 until then.
+  uint64_t cluster_id() const { return cluster_id_.load(); }
+
+ private:
+  void run();
+  bool attempt(const std::string& addr, std::string* reply);
+
+  std::string target_;
+  std::string command_;
+  std::function<void(std::string_view)> log_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> cluster_id_{0};
+};
+
+}  // namespace ticketd::cluster

@@ -1,0 +1,286 @@
+// The Ready pipeline (see the contract in raft/node.h) and the WAL writes under it.
+#include "raft_ticket_log.h"
+
+#include <cstdlib>
+
+#include "../server/trace.h"
+#include "ticketd/storage/snapshot_file.h"
+
+namespace ticketd::cluster {
+
+void RaftTicketLog::pump() {
+  if (closed_) return;
+  // 1. Take every Ready the core has; messages that may leave now, leave now.
+  bool applied_early = false;
+  while (raft_->has_ready()) {
+    PendingReady p;
+    raft_->ready(&p.rd);
+    for (const raft::Message& m : p.rd.messages) {
+      TICKETD_TRACE_EV("send", trace_peer(m, m.to), trace_index(m));
+      transport_->send(m);
+    }
+    p.rd.messages.clear();
+    // Committed entries are durable on a quorum already: apply them now rather than behind
+    // the local writes queued ahead of them, unless a snapshot install or a truncation is
+    // still waiting in the pipeline (entries must apply after the snapshot they follow).
+    // Also blocked while an earlier Ready still holds committed entries of its own (it
+    // was held back): batches must apply in order.
+    bool blocked = p.rd.snapshot.has_value() || p.rd.truncate_from != 0;
+    for (const PendingReady& q : pipeline_) {
+      blocked = blocked || !q.staged || !q.rd.committed_entries.empty();
+    }
+    if (!blocked && !p.rd.committed_entries.empty()) {
+      for (const raft::Entry& e : p.rd.committed_entries) apply(e);
+      p.rd.committed_entries.clear();
+      applied_early = true;
+    }
+    pipeline_.push_back(std::move(p));
+  }
+  if (applied_early) maybe_snapshot(false);
+  if (raft_->role() != raft::Role::kLeader) fail_uncommitted_proposals();
+  // 2. Stage them into storage, in order. A snapshot install or a log truncation waits
+  //    until everything before it is durable and released, and no write is in flight.
+  for (PendingReady& p : pipeline_) {
+    if (p.staged) continue;
+    bool heavy = p.rd.snapshot.has_value() || p.rd.truncate_from != 0;
+    if (heavy && (&p != &pipeline_.front() || writing_ || wal_->has_pending())) break;
+    // Installing a snapshot rewrites the snapshot file: never while our own save runs.
+    if (p.rd.snapshot && snapshot_writer_.busy()) break;
+    if (!stage(p)) break;  // storage trouble: retried on the next pump (every tick)
+  }
+  // 3. One write at a time: everything staged meanwhile goes into the next (group commit).
+  if (durability_ != Durability::kLow && may_start_write()) {
+    // Replication first: queue the AppendEntries sends ahead of the write, so they leave
+    // before the disk submission (a virtio kick) in the same io_uring_enter.
+    transport_->flush();
+    start_write();
+  }
+  // 4. Release what is durable, in order.
+  bool released = false;
+  while (!pipeline_.empty() && pipeline_.front().staged &&
+         pipeline_.front().need <= durable_mark()) {
+    PendingReady p = std::move(pipeline_.front());
+    pipeline_.pop_front();
+    release(p);
+    released = true;
+  }
+  if (released && raft_->has_ready()) {
+    pump();  // releasing (on_persisted, applying) may have produced more work
+    return;
+  }
+  publish();
+  sync_peers();
+}
+
+uint64_t RaftTicketLog::durable_mark() const {
+  switch (durability_) {
+    case Durability::kHigh: return wal_->durable_index();
+    case Durability::kMedium: return wal_->written_index();
+    // Low acknowledges from memory, but not past a stalled WAL (note_wal_stall): a follower
+    // would otherwise take the leader's entries into memory without bound.
+    case Durability::kLow: return wal_stalled_ ? wal_->written_index() : wal_->last_index();
+  }
+  return 0;
+}
+
+bool RaftTicketLog::stage(PendingReady& p) {
+  raft::Ready& rd = p.rd;
+  if (rd.hard_state && (rd.hard_state->term != saved_hs_.term ||
+                        rd.hard_state->vote != saved_hs_.vote)) {
+    // Term and vote must be on disk before any vote or ack of this Ready leaves. If the
+    // file cannot be written (disk full), the Ready waits and is retried: nothing after it
+    // is acknowledged meanwhile, so no vote is ever given twice.
+    if (!save_hard_state(*rd.hard_state)) {
+      note_storage_trouble("cannot save term/vote");
+      return false;
+    }
+  }
+  if (rd.snapshot && !install_snapshot(*rd.snapshot)) return false;
+  if (rd.truncate_from != 0 && wal_->last_index() >= rd.truncate_from) {
+    if (!wal_->truncate_suffix(rd.truncate_from)) stop_on_wal_failure("log truncation failed");
+  }
+  for (const raft::Entry& e : rd.entries) {
+    wal_->append(static_cast<uint8_t>(e.type), e.term, e.index,
+                 std::span<const std::byte>(reinterpret_cast<const std::byte*>(e.data.data()),
+                                            e.data.size()));
+  }
+  node_.log_stats().last_index.store(wal_->last_index(), std::memory_order_relaxed);
+  p.staged = true;
+  p.need = wal_->last_index();
+  if (storage_trouble_) {
+    node_.log_line("storage writable again");
+    storage_trouble_ = false;
+  }
+  return true;
+}
+
+bool RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
+  // The leader's ticket state is checked before anything is written: a snapshot that does
+  // not decode is refused (nothing further is acknowledged; a restart asks again).
+  tickets::StateMachine next;
+  std::string bad = next.decode_snapshot(s.data, s.index);
+  if (!bad.empty()) {
+    note_storage_trouble("refusing the leader's snapshot at index " + std::to_string(s.index) +
+                         ": its ticket state does not decode: " + bad);
+    return false;
+  }
+  std::string bytes = encode_snapshot(s);
+  storage::Status st = storage::SnapshotFile::save(
+      snapshot_path_, std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()),
+                                                 bytes.size()));
+  if (!st) {
+    // A full disk, say: acknowledge nothing further until the save succeeds (retried on
+    // every tick), rather than stop the process or lose anything.
+    note_storage_trouble("cannot save the installed snapshot: " + st.message());
+    return false;
+  }
+  // The log restarts after the snapshot (a restart checks the two agree).
+  if (wal_->last_index() != 0 && !wal_->truncate_suffix(wal_->first_index())) {
+    stop_on_wal_failure("log reset for the installed snapshot failed");
+  }
+  // Safe to apply now: a snapshot is only staged when everything before it is released.
+  tickets_ = std::move(next);
+  // Proposals of ours inside the snapshot: we cannot tell whether they committed, so their
+  // clients get an error (their ranges, if committed, are simply never handed out).
+  while (!proposals_.empty() && proposals_.front().index <= s.index) {
+    fail_waiters(proposals_.front().waiters, BatchStatus::kLeadershipLost);
+    proposals_.pop_front();
+  }
+  applied_index_ = snapshot_index_ = s.index;
+  node_.log_stats().counter.store(last_ticket());
+  node_.log_stats().snapshot_index.store(snapshot_index_);
+  node_.log_line("installed snapshot at index " + std::to_string(s.index) + " (last ticket " +
+                 std::to_string(last_ticket()) + ")");
+  return true;
+}
+
+void RaftTicketLog::note_storage_trouble(const std::string& what) {
+  // Said once per trouble spell, not on every retry.
+  if (!storage_trouble_) node_.log_line(what + " (retrying; nothing is acknowledged meanwhile)");
+  storage_trouble_ = true;
+}
+
+void RaftTicketLog::release(PendingReady& p) {
+  raft::Ready& rd = p.rd;
+  if (rd.durable_mark) raft_->on_persisted(rd.durable_mark->index, rd.durable_mark->term);
+  for (const raft::Message& m : rd.persist_then_send) {
+    TICKETD_TRACE_EV("send_p", trace_peer(m, m.to), trace_index(m));
+    transport_->send(m);
+  }
+  for (const raft::Entry& e : rd.committed_entries) apply(e);
+  if (!rd.committed_entries.empty()) maybe_snapshot(false);
+}
+
+bool RaftTicketLog::may_start_write() const {
+  // While stalled, only once the spare segment could be made (on_tick retries it every
+  // second): each attempt in between would be a blocking write that is bound to fail.
+  // After close() no write starts: no loop turn would complete it.
+  return !writing_ && !closed_ && wal_->has_pending() && (!wal_stalled_ || wal_->spare_ready());
+}
+
+void RaftTicketLog::start_write() {
+  auto op = wal_->begin_write(durability_ == Durability::kHigh);
+  if (!op) {
+    if (wal_->failed()) stop_on_wal_failure("cannot write");
+    if (!wal_->blocked().is_ok()) note_wal_stall();
+    return;
+  }
+  if (wal_stalled_) {
+    wal_stalled_ = false;
+    node_.log_stats().wal_stalled.store(false, std::memory_order_relaxed);
+    node_.log_line("wal: a new segment was started; writing and acknowledging again");
+  }
+  op_ = *op;
+  TICKETD_TRACE_EV("wstart", wal_->last_index(), op_.len);
+  writing_ = true;
+  write_started_us_ = now_us();
+  node_.log_stats().writes.fetch_add(1, std::memory_order_relaxed);
+  loop_->write(op_.fd, op_.buf, op_.len, op_.offset, op_.dsync, &write_c_);
+}
+
+void RaftTicketLog::on_write_done(int32_t res) {
+  if (res >= 0 && static_cast<size_t>(res) == op_.len && op_.needs_fdatasync) {
+    node_.log_stats().syncs.fetch_add(1, std::memory_order_relaxed);
+    loop_->fdatasync(op_.fd, &fsync_after_write_c_);
+    return;
+  }
+  finish_write(res);
+}
+
+void RaftTicketLog::finish_write(int64_t res) {
+  TICKETD_TRACE_EV("wdone", res, 0);
+  writing_ = false;
+  storage::Status s = wal_->end_write(res);
+  LogStats& ls = node_.log_stats();
+  ls.last_write_us.store(now_us() - write_started_us_, std::memory_order_relaxed);
+  if (!s) stop_on_wal_failure("write failed");
+  ls.durable_index.store(wal_->durable_index(), std::memory_order_relaxed);
+  if (durability_ == Durability::kLow) {
+    // The tick's flush goes on until everything staged before it is out (a write carries at
+    // most one buffer), then syncs; what staged since waits for the next tick.
+    if (wal_->written_index() < low_flush_to_ && may_start_write()) {
+      start_write();
+    } else {
+      start_background_sync();
+    }
+  }
+  // What gathered during the write becomes one entry, written by the write pump() starts.
+  propose_staged();
+  pump();
+}
+
+void RaftTicketLog::note_wal_stall() {
+  // The WAL needs a new segment and cannot make one (a full disk). Nothing is lost: the staged
+  // records wait in memory, and go out once on_tick's spare retry succeeds (stage -> write ->
+  // release resumes by itself). Meanwhile nothing of ours becomes durable, so nothing is
+  // acknowledged; new tickets are refused (propose_staged), which keeps memory bounded; a
+  // leader hands over to a follower that can still write (hand_over_while_stalled).
+  if (!wal_stalled_) {
+    wal_stalled_ = true;
+    node_.log_stats().wal_stalled.store(true, std::memory_order_relaxed);
+    node_.log_line("wal: cannot start a new segment (" + wal_->blocked().message() +
+                   "); acknowledging nothing and refusing tickets until it can (retried every "
+                   "second)");
+  }
+}
+
+void RaftTicketLog::hand_over_while_stalled() {
+  // Called every tick while stalled: a transfer that timed out is tried again.
+  if (raft_->role() != raft::Role::kLeader || raft_->transfer_target() != raft::kNoId) return;
+  uint64_t best = raft::kNoId;
+  uint64_t best_match = 0;
+  for (const raft::PeerProgress& p : raft_->progress()) {
+    if (raft_->configuration().is_voter(p.id) && p.recent_active && p.match >= best_match) {
+      best = p.id;
+      best_match = p.match;
+    }
+  }
+  if (best != raft::kNoId && raft_->transfer_leadership(best)) {
+    node_.log_line("wal stalled: handing leadership to node " + std::to_string(best));
+  }
+}
+
+[[noreturn]] void RaftTicketLog::stop_on_wal_failure(const std::string& what) {
+  // After a failed write or sync the state of those blocks on disk is unknown, and nothing
+  // written since can be trusted to be durable. Going on would mean either acknowledging
+  // without durability or queueing every Ready forever while still leading. Stop at once,
+  // before this loop turn can acknowledge anything more; a restart's recovery keeps exactly
+  // the valid prefix, and the node catches up from the cluster.
+  node_.log_stats().write_errors.fetch_add(1, std::memory_order_relaxed);
+  node_.log_line("wal: " + what + ": " + wal_->error().message() +
+                 "; stopping now (exit status " + std::to_string(kExitWalFailed) +
+                 ") so that nothing more is acknowledged; restart the node to recover");
+  std::_Exit(kExitWalFailed);
+}
+
+void RaftTicketLog::start_background_sync() {
+  if (syncing_ || wal_->failed()) return;
+  auto op = wal_->begin_sync();
+  if (!op) return;
+  sync_op_ = *op;
+  syncing_ = true;
+  node_.log_stats().syncs.fetch_add(1, std::memory_order_relaxed);
+  loop_->fdatasync(sync_op_.fd, &sync_c_);
+}
+
+}  // namespace ticketd::cluster

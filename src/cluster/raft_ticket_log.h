@@ -1,0 +1,271 @@
+// The replicated ticket log: drives raft::Node on shard 0's loop. Proposals are Allocate
+// entries summing every TICKET that arrived while the previous entry was in flight; ranges
+// come from the applied state, in log order, and a request is answered only by the entry it
+// proposed (same index AND term). The WAL is the Raft log; hard state and snapshots live
+// beside it. The peer transport runs on the same loop.
+//
+// One idea per file: startup.cpp (load, bootstrap, join, attach), raft_ticket_log.cpp (the
+// loop turn, proposals and answers, shutdown), log_pipeline.cpp (the Ready pipeline and the
+// WAL writes), snapshots.cpp, peers.cpp (links, hellos, member addresses, the published
+// role), admin.cpp (RAFT.* and INFO raft).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "../server/node.h"
+#include "join_client.h"
+#include "peer_transport.h"
+#include "server_context.h"
+#include "snapshot_writer.h"
+#include "ticketd/io/loop.h"
+#include "ticketd/raft/codec.h"
+#include "ticketd/raft/node.h"
+#include "ticketd/resp/writer.h"
+#include "ticketd/storage/hard_state_file.h"
+#include "ticketd/storage/wal.h"
+#include "ticketd/tickets/state_machine.h"
+
+namespace ticketd::cluster {
+
+using server::AdminRequest;
+using server::BatchResult;
+using server::BatchStatus;
+using server::ClusterRole;
+using server::Durability;
+using server::LogStats;
+using server::Node;
+using server::ServerOptions;
+using server::TicketLog;
+using server::now_ms;
+using server::now_us;
+
+constexpr int64_t kTickNs = 10'000'000;         // one raft tick = 10 ms
+constexpr int kElectionTicks = 25;              // election timeout 250..500 ms
+constexpr int kHeartbeatTicks = 5;              // heartbeat every 50 ms
+constexpr uint64_t kProposalTimeoutMs = 5000;   // a proposal never committed fails after this
+constexpr int64_t kBackgroundSyncNs = 200'000'000;
+constexpr uint16_t kPeerBufGroup = 2;
+// The exit status after a WAL write/sync failure (a supervisor restarts; recovery decides).
+constexpr int kExitWalFailed = 3;
+
+// tools/latency-trace's message fields: type << 8 | peer id, and the last index it carries.
+[[maybe_unused]] inline uint64_t trace_peer(const raft::Message& m, uint64_t peer) {
+  return static_cast<uint64_t>(m.type) << 8 | peer;
+}
+[[maybe_unused]] inline uint64_t trace_index(const raft::Message& m) {
+  return m.entries.empty() ? m.index : m.entries.back().index;
+}
+
+class RaftTicketLog final : public TicketLog {
+ public:
+  explicit RaftTicketLog(Node& node) : node_(node), durability_(node.opts().durability) {}
+  ~RaftTicketLog() override {
+    if (join_) join_->stop();
+  }
+
+  bool open(std::string* err) override;
+  void attach(io::Loop* loop) override;
+  void submit(uint32_t shard, uint64_t n) override {
+    if (shard >= outcomes_.size()) outcomes_.resize(shard + 1);
+    ShardOutcomes& o = outcomes_[shard];
+    o.results.push_back(BatchResult{0, 0, BatchStatus::kOk});
+    o.resolved.push_back(false);
+    staged_.push_back(Waiter{shard, n, o.next_seq++});
+    staged_total_ += n;
+  }
+  void on_turn_end() override;
+  bool drained() const override;
+  void close() override;
+  void admin(AdminRequest&& req) override;
+  void begin_shutdown() override;
+
+ private:
+  struct Waiter {
+    uint32_t shard;
+    uint64_t n;
+    uint64_t seq;  // position in the shard's submission order
+  };
+  // A shard matches results to its requests by order, so each shard's results leave in
+  // the order its batches came in, even when a later batch fails before an earlier one
+  // commits (a proposal in flight while leadership is lost).
+  struct ShardOutcomes {
+    uint64_t next_seq = 0;
+    uint64_t base_seq = 0;  // seq of results.front()
+    std::deque<BatchResult> results;
+    std::deque<bool> resolved;
+  };
+  struct Proposal {
+    uint64_t index;
+    uint64_t term;
+    uint64_t total;
+    uint64_t created_ms;
+    std::vector<Waiter> waiters;
+  };
+  // An admin command answered once the entry it proposed is applied (same index and term).
+  struct AdminWaiter {
+    uint64_t index;
+    uint64_t term;
+    AdminRequest req;
+    std::string ok_reply;
+    uint64_t created_ms;
+  };
+  // A Ready being persisted; see the contract in raft/node.h. Items are staged into the WAL
+  // in order and released (on_persisted, persist_then_send, apply) in order once durable.
+  struct PendingReady {
+    raft::Ready rd;
+    bool staged = false;
+    uint64_t need = 0;  // the WAL index that must be durable before release
+  };
+
+  // storage
+  bool check_own_addresses(std::string* err);
+  bool load_state(raft::InitialState* st, bool* fresh, std::string* err);
+  bool persist_initial(const raft::InitialState& st, std::string* err);
+  bool save_hard_state(const raft::HardState& hs);
+  bool install_snapshot(const raft::Snapshot& s);
+  void maybe_snapshot(bool force);
+  void finish_snapshot();
+  raft::Configuration configuration_at(uint64_t index) const;
+  uint64_t durable_mark() const;
+
+  // the Ready pipeline
+  void pump();
+  bool stage(PendingReady& p);  // false: could not persist now (retried later)
+  void note_storage_trouble(const std::string& what);
+  void release(PendingReady& p);
+  void apply(const raft::Entry& e);
+  void start_write();
+  void on_write_done(int32_t res);
+  void finish_write(int64_t res);
+  void start_background_sync();
+  bool may_start_write() const;
+  void note_wal_stall();
+  void hand_over_while_stalled();
+  [[noreturn]] void stop_on_wal_failure(const std::string& what);
+
+  // proposals and answers
+  void propose_staged();
+  void fail_waiters(std::vector<Waiter>& ws, BatchStatus st);
+  void hand_out(const Proposal& p, uint64_t start);
+  void resolve(const Waiter& w, const BatchResult& r);
+  void deliver(uint32_t shard, const BatchResult& r);
+  void expire_proposals();
+  void fail_uncommitted_proposals();
+  void publish();
+  void sync_peers();
+  void on_peer_hello(const PeerHello& h);
+  void note_refusal(const raft::Message& m, const raft::StepResult& r);
+  void note_removal();
+  void update_member_addresses();
+
+  // admin
+  void reply(const AdminRequest& req, std::string bytes) { node_.reply_admin(req, std::move(bytes)); }
+  void reply_error(const AdminRequest& req, std::string_view msg) {
+    std::string out;
+    resp::append_error(out, msg);
+    reply(req, std::move(out));
+  }
+  bool redirect_if_follower(const AdminRequest& req);
+  void admin_membership(AdminRequest&& req, raft::ConfChangeRequest cc, std::string ok);
+  void admin_join(AdminRequest&& req);
+  void admin_addvoter(AdminRequest&& req);
+  void add_member(AdminRequest&& req, uint64_t id, const ServerContext& ctx, std::string ok);
+  void admin_removeserver(AdminRequest&& req);
+  std::string check_new_member(uint64_t id, const std::string& raft_addr,
+                               const std::string& service_addr) const;
+  std::string address_taken(uint64_t id, const std::string& raft_addr,
+                            const std::string& service_addr) const;
+  std::string stats_reply();
+  std::string configuration_reply();
+  std::string info_raft();
+  std::string service_addr_of(uint64_t id) const;
+
+  void on_tick();
+
+  Node& node_;
+  Durability durability_;
+  io::Loop* loop_ = nullptr;
+  std::unique_ptr<raft::Node> raft_;
+  std::unique_ptr<storage::Wal> wal_;
+  std::unique_ptr<storage::HardStateFile> hs_file_;
+  std::string snapshot_path_;
+  std::unique_ptr<PeerTransport> transport_;
+  std::unique_ptr<JoinClient> join_;
+  bool joined_ = false;
+
+  uint64_t incarnation_ = 0;
+  uint64_t cluster_id_ = 0;
+  std::string raft_addr_;
+  std::string service_addr_;
+  raft::HardState saved_hs_;
+
+  tickets::StateMachine tickets_;  // the replicated state: sequences and their counters
+  uint64_t last_ticket() const { return tickets_.find(tickets::kDefaultSequence)->last; }
+  uint64_t applied_index_ = 0;
+  uint64_t snapshot_index_ = 0;
+  SnapshotWriter snapshot_writer_;
+  bool snapshot_saving_ = false;
+  bool storage_trouble_ = false;
+  uint64_t spare_retry_ms_ = 0;
+  uint64_t snapshot_retry_ms_ = 0;  // after a failed save, not before this
+  std::vector<AdminRequest> snapshot_waiters_;  // RAFT.SNAPSHOT callers
+  std::string snapshot_data_;  // the state machine data of the snapshot being saved
+
+  std::vector<Waiter> staged_;
+  uint64_t staged_total_ = 0;
+  std::vector<ShardOutcomes> outcomes_;
+  std::deque<Proposal> proposals_;
+  std::vector<AdminWaiter> admin_waiters_;
+  std::deque<PendingReady> pipeline_;
+  std::unordered_map<uint64_t, std::string> hello_service_addr_;  // learned from peers
+  std::unordered_map<uint64_t, ServerContext> hello_seen_;  // members' own word on their addresses
+  struct RefusalLog {
+    uint64_t count = 0;
+    uint64_t logged_ms = 0;
+  };
+  std::map<std::pair<uint64_t, uint8_t>, RefusalLog> refusal_log_;  // (peer, StepStatus)
+  std::optional<raft::RemovalNotice> logged_removal_;
+  uint64_t peers_config_index_ = UINT64_MAX;
+  std::unordered_set<uint64_t> known_peers_;  // the configuration's other servers
+  std::vector<uint64_t> departed_;  // left the configuration; links dropped once it commits
+  uint64_t departed_at_ = 0;        // the configuration index that removed them
+
+  bool writing_ = false;
+  bool syncing_ = false;
+  bool wal_stalled_ = false;     // no new segment could be started (full disk); see note_wal_stall
+  uint64_t low_flush_to_ = 0;    // durability low: the tick's write goes on up to this index
+  storage::WalWriteOp op_;
+  storage::WalSyncOp sync_op_;
+  uint64_t write_started_us_ = 0;
+  io::Completion write_c_, fsync_after_write_c_, sync_c_, tick_c_;
+  __kernel_timespec tick_ts_{};
+  uint64_t ticks_ = 0;
+  uint64_t sync_every_ticks_ = 20;
+
+  bool shutting_down_ = false;
+  bool closed_ = false;
+  uint64_t shutdown_deadline_ms_ = 0;
+  uint64_t leader_changes_ = 0;
+  ClusterRole published_role_ = ClusterRole::kNoLeader;
+  struct PublishKey {
+    ClusterRole role = ClusterRole::kNoLeader;
+    uint64_t leader = UINT64_MAX;
+    uint64_t config_index = UINT64_MAX;
+    size_t hellos = 0;
+    bool operator==(const PublishKey&) const = default;
+  };
+  PublishKey published_key_;
+  std::string published_addr_;
+  uint64_t last_leader_ = raft::kNoId;
+};
+
+}  // namespace ticketd::cluster
