@@ -3,6 +3,8 @@
 
 #include <cstdlib>
 
+#include "ticketd/driver/ready_pipeline.h"
+
 #include "../server/trace.h"
 #include "ticketd/storage/snapshot_file.h"
 
@@ -10,69 +12,55 @@ namespace ticketd::cluster {
 
 void RaftTicketLog::pump() {
   if (closed_) return;
-  // 1. Take every Ready the core has; messages that may leave now, leave now.
-  bool applied_early = false;
-  while (raft_->has_ready()) {
-    PendingReady p;
-    raft_->ready(&p.rd);
-    for (const raft::Message& m : p.rd.messages) {
-      TICKETD_TRACE_EV("send", trace_peer(m, m.to), trace_index(m));
-      transport_->send(m);
-    }
-    p.rd.messages.clear();
-    // Committed entries are durable on a quorum already: apply them now rather than behind
-    // the local writes queued ahead of them, unless a snapshot install or a truncation is
-    // still waiting in the pipeline (entries must apply after the snapshot they follow).
-    // Also blocked while an earlier Ready still holds committed entries of its own (it
-    // was held back): batches must apply in order.
-    bool blocked = p.rd.snapshot.has_value() || p.rd.truncate_from != 0;
-    for (const PendingReady& q : pipeline_) {
-      blocked = blocked || !q.staged || !q.rd.committed_entries.empty();
-    }
-    if (!blocked && !p.rd.committed_entries.empty()) {
-      for (const raft::Entry& e : p.rd.committed_entries) apply(e);
-      p.rd.committed_entries.clear();
-      applied_early = true;
-    }
-    pipeline_.push_back(std::move(p));
-  }
-  if (applied_early) maybe_snapshot(false);
+  // The shared driver (driver/ready_pipeline.h) takes every Ready, sends, applies early,
+  // stages into the WAL through the Storage hooks below, and releases what is durable.
+  pipeline_->pump();
+  // No longer leader: what is not committed may never be (see fail_uncommitted_proposals).
   if (raft_->role() != raft::Role::kLeader) fail_uncommitted_proposals();
-  // 2. Stage them into storage, in order. A snapshot install or a log truncation waits
-  //    until everything before it is durable and released, and no write is in flight.
-  for (PendingReady& p : pipeline_) {
-    if (p.staged) continue;
-    bool heavy = p.rd.snapshot.has_value() || p.rd.truncate_from != 0;
-    if (heavy && (&p != &pipeline_.front() || writing_ || wal_->has_pending())) break;
-    // Installing a snapshot rewrites the snapshot file: never while our own save runs.
-    if (p.rd.snapshot && snapshot_writer_.busy()) break;
-    if (!stage(p)) break;  // storage trouble: retried on the next pump (every tick)
-  }
-  // 3. One write at a time: everything staged meanwhile goes into the next (group commit).
-  if (durability_ != Durability::kLow && may_start_write()) {
-    // Replication first: queue the AppendEntries sends ahead of the write, so they leave
-    // before the disk submission (a virtio kick) in the same io_uring_enter.
-    transport_->flush();
-    start_write();
-  }
-  // 4. Release what is durable, in order.
-  bool released = false;
-  while (!pipeline_.empty() && pipeline_.front().staged &&
-         pipeline_.front().need <= durable_mark()) {
-    PendingReady p = std::move(pipeline_.front());
-    pipeline_.pop_front();
-    release(p);
-    released = true;
-  }
-  if (released && raft_->has_ready()) {
-    pump();  // releasing (on_persisted, applying) may have produced more work
-    return;
+  node_.log_stats().last_index.store(wal_->last_index(), std::memory_order_relaxed);
+  if (storage_trouble_ && !pipeline_->stuck()) {
+    node_.log_line("storage writable again");
+    storage_trouble_ = false;
   }
   publish();
   sync_peers();
 }
 
-uint64_t RaftTicketLog::durable_mark() const {
+// ---- driver::Storage over the WAL, the hard state file and the snapshot file
+
+bool RaftTicketLog::save_hard_state(const raft::HardState& hs) {
+  // Term and vote must be on disk before any vote or ack of this Ready leaves; a commit-only
+  // change is not written (see write_hard_state). If the file cannot be written (disk full),
+  // the Ready waits and is retried: nothing after it is acknowledged meanwhile, so no vote is
+  // ever given twice.
+  if (hs.term == saved_hs_.term && hs.vote == saved_hs_.vote) return true;
+  if (!write_hard_state(hs)) {
+    note_storage_trouble("cannot save term/vote");
+    return false;
+  }
+  return true;
+}
+
+bool RaftTicketLog::idle() const { return !writing_ && !wal_->has_pending(); }
+
+// Installing a snapshot rewrites the snapshot file: never while our own save runs.
+bool RaftTicketLog::may_install_snapshot() const { return !snapshot_writer_.busy(); }
+
+void RaftTicketLog::truncate_from(uint64_t index) {
+  if (wal_->last_index() >= index && !wal_->truncate_suffix(index)) {
+    stop_on_wal_failure("log truncation failed");
+  }
+}
+
+void RaftTicketLog::append(const raft::Entry& e) {
+  wal_->append(static_cast<uint8_t>(e.type), e.term, e.index,
+               std::span<const std::byte>(reinterpret_cast<const std::byte*>(e.data.data()),
+                                          e.data.size()));
+}
+
+uint64_t RaftTicketLog::last_index() const { return wal_->last_index(); }
+
+uint64_t RaftTicketLog::durable_index() const {
   switch (durability_) {
     case Durability::kHigh: return wal_->durable_index();
     case Durability::kMedium: return wal_->written_index();
@@ -83,36 +71,24 @@ uint64_t RaftTicketLog::durable_mark() const {
   return 0;
 }
 
-bool RaftTicketLog::stage(PendingReady& p) {
-  raft::Ready& rd = p.rd;
-  if (rd.hard_state && (rd.hard_state->term != saved_hs_.term ||
-                        rd.hard_state->vote != saved_hs_.vote)) {
-    // Term and vote must be on disk before any vote or ack of this Ready leaves. If the
-    // file cannot be written (disk full), the Ready waits and is retried: nothing after it
-    // is acknowledged meanwhile, so no vote is ever given twice.
-    if (!save_hard_state(*rd.hard_state)) {
-      note_storage_trouble("cannot save term/vote");
-      return false;
-    }
-  }
-  if (rd.snapshot && !install_snapshot(*rd.snapshot)) return false;
-  if (rd.truncate_from != 0 && wal_->last_index() >= rd.truncate_from) {
-    if (!wal_->truncate_suffix(rd.truncate_from)) stop_on_wal_failure("log truncation failed");
-  }
-  for (const raft::Entry& e : rd.entries) {
-    wal_->append(static_cast<uint8_t>(e.type), e.term, e.index,
-                 std::span<const std::byte>(reinterpret_cast<const std::byte*>(e.data.data()),
-                                            e.data.size()));
-  }
-  node_.log_stats().last_index.store(wal_->last_index(), std::memory_order_relaxed);
-  p.staged = true;
-  p.need = wal_->last_index();
-  if (storage_trouble_) {
-    node_.log_line("storage writable again");
-    storage_trouble_ = false;
-  }
-  return true;
+void RaftTicketLog::start_write() {
+  // One write at a time: everything staged meanwhile goes into the next (group commit). At
+  // durability low the tick writes (on_tick).
+  if (durability_ == Durability::kLow || !may_start_write()) return;
+  // Replication first: queue the AppendEntries sends ahead of the write, so they leave
+  // before the disk submission (a virtio kick) in the same io_uring_enter.
+  transport_->flush();
+  begin_wal_write();
 }
+
+// ---- driver::Application
+
+void RaftTicketLog::send(const raft::Message& m) {
+  TICKETD_TRACE_EV("send", trace_peer(m, m.to), trace_index(m));
+  transport_->send(m);
+}
+
+void RaftTicketLog::applied_batch() { maybe_snapshot(false); }
 
 bool RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
   // The leader's ticket state is checked before anything is written: a snapshot that does
@@ -160,17 +136,6 @@ void RaftTicketLog::note_storage_trouble(const std::string& what) {
   storage_trouble_ = true;
 }
 
-void RaftTicketLog::release(PendingReady& p) {
-  raft::Ready& rd = p.rd;
-  if (rd.durable_mark) raft_->on_persisted(rd.durable_mark->index, rd.durable_mark->term);
-  for (const raft::Message& m : rd.persist_then_send) {
-    TICKETD_TRACE_EV("send_p", trace_peer(m, m.to), trace_index(m));
-    transport_->send(m);
-  }
-  for (const raft::Entry& e : rd.committed_entries) apply(e);
-  if (!rd.committed_entries.empty()) maybe_snapshot(false);
-}
-
 bool RaftTicketLog::may_start_write() const {
   // While stalled, only once the spare segment could be made (on_tick retries it every
   // second): each attempt in between would be a blocking write that is bound to fail.
@@ -178,7 +143,7 @@ bool RaftTicketLog::may_start_write() const {
   return !writing_ && !closed_ && wal_->has_pending() && (!wal_stalled_ || wal_->spare_ready());
 }
 
-void RaftTicketLog::start_write() {
+void RaftTicketLog::begin_wal_write() {
   auto op = wal_->begin_write(durability_ == Durability::kHigh);
   if (!op) {
     if (wal_->failed()) stop_on_wal_failure("cannot write");
@@ -219,7 +184,7 @@ void RaftTicketLog::finish_write(int64_t res) {
     // The tick's flush goes on until everything staged before it is out (a write carries at
     // most one buffer), then syncs; what staged since waits for the next tick.
     if (wal_->written_index() < low_flush_to_ && may_start_write()) {
-      start_write();
+      begin_wal_write();
     } else {
       start_background_sync();
     }

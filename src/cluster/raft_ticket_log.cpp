@@ -32,7 +32,7 @@ void RaftTicketLog::on_tick() {
   if (join_ && join_->cluster_id() != 0 && cluster_id_ == 0) {
     cluster_id_ = join_->cluster_id();
     transport_->set_cluster_id(cluster_id_);
-    save_hard_state(saved_hs_);
+    write_hard_state(saved_hs_);
     node_.log_line("joined cluster " + hex(cluster_id_));
   }
   if (durability_ != Durability::kHigh && ticks_ % sync_every_ticks_ == 0) {
@@ -40,7 +40,7 @@ void RaftTicketLog::on_tick() {
     // Both levels: sync what is written; a write may overlap the sync (the WAL allows it).
     if (durability_ == Durability::kLow) {
       low_flush_to_ = wal_->last_index();
-      if (may_start_write()) start_write();
+      if (may_start_write()) begin_wal_write();
     }
     start_background_sync();
   }

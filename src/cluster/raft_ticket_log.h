@@ -26,6 +26,7 @@
 #include "peer_transport.h"
 #include "server_context.h"
 #include "snapshot_writer.h"
+#include "ticketd/driver/ready_pipeline.h"
 #include "ticketd/io/loop.h"
 #include "ticketd/raft/codec.h"
 #include "ticketd/raft/node.h"
@@ -65,7 +66,9 @@ constexpr int kExitWalFailed = 3;
   return m.entries.empty() ? m.index : m.entries.back().index;
 }
 
-class RaftTicketLog final : public TicketLog {
+// It is the driver's Storage (the WAL, the hard state and snapshot files) and Application
+// (the peer transport, the ticket state machine and its waiting clients).
+class RaftTicketLog final : public TicketLog, private driver::Storage, private driver::Application {
  public:
   explicit RaftTicketLog(Node& node) : node_(node), durability_(node.opts().durability) {}
   ~RaftTicketLog() override {
@@ -118,32 +121,34 @@ class RaftTicketLog final : public TicketLog {
     std::string ok_reply;
     uint64_t created_ms;
   };
-  // A Ready being persisted; see the contract in raft/node.h. Items are staged into the WAL
-  // in order and released (on_persisted, persist_then_send, apply) in order once durable.
-  struct PendingReady {
-    raft::Ready rd;
-    bool staged = false;
-    uint64_t need = 0;  // the WAL index that must be durable before release
-  };
-
   // storage
   bool check_own_addresses(std::string* err);
   bool load_state(raft::InitialState* st, bool* fresh, std::string* err);
   bool persist_initial(const raft::InitialState& st, std::string* err);
-  bool save_hard_state(const raft::HardState& hs);
-  bool install_snapshot(const raft::Snapshot& s);
+  bool write_hard_state(const raft::HardState& hs);  // term, vote, incarnation, cluster id
   void maybe_snapshot(bool force);
   void finish_snapshot();
   raft::Configuration configuration_at(uint64_t index) const;
-  uint64_t durable_mark() const;
+
+  // driver::Storage (log_pipeline.cpp)
+  bool save_hard_state(const raft::HardState& hs) override;
+  bool idle() const override;
+  bool may_install_snapshot() const override;
+  bool install_snapshot(const raft::Snapshot& s) override;
+  void truncate_from(uint64_t index) override;
+  void append(const raft::Entry& e) override;
+  uint64_t last_index() const override;
+  uint64_t durable_index() const override;
+  void start_write() override;
+  // driver::Application
+  void send(const raft::Message& m) override;
+  void apply(const raft::Entry& e) override;
+  void applied_batch() override;
 
   // the Ready pipeline
   void pump();
-  bool stage(PendingReady& p);  // false: could not persist now (retried later)
   void note_storage_trouble(const std::string& what);
-  void release(PendingReady& p);
-  void apply(const raft::Entry& e);
-  void start_write();
+  void begin_wal_write();
   void on_write_done(int32_t res);
   void finish_write(int64_t res);
   void start_background_sync();
@@ -225,7 +230,7 @@ class RaftTicketLog final : public TicketLog {
   std::vector<ShardOutcomes> outcomes_;
   std::deque<Proposal> proposals_;
   std::vector<AdminWaiter> admin_waiters_;
-  std::deque<PendingReady> pipeline_;
+  std::unique_ptr<driver::ReadyPipeline> pipeline_;  // after raft_: it holds a reference
   std::unordered_map<uint64_t, std::string> hello_service_addr_;  // learned from peers
   std::unordered_map<uint64_t, ServerContext> hello_seen_;  // members' own word on their addresses
   struct RefusalLog {

@@ -100,7 +100,7 @@ bool RaftTicketLog::load_state(raft::InitialState* st, bool* fresh, std::string*
   return true;
 }
 
-bool RaftTicketLog::save_hard_state(const raft::HardState& hs) {
+bool RaftTicketLog::write_hard_state(const raft::HardState& hs) {
   storage::HardState out;
   out.term = hs.term;
   out.vote = hs.vote;
@@ -132,7 +132,7 @@ bool RaftTicketLog::persist_initial(const raft::InitialState& st, std::string* e
     *err = "cannot write the initial log: " + s.message();
     return false;
   }
-  if (!save_hard_state(st.hard_state)) {
+  if (!write_hard_state(st.hard_state)) {
     *err = "cannot save the initial hard state";
     return false;
   }
@@ -217,7 +217,7 @@ bool RaftTicketLog::open(std::string* err) {
       node_.log_line("join: " + std::string(m));
     });
   }
-  if (needs_save && !save_hard_state(st.hard_state)) {
+  if (needs_save && !write_hard_state(st.hard_state)) {
     *err = "cannot save hard state";
     return false;
   }
@@ -243,6 +243,9 @@ bool RaftTicketLog::open(std::string* err) {
     return probe.decode_snapshot(d, 1).empty();
   };
   raft_ = std::make_unique<raft::Node>(cfg, std::move(st));
+  pipeline_ = std::make_unique<driver::ReadyPipeline>(*raft_, static_cast<driver::Storage&>(*this),
+                                                      static_cast<driver::Application&>(*this));
+  pipeline_->set_applied_index(applied_index_);
   LogStats& ls = node_.log_stats();
   ls.counter.store(last_ticket());
   ls.last_index.store(raft_->last_index());

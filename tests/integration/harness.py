@@ -152,6 +152,17 @@ def wait_for(fn, timeout):
     return False
 
 
+def membership_call(port, *args, timeout=10):
+    """A RAFT.ADDVOTER/REMOVESERVER/JOIN, retried while an earlier configuration change (a
+    fresh cluster's own start-up changes, say) is still committing. Returns the last reply."""
+    deadline = time.time() + timeout
+    while True:
+        r = Client(port).call(*args)
+        if "in progress" not in str(r) or time.time() > deadline:
+            return r
+        time.sleep(0.05)
+
+
 def check_own_raft_address(node, what, timeout=5):
     """A single node's RAFT.CONFIGURATION records the raft address it runs with (within
     `timeout`: a changed address is recorded by a configuration change)."""

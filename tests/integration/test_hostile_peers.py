@@ -11,7 +11,7 @@ import socket
 import struct
 import time
 
-from harness import Client, Cluster, check, free_port, run_main
+from harness import Client, Cluster, check, free_port, membership_call, run_main
 
 
 # The peer wire format (src/cluster/peer_transport.h, src/raft/codec.cpp), checksummed with the
@@ -144,7 +144,7 @@ def main(args):
         b = Cluster(args.binary, 1)
         b.start()
         bl = b.leader()
-        r = Client(bl.port).call("RAFT.ADDVOTER", "7", "127.0.0.1:%d" % target.rport)
+        r = membership_call(bl.port, "RAFT.ADDVOTER", "7", "127.0.0.1:%d" % target.rport)
         check(r == "OK", "cluster B added a bogus member pointing at cluster A (%r)" % r)
         time.sleep(1.0)
         check("cluster id mismatch" in target.log(),

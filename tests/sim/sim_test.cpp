@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "simulator.h"
+#include "ticketd/driver/bugs.h"
 #include "ticketd/raft/bugs.h"
 #include "ticketd/tickets/bugs.h"
 
@@ -122,12 +123,17 @@ TEST(SimTeeth, CatchesAcknowledgingAppendsBeforeTheyAreDurable) {
 // The ticket state machine's deliberate bugs: the simulator runs the server's state machine,
 // checks every sequence's ranges against what was acknowledged or promised (a Create's START,
 // a Floor) before each request, and compares every node's ticket state after each index.
-void expect_tickets_bug_caught(bool tickets::testing::Bugs::*flag, const char* name, int budget) {
-  tickets::testing::bugs.*flag = true;
+// Any room's bug switches: `bugs` is that room's global Bugs, reset after the run.
+template <typename Bugs>
+void expect_room_bug_caught(Bugs& bugs, bool Bugs::*flag, const char* name, int budget) {
+  bugs.*flag = true;
   SimResult r = first_failure(budget, 3, 5000);
-  tickets::testing::bugs = tickets::testing::Bugs{};
+  bugs = Bugs{};
   EXPECT_FALSE(r.ok) << "the simulator missed --bug " << name << " within " << budget << " seeds";
   if (!r.ok) std::printf("caught --bug %s: %s\n", name, r.summary().c_str());
+}
+void expect_tickets_bug_caught(bool tickets::testing::Bugs::*flag, const char* name, int budget) {
+  expect_room_bug_caught(tickets::testing::bugs, flag, name, budget);
 }
 
 TEST(SimTeeth, CatchesAnAllocateThatIgnoresTheFloor) {
@@ -137,12 +143,27 @@ TEST(SimTeeth, CatchesASnapshotThatForgetsFloors) {
   expect_tickets_bug_caught(&tickets::testing::Bugs::snapshot_forgets_floors, "snapshot-forgets-floors", 50);
 }
 
+// The driver's deliberate bugs: the simulator runs the server's own Ready pipeline
+// (driver::ReadyPipeline), so a mistake there is caught like one in the core.
+void expect_driver_bug_caught(bool driver::testing::Bugs::*flag, const char* name, int budget) {
+  expect_room_bug_caught(driver::testing::bugs, flag, name, budget);
+}
+
+TEST(SimTeeth, CatchesADriverThatReleasesBeforeTheWriteIsDurable) {
+  expect_driver_bug_caught(&driver::testing::Bugs::release_before_durable, "release-before-durable", 200);
+}
+TEST(SimTeeth, CatchesADriverThatAppliesEarlyOutOfOrder) {
+  expect_driver_bug_caught(&driver::testing::Bugs::early_apply_out_of_order, "early-apply-out-of-order", 200);
+}
+
 TEST(SimTeeth, BugsAreOffByDefault) {
   raft::testing::Bugs none;
   EXPECT_FALSE(none.commit_old_term_by_counting || none.forget_to_persist_vote || none.vote_without_log_check ||
                none.ack_before_persist);
   tickets::testing::Bugs no_tickets_bug;
   EXPECT_FALSE(no_tickets_bug.allocate_ignores_floor || no_tickets_bug.snapshot_forgets_floors);
+  driver::testing::Bugs no_driver_bug;
+  EXPECT_FALSE(no_driver_bug.release_before_durable || no_driver_bug.early_apply_out_of_order);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <vector>
 
+#include "ticketd/driver/ready_pipeline.h"
 #include "ticketd/raft/node.h"
 #include "ticketd/tickets/state_machine.h"
 
@@ -50,21 +51,17 @@ struct Violation {
   std::string what;
 };
 
-// One Ready's writes, waiting for the simulated disk.
-struct PendingWrite {
-  uint64_t due = 0;
-  std::optional<raft::HardState> hs;
-  std::optional<raft::Snapshot> snap;
-  uint64_t truncate_from = 0;
-  std::vector<Entry> entries;
-  std::optional<raft::LogPosition> mark;
-  std::vector<Message> held;      // persist_then_send
-  std::vector<Entry> committed;   // applied once durable
-};
-
+// What survives a crash: the hard state file, the snapshot file, the log's durable entries.
 struct Disk {
   raft::HardState hs;
   std::optional<raft::Snapshot> snap;
+  std::vector<Entry> entries;
+};
+
+// One log write in flight on the simulated disk: everything staged when it started (group
+// commit, as the server's WAL does).
+struct DiskWrite {
+  uint64_t due = 0;
   std::vector<Entry> entries;
 };
 
@@ -82,11 +79,41 @@ struct ClientOp {
   bool liveness = false;
 };
 
+class Simulation;
+
+// A node's log storage and application as the server's driver sees them (driver::Storage and
+// driver::Application): the simulated disk below, the simulation's network and checks above.
+struct SimNode;
+class SimDriverHooks final : public driver::Storage, public driver::Application {
+ public:
+  SimDriverHooks(Simulation& sim, SimNode& n) : sim_(sim), n_(n) {}
+  bool save_hard_state(const raft::HardState& hs) override;
+  bool idle() const override;
+  bool install_snapshot(const raft::Snapshot& s) override;
+  void truncate_from(uint64_t index) override;
+  void append(const Entry& e) override;
+  uint64_t last_index() const override;
+  uint64_t durable_index() const override;
+  void start_write() override;
+  void send(const Message& m) override;
+  void apply(const Entry& e) override;
+
+ private:
+  Simulation& sim_;
+  SimNode& n_;
+};
+
 struct SimNode {
   uint64_t id = 0;
   std::unique_ptr<raft::Node> node;  // null while crashed or stopped
+  // The server's Ready pipeline over this node's simulated storage (null with node).
+  std::unique_ptr<SimDriverHooks> hooks;
+  std::unique_ptr<driver::ReadyPipeline> pipeline;
   Disk disk;
-  std::deque<PendingWrite> writes;
+  std::vector<Entry> staged;         // appended, not yet written (lost on a crash)
+  std::optional<DiskWrite> writing;  // the write in flight (torn or lost on a crash)
+  uint64_t last = 0;                 // the log's view, like the WAL's: last staged index,
+  uint64_t durable = 0;              // last durable one (0 after a snapshot install)
   uint64_t incarnation = 0;
   uint64_t restart_at = 0;
   uint64_t paused_until = 0;
@@ -133,7 +160,9 @@ class Simulation {
     max_inflight_ = static_cast<int>(rng_.range(1, 4));
     max_nodes_ = std::max(opt_.max_nodes, opt_.nodes);
     apply_early_ = rng_.chance(0.5);
-    hs_file_mode_ = opt_.hard_state_first ? 2 : rng_.chance(0.3) ? 1 : 0;
+    // Some seeds fill the disk now and then: a term/vote save or a snapshot install fails and
+    // the driver retries it on its next pump, acknowledging nothing after it meanwhile.
+    hs_full_p_ = rng_.chance(0.2) ? 0.05 : 0.0;
     // Some seeds keep removed servers running for hundreds of ticks: they must neither
     // disrupt the cluster (outsiders may not move anyone's term) nor be left unaware.
     linger_removed_ = opt_.membership && rng_.chance(0.3);
@@ -150,7 +179,6 @@ class Simulation {
     res.nodes = opt_.nodes;
     res.steps = opt_.steps;
     if (opt_.always_turbulent) res.replay_flags += " --turbulent";
-    if (opt_.hard_state_first) res.replay_flags += " --hard-state-first";
     if (!opt_.crashes) res.replay_flags += " --no-crashes";
     if (!opt_.partitions) res.replay_flags += " --no-partitions";
     if (!opt_.membership) res.replay_flags += " --no-membership";
@@ -211,9 +239,28 @@ class Simulation {
     n.disk.snap = st.snapshot;
     n.disk.entries = st.entries;
     n.node = std::make_unique<raft::Node>(node_config(id, 0), std::move(st));
+    attach_driver(n);
     n.sm = tickets::StateMachine();
     n.sm_applied = n.node->applied_index();
     n.seen_commit = n.node->commit_index();
+  }
+
+  void attach_driver(SimNode& n) {
+    n.staged.clear();
+    n.writing.reset();
+    n.last = n.durable = n.disk.entries.empty() ? 0 : n.disk.entries.back().index;
+    n.hooks = std::make_unique<SimDriverHooks>(*this, n);
+    driver::PipelineOptions po;
+    po.early_apply = apply_early_;
+    n.pipeline = std::make_unique<driver::ReadyPipeline>(*n.node, *n.hooks, *n.hooks, po);
+  }
+
+  void shut_down(SimNode& n) {
+    n.pipeline.reset();
+    n.hooks.reset();
+    n.node.reset();
+    n.staged.clear();
+    n.writing.reset();
   }
 
   std::vector<uint64_t> live_ids() const {
@@ -250,8 +297,7 @@ class Simulation {
         SimNode& n = nodes_[it->first];
         trace("stop removed node %llu", static_cast<unsigned long long>(n.id));
         if (n.node && n.node->removal_notice()) ++stats_.removed_aware;
-        n.node.reset();
-        n.writes.clear();
+        shut_down(n);
         n.stopped = true;
         it = stop_at_.erase(it);
       } else {
@@ -334,22 +380,15 @@ class Simulation {
 
   void crash(SimNode& n) {
     ++stats_.crashes;
-    trace("crash %llu (%zu writes pending)", static_cast<unsigned long long>(n.id), n.writes.size());
-    // Whatever was not reported durable is lost, except that the first pending write may be
-    // torn: it lands partially, in the contract's order (snapshot, truncation, entries, hard
-    // state), cut at a random point.
-    if (!n.writes.empty() && rng_.chance(0.5)) {
-      PendingWrite w = std::move(n.writes.front());
-      size_t parts = 3 + w.entries.size();  // snapshot, truncation, each entry, hs
-      size_t keep = rng_.below(parts + 1);
-      if (keep < 1) w.snap.reset();
-      if (keep < 2) w.truncate_from = 0;
-      if (keep < 2 + w.entries.size()) w.entries.resize(keep > 2 ? keep - 2 : 0);
-      if (keep < parts) w.hs.reset();
-      write_to_disk(n, w);
+    trace("crash %llu (%zu staged, write in flight %d)", static_cast<unsigned long long>(n.id), n.staged.size(),
+          n.writing ? 1 : 0);
+    // What was staged is lost; the write in flight may be torn: a prefix of its entries lands.
+    if (n.writing && rng_.chance(0.5)) {
+      DiskWrite w = std::move(*n.writing);
+      w.entries.resize(rng_.below(w.entries.size() + 1));
+      write_to_disk(n, w.entries);
     }
-    n.writes.clear();
-    n.node.reset();
+    shut_down(n);
     n.restart_at = now_ + (rng_.chance(0.5) ? rng_.range(1, turbulent_ ? 4 : 12) : rng_.range(5, 80));
     n.paused_until = 0;
   }
@@ -358,6 +397,7 @@ class Simulation {
     ++n.incarnation;
     raft::InitialState st{n.disk.hs, n.disk.snap, n.disk.entries};
     n.node = std::make_unique<raft::Node>(node_config(n.id, n.incarnation), std::move(st));
+    attach_driver(n);
     n.sm = tickets::StateMachine();
     if (n.disk.snap) restore(n, *n.disk.snap);
     n.sm_applied = n.node->applied_index();
@@ -403,6 +443,9 @@ class Simulation {
 
   void take_snapshot(SimNode& n) {
     if (!n.node || n.sm_applied <= n.node->snapshot_index()) return;
+    // Like the server: only a state whose entries are durable here too (the log below a
+    // snapshot is dropped), and never over an installed snapshot that is newer.
+    if (n.sm_applied > n.durable || n.sm_applied <= (n.disk.snap ? n.disk.snap->index : 0)) return;
     uint64_t at = n.sm_applied;
     n.node->compact(at, n.sm.encode_snapshot());
     const raft::Snapshot* s = n.node->snapshot();
@@ -510,8 +553,7 @@ class Simulation {
       drain(n);
     }
     for (auto& [id, n] : nodes_) {
-      if (!n.node) continue;
-      while (!n.writes.empty() && n.writes.front().due <= now_ && n.node) complete_write(n);
+      if (n.node && n.writing && n.writing->due <= now_) complete_write(n);
     }
   }
 
@@ -532,79 +574,80 @@ class Simulation {
     if (rng_.chance(dup_p_)) net_.push(InFlight{now_ + delay + rng_.range(0, 5), seq_++, m});
   }
 
+  // Everything the node hands out goes through the server's own Ready pipeline.
   void drain(SimNode& n) {
-    int guard = 0;
-    while (n.node && n.node->has_ready()) {
-      if (++guard > 1000) fail("has_ready() never settles on node " + std::to_string(n.id));
-      n.node->ready(&rd_);
-      check_new_entries(n, rd_);
-      if (turbulent_ && crash_p_ > 0 && !crash_soon_.count(n.id)) crash_at_interesting_points(n, rd_);
-      for (const Message& m : rd_.messages) send(m);
-      if (rd_.hard_state && hs_file_mode_ != 0) {
-        // The server's driver keeps term and vote in a small file synced at once, before the
-        // entries. Safe only if the commit stored with them is an old, durable one (mode 1);
-        // mode 2 stores this Ready's commit and can apply wrong entries after a torn write.
-        raft::HardState hs = *rd_.hard_state;
-        if (hs_file_mode_ == 1) {
-          // Like the server: the file is rewritten only when term or vote change.
-          hs.commit = n.disk.hs.commit;
-          if (hs.term != n.disk.hs.term || hs.vote != n.disk.hs.vote) n.disk.hs = hs;
-        } else {
-          n.disk.hs = hs;
-        }
-      }
-      PendingWrite w;
-      uint64_t last_due = n.writes.empty() ? now_ : n.writes.back().due;
-      w.due = std::max(last_due, now_ + static_cast<uint64_t>(rng_.below(disk_latency_ + 1)));
-      w.hs = rd_.hard_state;
-      w.snap = rd_.snapshot;
-      w.truncate_from = rd_.truncate_from;
-      w.entries = std::move(rd_.entries);
-      w.mark = rd_.durable_mark;
-      w.held = std::move(rd_.persist_then_send);
-      // Some seeds apply committed entries as soon as they are handed out (as the server's
-      // driver does): committed entries are on a quorum's disks already, so only their order
-      // matters. Not while a snapshot, or an earlier batch of committed entries, still waits
-      // in the write queue.
-      bool blocked = w.snap.has_value();
-      for (const PendingWrite& q : n.writes) blocked |= q.snap.has_value() || !q.committed.empty();
-      if (apply_early_ && !blocked) {
-        for (const Entry& e : rd_.committed_entries) apply(n, e);
-      } else {
-        w.committed = std::move(rd_.committed_entries);
-      }
-      n.writes.push_back(std::move(w));
-    }
+    if (!n.node) return;
+    n.pipeline->pump();
+    if (n.node && n.node->has_ready()) fail("the driver left a Ready behind on node " + std::to_string(n.id));
   }
 
+ public:
+  // ---- driver::Storage and driver::Application for one node (SimDriverHooks forwards here)
+
+  bool save_hard_state(SimNode& n, const raft::HardState& hs) {
+    if (hs_full_p_ > 0 && rng_.chance(hs_full_p_)) return false;  // a full disk: retried
+    if (hs.term != n.disk.hs.term || hs.vote != n.disk.hs.vote) {
+      // The server's hard state file: term and vote only, synced at once, commit 0 (a hint
+      // relearned after a restart).
+      n.disk.hs = raft::HardState{hs.term, hs.vote, 0};
+    }
+    return true;
+  }
+
+  bool idle(const SimNode& n) const { return !n.writing && n.staged.empty(); }
+
+  bool install_snapshot(SimNode& n, const raft::Snapshot& snap) {
+    if (hs_full_p_ > 0 && rng_.chance(hs_full_p_)) return false;
+    n.disk.snap = snap;
+    n.disk.entries.clear();
+    n.last = n.durable = 0;  // the log restarts after the snapshot, as the WAL's does
+    restore(n, snap);
+    n.sm_applied = snap.index;
+    ++stats_.snapshots_installed;
+    trace("install snapshot %llu at %llu", (unsigned long long)n.id, (unsigned long long)snap.index);
+    return true;
+  }
+
+  void truncate_from(SimNode& n, uint64_t index) {
+    while (!n.disk.entries.empty() && n.disk.entries.back().index >= index) n.disk.entries.pop_back();
+    n.last = std::min(n.last, index - 1);
+    n.durable = std::min(n.durable, index - 1);
+  }
+
+  void append(SimNode& n, const Entry& e) {
+    check_new_entry(n, e);
+    n.staged.push_back(e);
+    n.last = e.index;
+  }
+
+  void start_write(SimNode& n) {
+    if (n.writing || n.staged.empty()) return;
+    DiskWrite w;
+    w.due = now_ + static_cast<uint64_t>(rng_.below(disk_latency_ + 1));
+    w.entries.swap(n.staged);
+    n.writing = std::move(w);
+  }
+
+  void send_from(SimNode& n, const Message& m) {
+    if (turbulent_ && crash_p_ > 0 && !crash_soon_.count(n.id)) crash_at_interesting_points(n, m);
+    send(m);
+  }
+
+  void apply_on(SimNode& n, const Entry& e) { apply(n, e); }
+
+ private:
   // Crash points: right after granting a vote or acknowledging entries is where a lost write
   // does the most damage, so turbulent seeds crash there far more often than at random.
-  void crash_at_interesting_points(SimNode& n, const raft::Ready& rd) {
-    auto scan = [&](const std::vector<Message>& msgs) {
-      for (const Message& m : msgs) {
-        if (m.reject) continue;
-        double p = m.type == raft::MessageType::kVoteResp ? 0.3 : m.type == raft::MessageType::kAppendResp ? 0.01 : 0.0;
-        if (p > 0 && rng_.chance(p)) {
-          crash_soon_[n.id] = now_ + rng_.range(0, 2);
-          return;
-        }
-      }
-    };
-    scan(rd.persist_then_send);
-    if (!crash_soon_.count(n.id)) scan(rd.messages);
+  void crash_at_interesting_points(SimNode& n, const Message& m) {
+    if (m.reject) return;
+    double p = m.type == raft::MessageType::kVoteResp ? 0.3 : m.type == raft::MessageType::kAppendResp ? 0.01 : 0.0;
+    if (p > 0 && rng_.chance(p)) crash_soon_[n.id] = now_ + rng_.range(0, 2);
   }
 
-  void write_to_disk(SimNode& n, const PendingWrite& w) {
+  void write_to_disk(SimNode& n, const std::vector<Entry>& entries) {
     Disk& d = n.disk;
-    if (w.snap) {
-      d.snap = w.snap;
-      d.entries.clear();
-    }
     uint64_t snap_index = d.snap ? d.snap->index : 0;
-    if (w.truncate_from) {
-      while (!d.entries.empty() && d.entries.back().index >= w.truncate_from) d.entries.pop_back();
-    }
-    for (const Entry& e : w.entries) {
+    for (const Entry& e : entries) {
       if (e.index <= snap_index) continue;  // already covered by a newer snapshot
       uint64_t last = d.entries.empty() ? snap_index : d.entries.back().index;
       if (e.index <= last) {
@@ -614,21 +657,13 @@ class Simulation {
       if (e.index != last + 1) fail("disk: non-contiguous append on node " + std::to_string(n.id));
       d.entries.push_back(e);
     }
-    if (w.hs) d.hs = *w.hs;
   }
 
   void complete_write(SimNode& n) {
-    PendingWrite w = std::move(n.writes.front());
-    n.writes.pop_front();
-    write_to_disk(n, w);
-    if (w.mark) n.node->on_persisted(w.mark->index, w.mark->term);
-    for (const Message& m : w.held) send(m);
-    if (w.snap) {
-      restore(n, *w.snap);
-      n.sm_applied = w.snap->index;
-      ++stats_.snapshots_installed;
-    }
-    for (const Entry& e : w.committed) apply(n, e);
+    DiskWrite w = std::move(*n.writing);
+    n.writing.reset();
+    write_to_disk(n, w.entries);
+    if (!w.entries.empty()) n.durable = std::max(n.durable, w.entries.back().index);
     drain(n);
   }
 
@@ -736,16 +771,14 @@ class Simulation {
   }
 
   // Log matching: an (index, term) pair names one entry with one predecessor term, everywhere.
-  void check_new_entries(SimNode& n, const raft::Ready& rd) {
-    for (const Entry& e : rd.entries) {
-      auto prev = e.index == 1 ? std::optional<uint64_t>(0) : n.node->term_at(e.index - 1);
-      uint64_t h = fnv(e.data) ^ static_cast<uint64_t>(e.type);
-      auto [it, fresh] = entries_.try_emplace({e.index, e.term}, EntryMeta{h, prev.value_or(UINT64_MAX)});
-      if (!fresh) {
-        if (it->second.hash != h) fail("log matching: two different entries at (" + std::to_string(e.index) + "," + std::to_string(e.term) + ")");
-        if (prev && it->second.prev_term != UINT64_MAX && it->second.prev_term != *prev)
-          fail("log matching: different predecessors for (" + std::to_string(e.index) + "," + std::to_string(e.term) + ")");
-      }
+  void check_new_entry(SimNode& n, const Entry& e) {
+    auto prev = e.index == 1 ? std::optional<uint64_t>(0) : n.node->term_at(e.index - 1);
+    uint64_t h = fnv(e.data) ^ static_cast<uint64_t>(e.type);
+    auto [it, fresh] = entries_.try_emplace({e.index, e.term}, EntryMeta{h, prev.value_or(UINT64_MAX)});
+    if (!fresh) {
+      if (it->second.hash != h) fail("log matching: two different entries at (" + std::to_string(e.index) + "," + std::to_string(e.term) + ")");
+      if (prev && it->second.prev_term != UINT64_MAX && it->second.prev_term != *prev)
+        fail("log matching: different predecessors for (" + std::to_string(e.index) + "," + std::to_string(e.term) + ")");
     }
   }
 
@@ -825,7 +858,7 @@ class Simulation {
       roles += " " + std::to_string(id) + ":" + raft::to_string(n.node->role()) + "/t" + std::to_string(n.node->term()) +
                "/last" + std::to_string(n.node->last_index()) + "/commit" + std::to_string(n.node->commit_index()) +
                "/voters" + std::to_string(n.node->configuration().voter_count()) + "/durable" +
-               std::to_string(n.node->durable_index()) + "/writes" + std::to_string(n.writes.size());
+               std::to_string(n.node->durable_index()) + "/staged" + std::to_string(n.staged.size()) + "/writing" + std::to_string(n.writing ? 1 : 0);
       for (const auto& p : n.node->progress()) {
         roles += " [peer " + std::to_string(p.id) + " match " + std::to_string(p.match) + " next " + std::to_string(p.next) +
                  " state " + std::to_string(static_cast<int>(p.state)) + " inflight " + std::to_string(p.inflight.size()) +
@@ -851,7 +884,7 @@ class Simulation {
   int disk_latency_ = 0;
   bool turbulent_ = false;
   bool apply_early_ = false;
-  int hs_file_mode_ = 0;
+  double hs_full_p_ = 0;  // chance that a hard state save or snapshot install fails (disk full)
   uint64_t backlog_limit_ = 64;
   uint64_t max_msg_bytes_ = 256;
   int max_inflight_ = 4;
@@ -875,9 +908,19 @@ class Simulation {
   std::vector<CommitRecord> committed_;
   std::map<std::pair<uint64_t, uint64_t>, EntryMeta> entries_;
   std::map<uint64_t, uint64_t> leader_of_term_;
-  raft::Ready rd_;
   SimStats stats_;
 };
+
+bool SimDriverHooks::save_hard_state(const raft::HardState& hs) { return sim_.save_hard_state(n_, hs); }
+bool SimDriverHooks::idle() const { return sim_.idle(n_); }
+bool SimDriverHooks::install_snapshot(const raft::Snapshot& s) { return sim_.install_snapshot(n_, s); }
+void SimDriverHooks::truncate_from(uint64_t index) { sim_.truncate_from(n_, index); }
+void SimDriverHooks::append(const Entry& e) { sim_.append(n_, e); }
+uint64_t SimDriverHooks::last_index() const { return n_.last; }
+uint64_t SimDriverHooks::durable_index() const { return n_.durable; }
+void SimDriverHooks::start_write() { sim_.start_write(n_); }
+void SimDriverHooks::send(const Message& m) { sim_.send_from(n_, m); }
+void SimDriverHooks::apply(const Entry& e) { sim_.apply_on(n_, e); }
 
 }  // namespace
 

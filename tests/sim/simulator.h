@@ -21,10 +21,6 @@ struct SimOptions {
   int liveness_ticks = 600; // after the final heal: leader + one committed proposal within this
   bool trace = false;       // print every event to stderr (for replaying a failing seed)
   bool always_turbulent = false;  // every seed gets the harshest fault profile
-  // Break the Ready contract on purpose: sync the hard state WITH THIS READY'S COMMIT before
-  // the entries. (A third of the normal seeds sync it first with an old commit, which the
-  // contract allows.)
-  bool hard_state_first = false;
 };
 
 struct SimStats {

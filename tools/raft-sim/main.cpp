@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "simulator.h"
+#include "ticketd/driver/bugs.h"
 #include "ticketd/raft/bugs.h"
 #include "ticketd/tickets/bugs.h"
 
@@ -13,7 +14,7 @@ int main(int argc, char** argv) {
   CLI::App app{"raft-sim: deterministic simulation of ticketd's Raft core under faults"};
   uint64_t seeds = 100, start_seed = 1;
   int steps = 5000, nodes = 3, liveness = 600;
-  bool trace = false, verbose = false, keep_going = false, turbulent = false, hs_first = false, no_crashes = false, no_partitions = false, no_membership = false,
+  bool trace = false, verbose = false, keep_going = false, turbulent = false, no_crashes = false, no_partitions = false, no_membership = false,
        no_snapshots = false;
   std::string bug;
   app.add_option("--seeds", seeds, "number of seeds to run")->check(CLI::PositiveNumber);
@@ -25,15 +26,14 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbose, "print one summary line per seed");
   app.add_flag("--keep-going", keep_going, "do not stop at the first failing seed; count failures");
   app.add_flag("--turbulent", turbulent, "give every seed the harshest fault profile");
-  app.add_flag("--hard-state-first", hs_first,
-               "break the Ready contract: persist the hard state before the entries (shows why not)");
   app.add_flag("--no-crashes", no_crashes, "disable crashes");
   app.add_flag("--no-partitions", no_partitions, "disable partitions");
   app.add_flag("--no-membership", no_membership, "disable membership changes");
   app.add_flag("--no-snapshots", no_snapshots, "disable snapshots");
   app.add_option("--bug", bug, "switch on one deliberate bug (test build): commit-old-term, forget-vote, "
                                "no-log-check, ack-before-persist, allocate-ignores-floor, "
-                               "snapshot-forgets-floors");
+                               "snapshot-forgets-floors, release-before-durable, "
+                               "early-apply-out-of-order");
   CLI11_PARSE(app, argc, argv);
 
 #ifdef TICKETD_RAFT_BUGS
@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
   else if (bug == "ack-before-persist") b.ack_before_persist = true;
   else if (bug == "allocate-ignores-floor") ticketd::tickets::testing::bugs.allocate_ignores_floor = true;
   else if (bug == "snapshot-forgets-floors") ticketd::tickets::testing::bugs.snapshot_forgets_floors = true;
+  else if (bug == "release-before-durable") ticketd::driver::testing::bugs.release_before_durable = true;
+  else if (bug == "early-apply-out-of-order") ticketd::driver::testing::bugs.early_apply_out_of_order = true;
   else if (!bug.empty()) {
     std::fprintf(stderr, "raft-sim: unknown --bug '%s'\n", bug.c_str());
     return 2;
@@ -65,7 +67,6 @@ int main(int argc, char** argv) {
     opt.liveness_ticks = liveness;
     opt.trace = trace;
     opt.always_turbulent = turbulent;
-    opt.hard_state_first = hs_first;
     opt.crashes = !no_crashes;
     opt.partitions = !no_partitions;
     opt.membership = !no_membership;
