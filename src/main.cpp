@@ -42,6 +42,9 @@ int main(int argc, char** argv) {
   app.add_option("--raddr", opts.raddr, "raft peer listen address, host:port or :port")
       ->capture_default_str();
   app.add_option("--join", opts.join, "address of a cluster member to join");
+  app.add_flag("--no-bootstrap", opts.no_bootstrap,
+               "do not found a cluster on a fresh data directory: wait until a leader adds this "
+               "node with RAFT.ADDVOTER");
   app.add_option("--dir", opts.dir, "data directory (the node keeps its data in <dir>/<id>/)")
       ->capture_default_str();
   app.add_option("--durability", durability,

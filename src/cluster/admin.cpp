@@ -19,13 +19,13 @@ bool RaftTicketLog::redirect_if_follower(const AdminRequest& req) {
 }
 
 void RaftTicketLog::admin_membership(AdminRequest&& req, raft::ConfChangeRequest cc,
-                                     std::string ok) {
+                                     std::string ok, bool confirm) {
   if (redirect_if_follower(req)) return;
   raft::ProposeResult r = raft_->propose_conf_change(cc);
   switch (r.status) {
     case raft::ProposeStatus::kOk:
-      admin_waiters_.push_back(
-          AdminWaiter{r.index, r.term, std::move(req), std::move(ok), now_ms()});
+      admin_waiters_.push_back(AdminWaiter{r.index, r.term, std::move(req), std::move(ok), now_ms(),
+                                           confirm ? cc.id : 0});
       return;
     case raft::ProposeStatus::kChangePending:
       reply_error(req, "ERR a configuration change is in progress; try again");
@@ -98,11 +98,13 @@ void RaftTicketLog::admin_addvoter(AdminRequest&& req) {
     return;
   }
   std::string service = req.args.size() == 4 ? req.args[3] : "";
-  add_member(std::move(req), id, ServerContext{req.args[2], service, 0}, ok);
+  // The node must answer before this is +OK: one that founded a cluster of its own (started
+  // without --join or --no-bootstrap) or that is not running can never join.
+  add_member(std::move(req), id, ServerContext{req.args[2], service, 0}, ok, true);
 }
 
 void RaftTicketLog::add_member(AdminRequest&& req, uint64_t id, const ServerContext& ctx,
-                               std::string ok) {
+                               std::string ok, bool confirm) {
   std::string bad = check_new_member(id, ctx.raft_addr, ctx.service_addr);
   if (!bad.empty()) {
     reply_error(req, bad);
@@ -112,7 +114,7 @@ void RaftTicketLog::add_member(AdminRequest&& req, uint64_t id, const ServerCont
   cc.kind = raft::ConfChangeRequest::Kind::kAddNonVoter;
   cc.id = id;
   cc.context = encode_context(ctx);
-  admin_membership(std::move(req), cc, std::move(ok));
+  admin_membership(std::move(req), cc, std::move(ok), confirm);
 }
 
 void RaftTicketLog::admin_removeserver(AdminRequest&& req) {
@@ -173,7 +175,7 @@ void RaftTicketLog::admin_join(AdminRequest&& req) {
     reply(req, ok);  // already a member: joining again is a no-op
     return;
   }
-  add_member(std::move(req), id, ServerContext{req.args[2], req.args[3], inc}, ok);
+  add_member(std::move(req), id, ServerContext{req.args[2], req.args[3], inc}, ok, false);
 }
 
 std::string RaftTicketLog::configuration_reply() {

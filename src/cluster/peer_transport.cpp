@@ -719,6 +719,7 @@ bool PeerTransport::handle_frame(Conn* c, uint8_t kind, std::string_view payload
       stats_.refused_by_peer++;
       l->refused = true;
       c->close_reason = "refused by the peer: " + reason;
+      if (hooks_.on_refused) hooks_.on_refused(l->id, reason);
       return false;
     }
     stats_.bad_frames++;

@@ -141,6 +141,8 @@ class PeerTransport {
     // link to us closes, unless a set_peer() outside this hook made it a configured peer.
     std::function<void(const PeerHello&)> on_hello;
     std::function<void(std::string_view)> log;
+    // The peer at the other end of our outbound link refused our hello (optional).
+    std::function<void(uint64_t peer, std::string_view reason)> on_refused;
   };
   struct Stats {
     uint64_t sent_msgs = 0;        // MESSAGE frames fully handed to the kernel

@@ -55,6 +55,7 @@ void RaftTicketLog::on_tick() {
     }
   }
   update_member_addresses();
+  check_awaited_members();
   note_removal();
   // Periodic snapshot even when the load is light, so the log stays short.
   if (ticks_ % 1000 == 0) maybe_snapshot(true);
@@ -152,7 +153,11 @@ void RaftTicketLog::apply(const raft::Entry& e) {
     AdminWaiter& w = admin_waiters_[i];
     if (w.index <= e.index) {
       if (w.index == e.index && w.term == e.term) {
-        reply(w.req, w.ok_reply);
+        if (w.confirm_id != 0) {
+          await_contact(std::move(w));
+        } else {
+          reply(w.req, w.ok_reply);
+        }
       } else {
         reply_error(w.req, "ERR leadership lost before the change committed; try again");
       }

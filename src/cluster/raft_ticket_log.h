@@ -120,6 +120,15 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
     AdminRequest req;
     std::string ok_reply;
     uint64_t created_ms;
+    uint64_t confirm_id = 0;  // RAFT.ADDVOTER: answered once that node answers (member_contact.cpp)
+  };
+  // A node added by RAFT.ADDVOTER whose entry committed: +OK once it answers us, else -ERR and
+  // it is removed again (it founded a cluster of its own, or nothing answers at its address).
+  struct AwaitedMember {
+    AdminRequest req;
+    uint64_t id;
+    std::string ok_reply;
+    uint64_t deadline_ms;
   };
   // storage
   bool check_own_addresses(std::string* err);
@@ -170,6 +179,10 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   void on_peer_hello(const PeerHello& h);
   void note_refusal(const raft::Message& m, const raft::StepResult& r);
   void note_removal();
+  // member_contact.cpp
+  void await_contact(AdminWaiter&& w);
+  void note_refused_by(uint64_t peer, std::string_view reason);
+  void check_awaited_members();
   void update_member_addresses();
 
   // admin
@@ -180,10 +193,13 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
     reply(req, std::move(out));
   }
   bool redirect_if_follower(const AdminRequest& req);
-  void admin_membership(AdminRequest&& req, raft::ConfChangeRequest cc, std::string ok);
+  // confirm: answer only once the added node answered us (RAFT.ADDVOTER; see AwaitedMember).
+  void admin_membership(AdminRequest&& req, raft::ConfChangeRequest cc, std::string ok,
+                        bool confirm = false);
   void admin_join(AdminRequest&& req);
   void admin_addvoter(AdminRequest&& req);
-  void add_member(AdminRequest&& req, uint64_t id, const ServerContext& ctx, std::string ok);
+  void add_member(AdminRequest&& req, uint64_t id, const ServerContext& ctx, std::string ok,
+                  bool confirm);
   void admin_removeserver(AdminRequest&& req);
   std::string check_new_member(uint64_t id, const std::string& raft_addr,
                                const std::string& service_addr) const;
@@ -230,6 +246,9 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   std::vector<ShardOutcomes> outcomes_;
   std::deque<Proposal> proposals_;
   std::vector<AdminWaiter> admin_waiters_;
+  std::vector<AwaitedMember> awaited_members_;
+  std::unordered_map<uint64_t, std::string> refused_by_;  // peer -> why it refused our link
+  std::vector<uint64_t> undo_adds_;  // added nodes that never answered: removed when possible
   std::unique_ptr<driver::ReadyPipeline> pipeline_;  // after raft_: it holds a reference
   std::unordered_map<uint64_t, std::string> hello_service_addr_;  // learned from peers
   std::unordered_map<uint64_t, ServerContext> hello_seen_;  // members' own word on their addresses

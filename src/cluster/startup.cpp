@@ -195,7 +195,11 @@ bool RaftTicketLog::open(std::string* err) {
   }
   bool has_log = st.snapshot.has_value() || !st.entries.empty();
   if (!has_log && o.join.empty()) {
-    if (!fresh) {
+    if (fresh && o.no_bootstrap) {
+      node_.log_line("--no-bootstrap: waiting to be added by a leader: run RAFT.ADDVOTER " +
+                     std::to_string(o.id) + " " + raft_addr_ + " " + service_addr_ +
+                     " on the cluster's leader");
+    } else if (!fresh) {
       node_.log_line("this node has state but no configuration and no --join: waiting to be "
                      "added by a leader");
     } else {
@@ -308,6 +312,7 @@ void RaftTicketLog::attach(io::Loop* loop) {
   };
   hooks.on_hello = [this](const PeerHello& h) { on_peer_hello(h); };
   hooks.log = [this](std::string_view m) { node_.log_line("peer: " + std::string(m)); };
+  hooks.on_refused = [this](uint64_t peer, std::string_view reason) { note_refused_by(peer, reason); };
   transport_ = std::make_unique<PeerTransport>(*loop_, kPeerBufGroup, po, hooks);
   std::string err;
   if (!transport_->listen(&err)) {

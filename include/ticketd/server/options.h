@@ -20,6 +20,7 @@ struct ServerOptions {
   uint64_t id = 1;
   std::string saddr = ":11001";  // client (RESP) address
   std::string raddr = ":12001";  // raft peer address
+  bool no_bootstrap = false;     // a fresh node without --join waits to be added (RAFT.ADDVOTER)
   std::string join;              // address of any member to join, empty: bootstrap or restart
   std::string dir = "data";      // data lives under <dir>/<id>/
   Durability durability = Durability::kHigh;
