@@ -38,6 +38,15 @@ const char* to_string(ProposeStatus s) {
   return "?";
 }
 
+const char* to_string(ReadIndexStatus s) {
+  switch (s) {
+    case ReadIndexStatus::kOk: return "ok";
+    case ReadIndexStatus::kNotLeader: return "not leader";
+    case ReadIndexStatus::kTooManyReads: return "too many pending reads";
+  }
+  return "?";
+}
+
 const char* to_string(MessageType t) {
   switch (t) {
     case MessageType::kPreVote: return "PreVote";
@@ -73,6 +82,7 @@ void Ready::clear() {
   messages.clear();
   persist_then_send.clear();
   committed_entries.clear();
+  read_states.clear();
 }
 
 InitialState bootstrap(const Configuration& configuration) {
@@ -94,6 +104,7 @@ Node::Node(const Config& cfg, InitialState st) : cfg_(cfg) {
   TICKETD_CHECK(cfg_.id != kNoId);
   TICKETD_CHECK(cfg_.election_ticks > cfg_.heartbeat_ticks && cfg_.heartbeat_ticks > 0);
   TICKETD_CHECK(cfg_.max_inflight_msgs > 0);
+  TICKETD_CHECK(cfg_.max_pending_reads > 0);
   rng_state_ = cfg_.seed * 0x9E3779B97F4A7C15ull + cfg_.id;
   snapshot_ = st.snapshot;
   log_ = RaftLog(st.snapshot, std::move(st.entries));
@@ -149,6 +160,8 @@ void Node::reset(uint64_t term) {
   transfer_elapsed_ = 0;
   broadcast_pending_ = false;
   broadcast_commit_ = false;
+  // Every role change passes here: reads queued while leading can no longer be confirmed.
+  fail_pending_reads();
 }
 
 void Node::become_follower(uint64_t term, uint64_t leader) {
@@ -290,7 +303,7 @@ void Node::tick() {
   }
   if (heartbeat_elapsed_ >= cfg_.heartbeat_ticks) {
     heartbeat_elapsed_ = 0;
-    broadcast_heartbeat();
+    broadcast_heartbeat(/*for_reads=*/false);
   }
   maybe_promote_nonvoters();
 }
@@ -626,6 +639,7 @@ void Node::handle_heartbeat(const Message& m) {
   r.type = MessageType::kHeartbeatResp;
   r.to = m.from;
   r.term = term_;
+  r.hint_index = m.hint_index;  // the round (ReadIndex), echoed as is
   send(std::move(r), false);
 }
 
@@ -669,6 +683,10 @@ StepResult Node::step_leader(const Message& m) {
     // We never sent an append past our log (and a leader's log never shrinks).
     return refuse(StepStatus::kConflict, "append response for entries past our log");
   }
+  if (m.type == MessageType::kHeartbeatResp && m.hint_index > read_round_) {
+    // Rounds are numbered by us and never reused (not even across terms).
+    return refuse(StepStatus::kConflict, "heartbeat response for a round we never started");
+  }
   pr.recent_active = true;
   pr.ticks_since_contact = 0;
   switch (m.type) {
@@ -676,6 +694,12 @@ StepResult Node::step_leader(const Message& m) {
       handle_append_resp(m, pr);
       return {};
     case MessageType::kHeartbeatResp:
+      // Echoing round k answers every round <= k (each was sent before k, in this term).
+      if (m.hint_index > pr.read_round) {
+        pr.read_round = m.hint_index;
+        release_confirmed_reads();
+      }
+      if (m.hint_index & 1) return {};  // a round started for reads: it confirms reads only
       if (pr.state == ProgressState::kReplicate && pr.inflight.size() >= static_cast<size_t>(cfg_.max_inflight_msgs)) {
         pr.inflight.pop_front();  // an append was probably lost: let one more through
       }
@@ -821,11 +845,93 @@ void Node::send_heartbeat(const PeerProgress& pr) {
   m.term = term_;
   // Never tell a follower to commit past what we know it holds from us.
   m.commit = std::min(pr.match, commit_);
+  m.hint_index = read_round_;
   send(std::move(m), false);
 }
 
-void Node::broadcast_heartbeat() {
-  for (auto& [id, pr] : progress_) send_heartbeat(pr);
+void Node::broadcast_heartbeat(bool for_reads) {
+  // Every broadcast starts a round numbered above all before it: odd if started early for
+  // waiting reads, even if periodic. Both confirm reads; only answers to periodic ones drive
+  // the flow-control recovery in step_leader, so reads cannot loosen the in-flight window.
+  read_round_ += (read_round_ & 1) != (for_reads ? 1u : 0u) ? 1 : 2;
+  read_round_wanted_ = false;
+  for (auto& [id, pr] : progress_) {
+    if (for_reads && !config_.is_voter(id)) continue;  // only voters' answers confirm reads
+    send_heartbeat(pr);
+  }
+  release_confirmed_reads();  // a quorum of one (ourselves) confirms at once
+}
+
+// ---------------------------------------------------------------------------------------------
+// linearizable reads (ReadIndex)
+
+ReadIndexResult Node::read_index(uint64_t ctx) {
+  ReadIndexResult r;
+  r.leader_hint = leader_;
+  if (role_ != Role::kLeader) {
+    r.status = ReadIndexStatus::kNotLeader;
+    return r;
+  }
+  if (pending_reads_.size() + read_states_.size() >= cfg_.max_pending_reads) {
+    r.status = ReadIndexStatus::kTooManyReads;
+    return r;
+  }
+  r.status = ReadIndexStatus::kOk;
+  if (TICKETD_BUG(read_without_quorum)) {
+    read_states_.push_back(ReadState{ctx, commit_, true});
+    return r;
+  }
+  // Until this leader has committed an entry of its own term, its commit index may lag what an
+  // earlier leader committed (and answered): the index is recorded at that commit instead
+  // (maybe_commit), which is later than the read's arrival and so covers all it must.
+  uint64_t index = log_.term_at(commit_) == term_ ? commit_ : 0;
+  pending_reads_.push_back(PendingRead{ctx, index, read_round_});
+  read_round_wanted_ = true;
+  return r;
+}
+
+// The highest round that a quorum of voters of the latest configuration has answered in this
+// term (we answer every round we started). Allocation-free: O(voters^2), voters <= kMaxServers.
+uint64_t Node::confirmed_read_round() const {
+  auto answered = [&](uint64_t id) -> uint64_t {
+    if (id == cfg_.id) return read_round_;
+    auto it = progress_.find(id);
+    return it == progress_.end() ? 0 : it->second.read_round;
+  };
+  const size_t need = quorum();
+  uint64_t best = 0;
+  for (const Server& a : config_.servers) {
+    if (a.suffrage != Suffrage::kVoter) continue;
+    uint64_t k = answered(a.id);
+    if (k <= best) continue;
+    size_t n = 0;
+    for (const Server& b : config_.servers) n += b.suffrage == Suffrage::kVoter && answered(b.id) >= k;
+    if (n >= need) best = k;
+  }
+  return best;
+}
+
+void Node::release_confirmed_reads() {
+  if (pending_reads_.empty()) return;
+  const PendingRead& front = pending_reads_.front();
+  if (front.index == 0 || front.after >= read_round_) return;  // nothing can be ready yet
+  // A quorum answered a heartbeat of this term sent after the read arrived. No later term can
+  // have had a leader before those answers (it needs a vote from that quorum, and a voter that
+  // had moved on would not have answered us), so whatever was committed before the read arrived
+  // was committed in our term or earlier: in our log, at or below the read's index.
+  uint64_t confirmed = confirmed_read_round();
+  while (!pending_reads_.empty()) {
+    const PendingRead& r = pending_reads_.front();
+    if (r.index == 0 || confirmed <= r.after) break;
+    read_states_.push_back(ReadState{r.ctx, r.index, true});
+    pending_reads_.pop_front();
+  }
+}
+
+void Node::fail_pending_reads() {
+  for (const PendingRead& r : pending_reads_) read_states_.push_back(ReadState{r.ctx, 0, false});
+  pending_reads_.clear();
+  read_round_wanted_ = false;
 }
 
 void Node::broadcast_append() {
@@ -866,6 +972,14 @@ bool Node::maybe_commit() {
   // Raft §5.4.2: only an entry of the current term is committed by counting replicas.
   if (log_.term_at(candidate) != term_ && !TICKETD_BUG(commit_old_term_by_counting)) return false;
   set_commit(candidate);
+  if (!pending_reads_.empty() && pending_reads_.front().index == 0 && log_.term_at(commit_) == term_) {
+    // Our term's first commit: reads that arrived before it get its index (they are at the front).
+    for (PendingRead& r : pending_reads_) {
+      if (r.index != 0) break;
+      r.index = commit_;
+    }
+    release_confirmed_reads();
+  }
   if (!config_.find(cfg_.id) && commit_ >= config_index_) {
     // Our own removal is committed: tell the followers, hand over to an up-to-date voter, and
     // step down (we are no longer part of the cluster).
@@ -1141,7 +1255,8 @@ bool Node::has_ready() const {
   if (!msgs_.empty() || !msgs_after_persist_.empty() || snapshot_unsent_) return true;
   if (unsent_from_ <= log_.last_index() || handed_last_ > log_.last_index()) return true;
   if (commit_ > applied_) return true;
-  if (role_ == Role::kLeader && broadcast_pending_) return true;
+  if (role_ == Role::kLeader && (broadcast_pending_ || read_round_wanted_)) return true;
+  if (!read_states_.empty()) return true;
   return HardState{term_, vote_, commit_} != last_hard_state_;
 }
 
@@ -1154,6 +1269,8 @@ Ready Node::ready() {
 void Node::ready(Ready* out) {
   out->clear();
   if (role_ == Role::kLeader && broadcast_pending_) broadcast_append();
+  // Every read that arrived since the last round started joins this one (single voter: done).
+  if (role_ == Role::kLeader && read_round_wanted_) broadcast_heartbeat(/*for_reads=*/true);
   HardState hs{term_, vote_, commit_};
   uint64_t self_vote_term = 0;
   if (hs != last_hard_state_) {
@@ -1183,8 +1300,10 @@ void Node::ready(Ready* out) {
   applied_ = commit_;
   out->messages.swap(msgs_);
   out->persist_then_send.swap(msgs_after_persist_);
+  out->read_states.swap(read_states_);
   msgs_.clear();
   msgs_after_persist_.clear();
+  read_states_.clear();
 }
 
 std::vector<PeerProgress> Node::progress() const {

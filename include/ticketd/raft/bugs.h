@@ -12,6 +12,8 @@ struct Bugs {
   bool forget_to_persist_vote = false;       // hand out HardState with vote = 0
   bool vote_without_log_check = false;       // grant (pre)votes without the up-to-date check
   bool ack_before_persist = false;           // append responses leave before the write is durable
+  bool read_without_quorum = false;          // read_index releases at once with the commit index
+                                             // (no heartbeat round, no wait for the term's commit)
 };
 
 // Process-global switches (the simulator is single-threaded). Reset to {} after each test.

@@ -8,6 +8,7 @@
 //   every tick interval:        node.tick();
 //   on a message from the wire: node.step(msg);
 //   client wants a ticket:      auto r = node.propose(allocate_bytes); // remember r.index+r.term
+//   client wants a read:        node.read_index(ctx);   // answered by a ReadState in a Ready
 //   loop:
 //     while (node.has_ready()) {
 //       raft::Ready rd = node.ready();
@@ -21,7 +22,10 @@
 //       if (rd.durable_mark) node.on_persisted(rd.durable_mark->index, rd.durable_mark->term);
 //       send(rd.persist_then_send);                   // 3. votes and acks, only once durable
 //       app.apply(rd.committed_entries);              // 4. in order; reply to clients whose
-//     }                                               //    entry (index AND term) matches
+//                                                     //    entry (index AND term) matches
+//       for (auto& rs : rd.read_states)               // 5. reads: answer rs.ctx from the state
+//         rs.ok ? answer_when_applied(rs) : fail(rs); //    once applied >= rs.index, or an error
+//     }
 //
 // THE READY CONTRACT
 //  * Readys are numbered by the order ready() returned them. The driver makes their writes
@@ -55,6 +59,24 @@
 //    process lifetime; after a restart the node hands out again every committed entry after its
 //    snapshot, so the application restarts from the snapshot.
 //  * compact(i, data): call only after the application's snapshot at applied index i is durable.
+//  * read_states: reads released by read_index (below). ok: answer the read from the applied
+//    state once the applied index is >= index (index is never above the commit index handed
+//    out in this or an earlier Ready, so applying this Ready's committed_entries suffices);
+//    not ok: this node stopped leading before the read was confirmed, answer an error now.
+//    They need no write and may be acted on at once, in any order relative to the writes.
+//
+// Linearizable reads (ReadIndex, Raft dissertation §6.4): read_index(ctx) records the commit
+// index and queues the read; it is released only after a heartbeat round that STARTED after
+// the read arrived has been answered by a quorum of voters in this term, which proves nobody
+// else could have led (and committed) in a later term by then. Reads share rounds: every read
+// waiting for a round joins the next one, started at the next ready() (or heartbeat tick);
+// rounds pipeline (one may start while another is in flight); a response echoing round k
+// confirms every round <= k. A leader that has not yet committed an entry of its own term
+// (its commit index may lag what earlier leaders committed) QUEUES reads and records their
+// index when that first commit happens. A cluster of one voter confirms at once. Every read
+// ends in exactly one ReadState, except while the node keeps leading without hearing a quorum
+// (then it stays queued; with check_quorum the node steps down within an election timeout).
+// When the node stops leading (step down, term change, own removal) every queued read fails.
 //
 // Configuration: a node uses the LATEST configuration in its log (appended, not only committed),
 // as the Raft dissertation prescribes for single-server changes. A server not in that
@@ -101,6 +123,9 @@ struct Config {
   // application cannot read must be skipped at apply time by every node alike, since
   // followers refusing it would stall the log behind it for ever.
   bool (*valid_snapshot_data)(std::string_view data) = nullptr;
+  // Reads queued by read_index plus released ones not yet handed out in a Ready; past it
+  // read_index answers kTooManyReads. 24 bytes each.
+  size_t max_pending_reads = 4096;
 };
 
 struct InitialState {
@@ -129,6 +154,14 @@ struct LogPosition {
   bool operator==(const LogPosition&) const = default;
 };
 
+// The outcome of one read_index call (see "Linearizable reads" above).
+struct ReadState {
+  uint64_t ctx = 0;    // the driver's id for the request, as given to read_index
+  uint64_t index = 0;  // ok: answer from the state once the applied index is >= index
+  bool ok = false;     // false: leadership was lost before the read was confirmed: answer an error
+  bool operator==(const ReadState&) const = default;
+};
+
 struct Ready {
   std::optional<HardState> hard_state;  // persist if set (term/vote changed, or commit moved)
   std::optional<Snapshot> snapshot;     // persist and install (a leader sent InstallSnapshot)
@@ -139,10 +172,11 @@ struct Ready {
   std::vector<Message> messages;            // may be sent at once
   std::vector<Message> persist_then_send;   // only after this Ready's writes are durable
   std::vector<Entry> committed_entries;     // apply in order (after the writes are durable)
+  std::vector<ReadState> read_states;       // reads released (confirmed or failed), in arrival order
 
   bool empty() const {
     return !hard_state && !snapshot && entries.empty() && messages.empty() &&
-           persist_then_send.empty() && committed_entries.empty();
+           persist_then_send.empty() && committed_entries.empty() && read_states.empty();
   }
   void clear();
 };
@@ -165,6 +199,19 @@ struct ProposeResult {
   uint64_t term = 0;   // committed at `index` has this term
   uint64_t leader_hint = kNoId;
   bool ok() const { return status == ProposeStatus::kOk; }
+};
+
+enum class ReadIndexStatus : uint8_t {
+  kOk,            // queued: exactly one ReadState with this ctx follows in a later Ready
+  kNotLeader,     // leader_hint says whom to ask (kNoId: unknown)
+  kTooManyReads,  // Config::max_pending_reads reads are waiting already: try later
+};
+const char* to_string(ReadIndexStatus s);
+
+struct ReadIndexResult {
+  ReadIndexStatus status = ReadIndexStatus::kNotLeader;
+  uint64_t leader_hint = kNoId;
+  bool ok() const { return status == ReadIndexStatus::kOk; }
 };
 
 struct ConfChangeRequest {
@@ -215,6 +262,7 @@ struct PeerProgress {
   uint64_t pending_snapshot = 0;
   std::deque<uint64_t> inflight;  // last index of each append in flight (replicate mode)
   uint64_t catchup_target = 0;    // non-voter: promoted once match reaches this (then re-armed)
+  uint64_t read_round = 0;        // highest heartbeat round it echoed in this term (ReadIndex)
 };
 
 class Node {
@@ -236,6 +284,10 @@ class Node {
   void on_persisted(uint64_t index, uint64_t term);
   // Starts an election now (tests; also what TimeoutNow does, without the lease bypass).
   void campaign();
+  // Leader only: a linearizable read, answered by a ReadState{ctx, ...} in a later Ready (see
+  // "Linearizable reads" above). ctx is opaque to raft (the driver's request id). Allocates
+  // nothing but its queue entry.
+  ReadIndexResult read_index(uint64_t ctx);
 
   // ---- output
   bool has_ready() const;
@@ -269,12 +321,20 @@ class Node {
   const Snapshot* snapshot() const { return snapshot_ ? &*snapshot_ : nullptr; }
   // Messages step() refused, by status (index: StepStatus; [kOk] stays 0).
   uint64_t refused(StepStatus s) const { return refused_[static_cast<int>(s)]; }
+  // Reads queued and not yet released (the leader's; 0 on any other node).
+  size_t pending_reads() const { return pending_reads_.size(); }
+  uint64_t heartbeat_round() const { return read_round_; }  // latest round started
   // Set once we know we were removed: our committed configuration lacks us, or a peer sent a
   // removal notice. A report for the operator only (the node keeps obeying the protocol: a
   // removal notice from one peer is not proof, and a re-added server learns it from its log).
   std::optional<RemovalNotice> removal_notice() const;
 
  private:
+  struct PendingRead {
+    uint64_t ctx;
+    uint64_t index;  // commit index at arrival; 0 while the leader has not committed in its term
+    uint64_t after;  // read_round_ at arrival: confirmed by a quorum echo of any round > after
+  };
   struct PendingWrite {
     LogPosition last;          // durable_mark handed out with this write
     uint64_t truncate_from;    // 0 if the write truncates nothing
@@ -307,9 +367,12 @@ class Node {
 
   // leader replication
   void broadcast_append();
-  void broadcast_heartbeat();
+  void broadcast_heartbeat(bool for_reads);
   bool send_append(PeerProgress& pr, bool send_if_empty);
   void send_heartbeat(const PeerProgress& pr);
+  uint64_t confirmed_read_round() const;
+  void release_confirmed_reads();
+  void fail_pending_reads();
   void send_timeout_now(uint64_t to);
   bool maybe_commit();
   void append_local(EntryType type, std::string data);
@@ -371,6 +434,14 @@ class Node {
 
   bool broadcast_pending_ = false;  // leader: new entries or commit to replicate at ready()
   bool broadcast_commit_ = false;   // leader: commit advanced, send even empty appends
+
+  // ReadIndex. read_round_ numbers heartbeat rounds across the node's life (never reset, so a
+  // peer echoing a higher one contradicts us): odd rounds start early for waiting reads, even
+  // ones are the periodic heartbeats, which confirm reads too (a lost odd round is retried).
+  uint64_t read_round_ = 0;
+  bool read_round_wanted_ = false;  // a queued read waits for a round that has not started
+  std::deque<PendingRead> pending_reads_;  // arrival order: `after` and `index` non-decreasing
+  std::vector<ReadState> read_states_;     // released, for the next Ready
 
   std::vector<Message> msgs_;
   std::vector<Message> msgs_after_persist_;

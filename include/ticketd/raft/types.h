@@ -98,8 +98,9 @@ enum class MessageType : uint8_t {
   kVoteResp = 3,         // reject; hint_index as for kPreVoteResp
   kAppend = 4,           // index/log_term = entry preceding `entries`; commit = leader commit
   kAppendResp = 5,       // success: index = last index now matching; reject: see hint_*
-  kHeartbeat = 6,        // commit = min(leader commit, follower match)
-  kHeartbeatResp = 7,    //
+  kHeartbeat = 6,        // commit = min(leader commit, follower match); hint_index = the
+                         // heartbeat round (ReadIndex, Node::read_index; 0 from older nodes)
+  kHeartbeatResp = 7,    // hint_index = the round of the heartbeat answered (echoed as is)
   kInstallSnapshot = 8,  // snapshot set
   kTimeoutNow = 9,       // leadership transfer: campaign now, ignoring leases
 };
