@@ -26,7 +26,9 @@ void ReadyPipeline::pump() {
     take();
     stage_all();
     storage_.start_write();
-    if (!release_all()) return;
+    bool released = release_all();
+    answer_reads();
+    if (!released) return;
   }
 }
 
@@ -37,6 +39,14 @@ void ReadyPipeline::take() {
     node_.ready(&p.rd);
     for (const raft::Message& m : p.rd.messages) app_.send(m);
     p.rd.messages.clear();
+    for (const raft::ReadState& rs : p.rd.read_states) {
+      if (rs.ok) {
+        reads_.push_back(rs);
+      } else {
+        app_.read_done(rs);
+      }
+    }
+    p.rd.read_states.clear();
     // Committed entries are durable on a quorum already: apply them now rather than behind
     // the local writes queued ahead of them, unless a snapshot install or a truncation is
     // part of this Ready or still waits in the pipeline (entries apply after the snapshot
@@ -106,6 +116,16 @@ bool ReadyPipeline::release_all() {
     released = true;
   }
   return released;
+}
+
+void ReadyPipeline::answer_reads() {
+  // Read indexes never exceed the commit handed out with them, so they are answered in
+  // order as the applied index passes them.
+  while (!reads_.empty() && reads_.front().index <= applied_) {
+    raft::ReadState rs = reads_.front();
+    reads_.pop_front();
+    app_.read_done(rs);
+  }
 }
 
 void ReadyPipeline::apply(const raft::Entry& e) {

@@ -51,6 +51,10 @@ class FakeLog : public Storage, public Application {
   }
   void send(const Message& m) override { sent.push_back(m); }
   void apply(const Entry& e) override { applied.push_back(e.index); }
+  void read_done(const raft::ReadState& rs) override {
+    reads.push_back(rs);
+    read_applied.push_back(applied.empty() ? 0 : applied.back());
+  }
 
   bool fail_hard_state = false;
   bool writing = false;
@@ -59,6 +63,8 @@ class FakeLog : public Storage, public Application {
   std::vector<raft::HardState> saved;
   std::vector<uint64_t> installed, truncated, applied;
   std::vector<Message> sent;
+  std::vector<raft::ReadState> reads;
+  std::vector<uint64_t> read_applied;  // the last applied index when each read was answered
 };
 
 raft::Configuration three() {
@@ -220,6 +226,31 @@ TEST(ReadyPipeline, ASingleNodeCommitsAfterItsOwnWrite) {
   ASSERT_FALSE(log.applied.empty());
   EXPECT_EQ(log.applied.back(), r.index);
   for (size_t i = 1; i < log.applied.size(); ++i) EXPECT_EQ(log.applied[i], log.applied[i - 1] + 1);
+}
+
+TEST(ReadyPipeline, AReadIsAnsweredOnceItsIndexIsApplied) {
+  raft::Node node(cfg(1), raft::bootstrap_single(1, ""));
+  FakeLog log;
+  ReadyPipeline p(node, log, log);
+  node.campaign();
+  p.pump();
+  while (log.writing) {
+    log.complete();
+    p.pump();
+  }
+  ASSERT_EQ(node.role(), raft::Role::kLeader);
+  ASSERT_TRUE(node.propose("t").ok());
+  p.pump();
+  ASSERT_TRUE(node.read_index(7).ok());  // its index covers the proposal once committed
+  p.pump();
+  while (log.writing) {
+    log.complete();
+    p.pump();
+  }
+  ASSERT_EQ(log.reads.size(), 1u);
+  EXPECT_EQ(log.reads[0].ctx, 7u);
+  EXPECT_TRUE(log.reads[0].ok);
+  EXPECT_GE(log.read_applied[0], log.reads[0].index) << "answered before its index was applied";
 }
 
 }  // namespace

@@ -116,6 +116,11 @@ TEST(SimTeeth, CatchesForgettingToPersistTheVote) {
 TEST(SimTeeth, CatchesVotingWithoutTheLogCheck) {
   expect_caught(&raft::testing::Bugs::vote_without_log_check, "no-log-check", 100, 3);
 }
+// TICKET.LAST answered from the leader's state without confirming leadership: a deposed leader
+// that still believes it leads answers a value older than tickets acknowledged meanwhile.
+TEST(SimTeeth, CatchesALinearizableReadWithoutTheQuorumRound) {
+  expect_caught(&raft::testing::Bugs::read_without_quorum, "read-without-quorum", 300, 3);
+}
 TEST(SimTeeth, CatchesAcknowledgingAppendsBeforeTheyAreDurable) {
   expect_caught(&raft::testing::Bugs::ack_before_persist, "ack-before-persist", 300, 3);
 }
@@ -159,7 +164,7 @@ TEST(SimTeeth, CatchesADriverThatAppliesEarlyOutOfOrder) {
 TEST(SimTeeth, BugsAreOffByDefault) {
   raft::testing::Bugs none;
   EXPECT_FALSE(none.commit_old_term_by_counting || none.forget_to_persist_vote || none.vote_without_log_check ||
-               none.ack_before_persist);
+               none.ack_before_persist || none.read_without_quorum);
   tickets::testing::Bugs no_tickets_bug;
   EXPECT_FALSE(no_tickets_bug.allocate_ignores_floor || no_tickets_bug.snapshot_forgets_floors);
   driver::testing::Bugs no_driver_bug;

@@ -97,6 +97,7 @@ class SimDriverHooks final : public driver::Storage, public driver::Application 
   void start_write() override;
   void send(const Message& m) override;
   void apply(const Entry& e) override;
+  void read_done(const raft::ReadState& rs) override;
 
  private:
   Simulation& sim_;
@@ -122,6 +123,15 @@ struct SimNode {
   tickets::StateMachine sm;
   uint64_t sm_applied = 0;
   uint64_t seen_commit = 0;
+};
+
+// A TICKET.LAST: a linearizable read of one sequence's last value. It must reflect every
+// ticket acknowledged (or promised by a Create/Floor) before it was sent: `floor`.
+struct PendingRead {
+  uint64_t node = 0;
+  uint64_t incarnation = 0;
+  std::string seq;
+  uint64_t floor = 0;
 };
 
 struct InFlight {
@@ -389,6 +399,7 @@ class Simulation {
       write_to_disk(n, w.entries);
     }
     shut_down(n);
+    std::erase_if(reads_, [&](const auto& kv) { return kv.second.node == n.id; });  // never answered
     n.restart_at = now_ + (rng_.chance(0.5) ? rng_.range(1, turbulent_ ? 4 : 12) : rng_.range(5, 80));
     n.paused_until = 0;
   }
@@ -468,6 +479,22 @@ class Simulation {
     SimNode* target = leader();
     if (!target || rng_.chance(0.2)) target = &nodes_[live[rng_.below(live.size())]];
     propose(*target, random_command(rng_.range(1, 5)), false);
+    // Now and then a TICKET.LAST at the node a client believes leads (the true leader, or a
+    // deposed one still thinking it leads).
+    if (client_rng_.chance(0.3)) {
+      SimNode* r = &nodes_[live[client_rng_.below(live.size())]];
+      if (r->node && now_ >= r->paused_until && r->node->role() == Role::kLeader) read(*r);
+    }
+  }
+
+  void read(SimNode& n) {
+    static const char* const kNames[] = {"default", "orders", "users"};
+    std::string seq = kNames[client_rng_.below(3)];
+    uint64_t ctx = next_read_++;
+    if (!n.node->read_index(ctx).ok()) return;
+    reads_[ctx] = PendingRead{n.id, n.incarnation, seq, max_acked(seq)};
+    ++stats_.reads;
+    drain(n);
   }
 
   // Mostly Allocates over one to three of a few sequences (one may not exist yet: refused,
@@ -634,6 +661,22 @@ class Simulation {
   }
 
   void apply_on(SimNode& n, const Entry& e) { apply(n, e); }
+
+  void read_done(SimNode& n, const raft::ReadState& rs) {
+    auto it = reads_.find(rs.ctx);
+    if (it == reads_.end()) fail("node " + std::to_string(n.id) + " answered an unknown read");
+    PendingRead r = it->second;
+    reads_.erase(it);
+    if (r.node != n.id || r.incarnation != n.incarnation) fail("a read answered by another node or incarnation");
+    if (!rs.ok) return;  // leadership lost: the client gets an error and retries
+    const tickets::Sequence* s = n.sm.find(r.seq);
+    uint64_t last = s ? s->last : 0;
+    ++stats_.reads_answered;
+    if (last < r.floor) {
+      fail("stale read: TICKET.LAST " + r.seq + " on node " + std::to_string(n.id) + " answered " +
+           std::to_string(last) + ", but " + std::to_string(r.floor) + " was acknowledged before the read was sent");
+    }
+  }
 
  private:
   // Crash points: right after granting a vote or acknowledging entries is where a lost write
@@ -900,6 +943,8 @@ class Simulation {
   std::map<uint64_t, uint64_t> crash_soon_;
   std::vector<Removal> removals_;
   std::vector<ClientOp> ops_;
+  std::map<uint64_t, PendingRead> reads_;  // by read_index ctx
+  uint64_t next_read_ = 1;
   Rng client_rng_{opt_.seed * 0x9E3779B97F4A7C15ull + 3};
   std::map<std::string, std::map<uint64_t, uint64_t>> acked_;  // per sequence: first -> last
   std::map<std::string, uint64_t> max_acked_end_;              // per sequence
@@ -921,12 +966,13 @@ uint64_t SimDriverHooks::durable_index() const { return n_.durable; }
 void SimDriverHooks::start_write() { sim_.start_write(n_); }
 void SimDriverHooks::send(const Message& m) { sim_.send_from(n_, m); }
 void SimDriverHooks::apply(const Entry& e) { sim_.apply_on(n_, e); }
+void SimDriverHooks::read_done(const raft::ReadState& rs) { sim_.read_done(n_, rs); }
 
 }  // namespace
 
 std::string SimResult::summary() const {
   std::ostringstream os;
-  os << "seed " << seed << (ok ? " ok" : " FAILED") << ": commits=" << stats.max_commit << " acked=" << stats.acked
+  os << "seed " << seed << (ok ? " ok" : " FAILED") << ": commits=" << stats.max_commit << " acked=" << stats.acked << " reads=" << stats.reads_answered << "/" << stats.reads
      << " tickets=" << stats.tickets << " leaders=" << stats.elections << " crashes=" << stats.crashes
      << " partitions=" << stats.partitions << " conf_changes=" << stats.conf_changes
      << " snapshots=" << stats.snapshots_taken << "/" << stats.snapshots_installed << " msgs=" << stats.messages_sent

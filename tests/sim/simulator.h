@@ -28,6 +28,8 @@ struct SimStats {
   uint64_t messages_dropped = 0;
   uint64_t proposals = 0;
   uint64_t acked = 0;
+  uint64_t reads = 0;           // TICKET.LAST reads accepted by a leader
+  uint64_t reads_answered = 0;  // ... answered with a value (the rest failed: leadership lost)
   uint64_t tickets = 0;
   uint64_t elections = 0;  // distinct (term, leader) pairs seen
   uint64_t crashes = 0;

@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   app.add_flag("--no-membership", no_membership, "disable membership changes");
   app.add_flag("--no-snapshots", no_snapshots, "disable snapshots");
   app.add_option("--bug", bug, "switch on one deliberate bug (test build): commit-old-term, forget-vote, "
-                               "no-log-check, ack-before-persist, allocate-ignores-floor, "
+                               "no-log-check, ack-before-persist, read-without-quorum, allocate-ignores-floor, "
                                "snapshot-forgets-floors, release-before-durable, "
                                "early-apply-out-of-order");
   CLI11_PARSE(app, argc, argv);
@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   else if (bug == "forget-vote") b.forget_to_persist_vote = true;
   else if (bug == "no-log-check") b.vote_without_log_check = true;
   else if (bug == "ack-before-persist") b.ack_before_persist = true;
+  else if (bug == "read-without-quorum") b.read_without_quorum = true;
   else if (bug == "allocate-ignores-floor") ticketd::tickets::testing::bugs.allocate_ignores_floor = true;
   else if (bug == "snapshot-forgets-floors") ticketd::tickets::testing::bugs.snapshot_forgets_floors = true;
   else if (bug == "release-before-durable") ticketd::driver::testing::bugs.release_before_durable = true;

@@ -15,7 +15,9 @@
 //     entries; a stage that fails (a full disk, say) is retried on the next pump();
 //  4. lets storage start a write (group commit: one write carries everything staged meanwhile);
 //  5. releases, in order, every staged Ready whose last entry is durable: on_persisted(mark),
-//     then persist_then_send, then its remaining committed entries.
+//     then persist_then_send, then its remaining committed entries;
+//  6. answers reads (Ready::read_states): a failed one at once, a confirmed one as soon as the
+//     application has applied its index (Application::read_done).
 // Promises: Readys are staged and released in the order ready() returned them; nothing in
 // persist_then_send leaves before its Ready's writes are durable; committed entries are applied
 // exactly once each, in log order, and after any snapshot that precedes them.
@@ -66,6 +68,9 @@ class Application {
   virtual void apply(const raft::Entry& e) = 0;
   // After a batch of applied entries (e.g. to consider taking a snapshot).
   virtual void applied_batch() {}
+  // A read from raft::Node::read_index, released: rs.ok and everything up to rs.index applied
+  // (answer it from the state now), or !rs.ok (leadership lost: answer an error).
+  virtual void read_done(const raft::ReadState& rs) { (void)rs; }
 };
 
 struct PipelineOptions {
@@ -99,6 +104,7 @@ class ReadyPipeline {
   void take();          // steps 1-2
   void stage_all();     // step 3
   bool release_all();   // step 5; true if anything was released
+  void answer_reads();  // step 6
   bool stage(Pending& p);
   void apply(const raft::Entry& e);
 
@@ -107,6 +113,7 @@ class ReadyPipeline {
   Application& app_;
   PipelineOptions opt_;
   std::deque<Pending> pending_;
+  std::deque<raft::ReadState> reads_;  // confirmed, waiting for their index to be applied
   raft::Ready scratch_;
   bool stuck_ = false;
   uint64_t applied_ = 0;
