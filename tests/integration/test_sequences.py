@@ -202,6 +202,35 @@ def mixed_pipelines(node):
           % (st["ticket_requests"], st["ticket_batches"], st["tickets_per_log_write"]), flush=True)
 
 
+def big_pipelines(node):
+    c = Client(node.port, timeout=30)
+    # Blocks of a million each, all pending at once: the reply bound counts a pending block
+    # as one reply, not a million (it counted 23 bytes per ticket: 3 such blocks dropped the
+    # client at 64 MiB).
+    c.send_raw(Client.encode("TICKET.BLOCK", "orders", "1000000") * 10)
+    blocks = [c.read_reply() for _ in range(10)]
+    check(all(isinstance(b, list) and b[1] - b[0] == 999999 for b in blocks) and
+          all(blocks[i + 1][0] == blocks[i][1] + 1 for i in range(9)),
+          "10 pipelined blocks of 1,000,000: answered, contiguous")
+    # More distinct sequences in flight than one batch (1,024) or one entry (4,096) holds:
+    # batches and entries are cut there, and every request is answered.
+    names = ["typo%d" % i for i in range(6000)]
+    plan = []
+    for i, n in enumerate(names):
+        plan.append(("TICKET", n))
+        if i % 500 == 0:
+            plan.append(("TICKET", "orders"))
+    c.send_raw(b"".join(Client.encode(*cmd) for cmd in plan))
+    got = [c.read_reply() for _ in plan]
+    typos = [r for cmd, r in zip(plan, got) if cmd[1] != "orders"]
+    real = [int(r) for cmd, r in zip(plan, got) if cmd[1] == "orders"]
+    check(all(str(r) == "ERR no such sequence '%s'" % n for n, r in zip(names, typos)),
+          "6,000 unknown sequences in one pipeline: each its own error")
+    check(real == sorted(real) and len(set(real)) == len(real) and real[0] > blocks[-1][1],
+          "the real sequence among them got its tickets, in order")
+    check(len(c.call("TICKET.LIST")) == 6, "and none of the 6,000 was created")
+
+
 def loader(port, names, seen, stop):
     c = Client(port, timeout=5)
     rnd = random.Random(hash(tuple(names)))
@@ -261,6 +290,7 @@ def main(args):
         commands_and_errors(node)
         limits_and_introspection(node)
         mixed_pipelines(node)
+        big_pipelines(node)
         crash_restart(node)
     finally:
         node.cleanup()
