@@ -44,6 +44,7 @@ void RaftTicketLog::on_tick() {
   ++ticks_;
   raft_->tick();
   expire_proposals();
+  expire_reads();
   if (join_ && join_->cluster_id() != 0 && cluster_id_ == 0) {
     cluster_id_ = join_->cluster_id();
     transport_->set_cluster_id(cluster_id_);
@@ -175,6 +176,7 @@ void RaftTicketLog::apply(const raft::Entry& e) {
     }
   }
   publish_sequence_stats();
+  if (!reads_.empty()) answer_reads();
 }
 
 void RaftTicketLog::hand_out(const Proposal& p, const tickets::ApplyResult& r) {

@@ -157,6 +157,7 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   void send(const raft::Message& m) override;
   void apply(const raft::Entry& e) override;
   void applied_batch() override;
+  void read_states(const std::vector<raft::ReadState>& rs) override;  // sequence_reads.cpp
 
   // the Ready pipeline
   void pump();
@@ -220,6 +221,20 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   void propose_sequence_command(AdminRequest&& req, tickets::Command cmd);
   static std::string sequence_reply(const tickets::Command& cmd, const tickets::ApplyResult* r);
   void publish_sequence_stats();
+  // TICKET.LAST (sequence_reads.cpp): a ReadIndex read, answered from the applied state once
+  // it reaches the read's index.
+  void admin_last(AdminRequest&& req);
+  void answer_reads();
+  void expire_reads();
+  struct PendingRead {
+    AdminRequest req;
+    std::string name;
+    uint64_t created_ms;
+    bool confirmed = false;  // raft released it: answer once applied_index_ >= index
+    uint64_t index = 0;
+  };
+  std::map<uint64_t, PendingRead> reads_;  // by ctx (read_index's id), oldest first
+  uint64_t next_read_ctx_ = 1;
 
   void on_tick();
 

@@ -20,7 +20,7 @@ std::string no_such_sequence(std::string_view name) {
 
 bool RaftTicketLog::is_sequence_command(std::string_view cmd) {
   for (const char* name : {"TICKET.CREATE", "TICKET.DROP", "TICKET.FLOOR", "TICKET.LIST",
-                           "TICKET.INFO"}) {
+                           "TICKET.INFO", "TICKET.LAST"}) {
     if (resp::iequals(cmd, name)) return true;
   }
   return false;
@@ -44,6 +44,10 @@ void RaftTicketLog::admin_sequence(AdminRequest&& req) {
     resp::append_array_header(out, tickets_.size());
     for (const auto& [name, seq] : tickets_.sequences()) resp::append_bulk(out, name);
     reply(req, std::move(out));
+    return;
+  }
+  if (is("TICKET.LAST")) {
+    admin_last(std::move(req));
     return;
   }
   if (a.size() < 2 || !tickets::check_name(a[1]).empty()) {

@@ -37,6 +37,10 @@ void ReadyPipeline::take() {
     node_.ready(&p.rd);
     for (const raft::Message& m : p.rd.messages) app_.send(m);
     p.rd.messages.clear();
+    if (!p.rd.read_states.empty()) {
+      app_.read_states(p.rd.read_states);
+      p.rd.read_states.clear();
+    }
     // Committed entries are durable on a quorum already: apply them now rather than behind
     // the local writes queued ahead of them, unless a snapshot install or a truncation is
     // part of this Ready or still waits in the pipeline (entries apply after the snapshot

@@ -128,15 +128,14 @@ void cmd_info(Shard& s, Connection* c, Args args, std::string& out) {
   s.submit_admin(c, args);
 }
 
-void cmd_last(Shard&, Connection*, Args args, std::string& out) {
+void cmd_last(Shard& s, Connection* c, Args args, std::string& out) {
   if (args.size() > 2) {
     wrong_args(out, "ticket.last");
     return;
   }
   if (args.size() == 2 && !check_name(out, args[1])) return;
-  // A linearizable read needs ReadIndex in the raft core; an answer from local state could
-  // miss tickets a new leader already handed out, so none is given until then.
-  resp::append_error(out, "ERR TICKET.LAST is not implemented yet (it needs ReadIndex)");
+  // A linearizable read (ReadIndex) on the leader; followers redirect.
+  s.submit_admin(c, args);
 }
 
 // ------------------------------------------------------------------------------------------

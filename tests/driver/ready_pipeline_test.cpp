@@ -51,6 +51,9 @@ class FakeLog : public Storage, public Application {
   }
   void send(const Message& m) override { sent.push_back(m); }
   void apply(const Entry& e) override { applied.push_back(e.index); }
+  void read_states(const std::vector<raft::ReadState>& rs) override {
+    reads.insert(reads.end(), rs.begin(), rs.end());
+  }
 
   bool fail_hard_state = false;
   bool writing = false;
@@ -59,6 +62,7 @@ class FakeLog : public Storage, public Application {
   std::vector<raft::HardState> saved;
   std::vector<uint64_t> installed, truncated, applied;
   std::vector<Message> sent;
+  std::vector<raft::ReadState> reads;
 };
 
 raft::Configuration three() {
@@ -201,15 +205,22 @@ TEST(ReadyPipeline, ATruncationWaitsForTheWriteInFlight) {
   EXPECT_TRUE(f.p.empty());
 }
 
-TEST(ReadyPipeline, ASingleNodeCommitsAfterItsOwnWrite) {
-  raft::Node node(cfg(1), raft::bootstrap_single(1, ""));
-  FakeLog log;
-  ReadyPipeline p(node, log, log);
+// A single node campaigns and leads, its writes completed as they start.
+void lead_alone(raft::Node& node, FakeLog& log, ReadyPipeline& p) {
   node.campaign();
   p.pump();
   log.complete();
   p.pump();
+  if (log.writing) log.complete();
+  p.pump();
   ASSERT_EQ(node.role(), raft::Role::kLeader);
+}
+
+TEST(ReadyPipeline, ASingleNodeCommitsAfterItsOwnWrite) {
+  raft::Node node(cfg(1), raft::bootstrap_single(1, ""));
+  FakeLog log;
+  ReadyPipeline p(node, log, log);
+  lead_alone(node, log, p);
   auto r = node.propose("t");
   ASSERT_TRUE(r.ok());
   p.pump();
@@ -220,6 +231,21 @@ TEST(ReadyPipeline, ASingleNodeCommitsAfterItsOwnWrite) {
   ASSERT_FALSE(log.applied.empty());
   EXPECT_EQ(log.applied.back(), r.index);
   for (size_t i = 1; i < log.applied.size(); ++i) EXPECT_EQ(log.applied[i], log.applied[i - 1] + 1);
+}
+
+TEST(ReadyPipeline, ReadStatesReachTheApplicationWithoutAWrite) {
+  raft::Node node(cfg(1), raft::bootstrap_single(1, ""));
+  FakeLog log;
+  ReadyPipeline p(node, log, log);
+  lead_alone(node, log, p);
+  int writes = log.writes;
+  ASSERT_TRUE(node.read_index(42).ok());
+  p.pump();
+  ASSERT_EQ(log.reads.size(), 1u) << "a cluster of one confirms a read at once";
+  EXPECT_EQ(log.reads[0].ctx, 42u);
+  EXPECT_TRUE(log.reads[0].ok);
+  EXPECT_LE(log.reads[0].index, node.commit_index());
+  EXPECT_EQ(log.writes, writes) << "a read writes nothing";
 }
 
 }  // namespace

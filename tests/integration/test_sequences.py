@@ -1,6 +1,6 @@
 """Named sequences and blocks on one node, with real clients (redis-cli, redis-py).
 
-Checks: every TICKET.* command and its Redis-style error texts (a typo creates nothing); the
+Checks: every TICKET.* command (TICKET.LAST included) and its Redis-style error texts (a typo creates nothing); the
 limits (name length, --max-sequences, block size); INFO keyspace and redis-cli --stat count
 the sequences; COMMAND INFO names the key; plain TICKET's reply bytes are unchanged; a
 redis-py pipeline mixing plain TICKETs, named TICKETs, blocks and an unknown sequence, from
@@ -90,8 +90,12 @@ def commands_and_errors(node):
     for args, want in expect:
         got = err(c, *args)
         check(got == want, "%s -> %s (got %s)" % (" ".join(a[:20] for a in args), want, got))
-    check(err(c, "TICKET.LAST").startswith("ERR TICKET.LAST is not implemented"),
-          "TICKET.LAST answers -ERR until ReadIndex is in (never a stale value)")
+    check(c.call("TICKET.LAST") == 8, "TICKET.LAST: the default sequence's last ticket")
+    check(c.call("TICKET.LAST", "orders") == 5001 and c.call("ticket.last", "default") == 8,
+          "TICKET.LAST name; it takes no ticket")
+    check(err(c, "TICKET.LAST", "users") == "ERR no such sequence 'users'", "TICKET.LAST of a dropped one")
+    check(err(c, "TICKET.LAST", "a b") == "ERR sequence name has a space or control character",
+          "TICKET.LAST checks the name")
     check(c.call("TICKET.CREATE", "x" * 128) == "OK", "a 128-byte name is fine")
     check(c.call("TICKET.DROP", "x" * 128) == "OK", "and can be dropped")
     check(c.call("TICKET.LIST") == ["default", "orders"], "no failed command created anything: %r"

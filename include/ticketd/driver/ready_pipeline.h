@@ -5,7 +5,8 @@
 // behind the two small interfaces below.
 //
 // What it does with each Ready, in order (pump()):
-//  1. takes it; its `messages` leave at once (Application::send);
+//  1. takes it; its `messages` leave at once (Application::send), its `read_states` go to the
+//     application at once (Application::read_states);
 //  2. applies its committed entries at once when that is safe (they are durable on a quorum
 //     already): not while an earlier Ready is unstaged or still holds committed entries, and
 //     not if this Ready installs a snapshot or truncates (entries apply after what they follow);
@@ -66,6 +67,10 @@ class Application {
   virtual void apply(const raft::Entry& e) = 0;
   // After a batch of applied entries (e.g. to consider taking a snapshot).
   virtual void applied_batch() {}
+  // Reads released by raft::Node::read_index, handed over as their Ready is taken (they need
+  // no write). A confirmed one is answered once the applied index reaches its index, which
+  // applying the committed entries of this or an earlier Ready does.
+  virtual void read_states(const std::vector<raft::ReadState>& rs) { (void)rs; }
 };
 
 struct PipelineOptions {
