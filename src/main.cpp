@@ -57,6 +57,11 @@ int main(int argc, char** argv) {
   app.add_option("--maxclients", opts.max_clients, "maximum client connections")
       ->capture_default_str()
       ->check(CLI::Range(1u, 1000000u));
+  app.add_option("--max-sequences", opts.max_sequences,
+                 "most sequences TICKET.CREATE may make, `default` included (the snapshot holds "
+                 "them all: ~33 bytes each with short names)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{100000}));
 
   try {
     app.parse(argc, argv);

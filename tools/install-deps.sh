@@ -14,7 +14,7 @@ PKGS=(
   liburing-dev libxxhash-dev libmimalloc-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   redis-server redis-tools
-  netcat-openbsd iproute2 procps python3 nftables e2fsprogs
+  netcat-openbsd iproute2 procps python3 python3-redis nftables e2fsprogs
   clang libclang-rt-14-dev
 )
 

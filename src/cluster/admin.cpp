@@ -319,6 +319,8 @@ void RaftTicketLog::admin(AdminRequest&& req) {
     reply(req, std::move(out));
   } else if (is("RAFT.JOIN")) {
     admin_join(std::move(req));
+  } else if (is_sequence_command(cmd)) {
+    admin_sequence(std::move(req));  // TICKET.CREATE/DROP/FLOOR/LIST/INFO (sequences_admin.cpp)
   } else if (is("INFO")) {
     // The shard built the other sections; shard 0 adds the raft one.
     resp::append_bulk(out, req.args.size() > 1 ? req.args[1] + info_raft() : info_raft());

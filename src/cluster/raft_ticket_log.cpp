@@ -5,15 +5,30 @@
 
 namespace ticketd::cluster {
 
-namespace {
+// ------------------------------------------------------------------------------------------
+// Staging: shard batches wait here for the next Allocate entry.
 
-// One Allocate entry for everything staged: today the default sequence only.
-std::string allocate_payload(uint64_t n) {
-  return tickets::encode(
-      tickets::Command::allocate({{std::string(tickets::kDefaultSequence), n}}));
+void RaftTicketLog::submit(uint32_t shard, const BatchRequest& b) {
+  if (shard >= outcomes_.size()) outcomes_.resize(shard + 1);
+  if (!staging_.fits(b.named)) {
+    // The entry is full: it goes now (a shard batch holds at most kMaxBatchSequences names,
+    // so this one fits into the next). A transfer in progress takes no proposal: refuse.
+    propose_staged(true);
+    if (!staged_.empty()) fail_staged(BatchStatus::kLeadershipLost);
+  }
+  ShardOutcomes& o = outcomes_[shard];
+  o.results.push_back(BatchResult{});
+  o.resolved.push_back(false);
+  staged_.push_back(Waiter{shard, b.total, b.named, o.next_seq++});
+  staging_.add(b.total, b.named);
+  staged_total_ = staging_.total();
 }
 
-}  // namespace
+void RaftTicketLog::fail_staged(BatchStatus st) {
+  fail_waiters(staged_, st);
+  staged_total_ = 0;
+  staging_.clear();
+}
 
 // ------------------------------------------------------------------------------------------
 // The loop turn.
@@ -29,6 +44,7 @@ void RaftTicketLog::on_tick() {
   ++ticks_;
   raft_->tick();
   expire_proposals();
+  expire_reads();
   if (join_ && join_->cluster_id() != 0 && cluster_id_ == 0) {
     cluster_id_ = join_->cluster_id();
     transport_->set_cluster_id(cluster_id_);
@@ -65,37 +81,35 @@ void RaftTicketLog::on_tick() {
   transport_->flush();
 }
 
-void RaftTicketLog::propose_staged() {
+void RaftTicketLog::propose_staged(bool full) {
   if (staged_total_ == 0) return;
   if (raft_->role() != raft::Role::kLeader) {
-    fail_waiters(staged_, raft_->leader_id() == raft::kNoId ? BatchStatus::kNoLeader
-                                                            : BatchStatus::kNotLeader);
-    staged_total_ = 0;
+    fail_staged(raft_->leader_id() == raft::kNoId ? BatchStatus::kNoLeader
+                                                  : BatchStatus::kNotLeader);
     return;
   }
   // Batching: while a log write is in flight, tickets keep gathering; they are proposed
   // as ONE entry the moment the next write can start (finish_write), so every write
   // carries everything that arrived meanwhile. (At durability low nothing waits on writes.)
-  if (writing_ && durability_ != Durability::kLow) return;
+  if (writing_ && durability_ != Durability::kLow && !full) return;
   if (wal_stalled_) {
     // Our log cannot take more (note_wal_stall): refuse rather than queue without bound.
-    fail_waiters(staged_, BatchStatus::kLogFailed);
-    staged_total_ = 0;
+    fail_staged(BatchStatus::kLogFailed);
     return;
   }
-  raft::ProposeResult r = raft_->propose(allocate_payload(staged_total_));
+  raft::ProposeResult r = raft_->propose(staging_.payload());
   if (r.status == raft::ProposeStatus::kTransferInProgress) return;  // retry next turn
   if (!r.ok()) {
-    fail_waiters(staged_, r.leader_hint == raft::kNoId ? BatchStatus::kNoLeader
-                                                       : BatchStatus::kNotLeader);
-    staged_total_ = 0;
+    fail_staged(r.leader_hint == raft::kNoId ? BatchStatus::kNoLeader : BatchStatus::kNotLeader);
     return;
   }
   // apply() answers proposals front to back by index (see fail_uncommitted_proposals).
   TICKETD_CHECK(proposals_.empty() || proposals_.back().index < r.index);
-  Proposal p{r.index, r.term, staged_total_, now_ms(), {}};
+  Proposal p{r.index, r.term, staged_total_, staging_.default_total(), staging_.named_items(),
+             now_ms(), {}};
   p.waiters.swap(staged_);
   staged_total_ = 0;
+  staging_.clear();
   TICKETD_TRACE_EV("propose", p.index, p.total);
   proposals_.push_back(std::move(p));
   node_.log_stats().batched_tickets.fetch_add(proposals_.back().total, std::memory_order_relaxed);
@@ -108,28 +122,21 @@ void RaftTicketLog::apply(const raft::Entry& e) {
   // from a leader, possibly a buggy or hostile one: one that does not decode, or that
   // would wrap a counter, allocates nothing (the state machine's rules depend only on the
   // entry and the state, so every node refuses alike), and is never handed out.
-  uint64_t start = 0;
-  uint64_t n = 0;
-  bool refused = false;
+  tickets::Command cmd;
+  tickets::ApplyResult res;
+  bool applied = false;  // a command that decoded (and so changed the state, or refused alike)
   if (e.type == raft::EntryType::kNormal) {
-    tickets::Command cmd;
     std::string bad = tickets::decode(e.data, &cmd);
     if (bad.empty()) {
-      // Every command changes the state; this build proposes (and so answers) only
-      // Allocate entries of the default sequence.
-      tickets::ApplyResult r = tickets_.apply(e.index, cmd);
-      bool ours = cmd.kind == tickets::Command::Kind::kAllocate && cmd.items.size() == 1 &&
-                  cmd.items[0].name == tickets::kDefaultSequence;
-      if (ours && r.items[0].status == tickets::Status::kOk) {
-        start = r.items[0].first;
-        n = cmd.items[0].n;
-      } else if (ours) {
-        bad = tickets::to_string(r.items[0].status);
+      res = tickets_.apply(e.index, cmd);
+      applied = true;
+      for (const tickets::ItemResult& ir : res.items) {
+        if (ir.status == tickets::Status::kExhausted) bad = tickets::to_string(ir.status);
       }
     }
     if (!bad.empty()) {
-      node_.log_line("log entry " + std::to_string(e.index) + " allocates nothing: " + bad);
-      refused = true;
+      node_.log_line("log entry " + std::to_string(e.index) + " allocates nothing" +
+                     (applied ? " for some sequence: " : ": ") + bad);
     }
   }
   applied_index_ = e.index;
@@ -137,11 +144,10 @@ void RaftTicketLog::apply(const raft::Entry& e) {
   while (!proposals_.empty() && proposals_.front().index <= e.index) {
     Proposal& p = proposals_.front();
     if (p.index == e.index && p.term == e.term && e.type == raft::EntryType::kNormal) {
-      if (refused) {
-        fail_waiters(p.waiters, BatchStatus::kExhausted);
+      if (!applied || cmd.kind != tickets::Command::Kind::kAllocate) {
+        fail_waiters(p.waiters, BatchStatus::kExhausted);  // not ours after all: never here
       } else {
-        TICKETD_CHECK(n == p.total);  // our own entry: we proposed exactly this
-        hand_out(p, start);
+        hand_out(p, res);
       }
     } else {
       // Another leader's entry took this index: ours was overwritten and never applies.
@@ -155,6 +161,8 @@ void RaftTicketLog::apply(const raft::Entry& e) {
       if (w.index == e.index && w.term == e.term) {
         if (w.confirm_id != 0) {
           await_contact(std::move(w));
+        } else if (w.command) {
+          reply(w.req, sequence_reply(*w.command, applied ? &res : nullptr));
         } else {
           reply(w.req, w.ok_reply);
         }
@@ -167,19 +175,24 @@ void RaftTicketLog::apply(const raft::Entry& e) {
       ++i;
     }
   }
-  node_.log_stats().counter.store(last_ticket(), std::memory_order_relaxed);
+  publish_sequence_stats();
+  if (!reads_.empty()) answer_reads();
 }
 
-void RaftTicketLog::hand_out(const Proposal& p, uint64_t start) {
-  uint64_t next = start;
-  for (const Waiter& w : p.waiters) {
-    resolve(w, BatchResult{next, w.n, BatchStatus::kOk});
-    next += w.n;
-  }
+void RaftTicketLog::hand_out(const Proposal& p, const tickets::ApplyResult& r) {
+  // Each item's range is cut per request in submission order: waiter by waiter here, and
+  // within a waiter (one shard batch) the shard cuts each slot's range per request alike.
+  RangeCutter cut(r, p.default_total > 0, p.named_items);
+  for (const Waiter& w : p.waiters) resolve(w, cut.next(w.n, w.named));
 }
 
 void RaftTicketLog::fail_waiters(std::vector<Waiter>& ws, BatchStatus st) {
-  for (const Waiter& w : ws) resolve(w, BatchResult{0, w.n, st});
+  for (const Waiter& w : ws) {
+    if (w.named != nullptr) {
+      for (NamedBatch::Slot& sl : w.named->slots) sl.status = st;
+    }
+    resolve(w, BatchResult{0, w.n, st, w.named});
+  }
   ws.clear();
 }
 
@@ -231,7 +244,9 @@ void RaftTicketLog::expire_proposals() {
   for (size_t i = 0; i < admin_waiters_.size();) {
     if (admin_waiters_[i].created_ms + 2 * kProposalTimeoutMs < now) {
       reply_error(admin_waiters_[i].req,
-                  "ERR the change did not commit in time here; check RAFT.CONFIGURATION");
+                  admin_waiters_[i].command
+                      ? "ERR the change did not commit in time here; check TICKET.INFO"
+                      : "ERR the change did not commit in time here; check RAFT.CONFIGURATION");
       admin_waiters_[i] = std::move(admin_waiters_.back());
       admin_waiters_.pop_back();
     } else {

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "../server/node.h"
+#include "allocate_batch.h"
 #include "join_client.h"
 #include "peer_transport.h"
 #include "server_context.h"
@@ -38,11 +39,13 @@
 namespace ticketd::cluster {
 
 using server::AdminRequest;
+using server::BatchRequest;
 using server::BatchResult;
 using server::BatchStatus;
 using server::ClusterRole;
 using server::Durability;
 using server::LogStats;
+using server::NamedBatch;
 using server::Node;
 using server::ServerOptions;
 using server::TicketLog;
@@ -53,6 +56,7 @@ constexpr int64_t kTickNs = 10'000'000;         // one raft tick = 10 ms
 constexpr int kElectionTicks = 25;              // election timeout 250..500 ms
 constexpr int kHeartbeatTicks = 5;              // heartbeat every 50 ms
 constexpr uint64_t kProposalTimeoutMs = 5000;   // a proposal never committed fails after this
+
 constexpr int64_t kBackgroundSyncNs = 200'000'000;
 constexpr uint16_t kPeerBufGroup = 2;
 // The exit status after a WAL write/sync failure (a supervisor restarts; recovery decides).
@@ -77,14 +81,7 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
 
   bool open(std::string* err) override;
   void attach(io::Loop* loop) override;
-  void submit(uint32_t shard, uint64_t n) override {
-    if (shard >= outcomes_.size()) outcomes_.resize(shard + 1);
-    ShardOutcomes& o = outcomes_[shard];
-    o.results.push_back(BatchResult{0, 0, BatchStatus::kOk});
-    o.resolved.push_back(false);
-    staged_.push_back(Waiter{shard, n, o.next_seq++});
-    staged_total_ += n;
-  }
+  void submit(uint32_t shard, const BatchRequest& b) override;
   void on_turn_end() override;
   bool drained() const override;
   void close() override;
@@ -94,8 +91,9 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
  private:
   struct Waiter {
     uint32_t shard;
-    uint64_t n;
-    uint64_t seq;  // position in the shard's submission order
+    uint64_t n;          // tickets of the default sequence
+    NamedBatch* named;   // the named part (the shard's; handed back with the result), or null
+    uint64_t seq;        // position in the shard's submission order
   };
   // A shard matches results to its requests by order, so each shard's results leave in
   // the order its batches came in, even when a later batch fails before an earlier one
@@ -106,14 +104,19 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
     std::deque<BatchResult> results;
     std::deque<bool> resolved;
   };
+  // One Allocate entry in flight, laid out as EntryStaging staged it: item 0 is `default`
+  // if default_total > 0, then `named_items` named sequences (NamedBatch::Slot::item).
   struct Proposal {
     uint64_t index;
     uint64_t term;
-    uint64_t total;
+    uint64_t total;          // every ticket in it, all sequences
+    uint64_t default_total;  // of which the default sequence's
+    size_t named_items;
     uint64_t created_ms;
     std::vector<Waiter> waiters;
   };
-  // An admin command answered once the entry it proposed is applied (same index and term).
+  // An admin command answered once the entry it proposed is applied (same index and term):
+  // with ok_reply, or (a sequence command) from how its command applied.
   struct AdminWaiter {
     uint64_t index;
     uint64_t term;
@@ -121,6 +124,7 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
     std::string ok_reply;
     uint64_t created_ms;
     uint64_t confirm_id = 0;  // RAFT.ADDVOTER: answered once that node answers (member_contact.cpp)
+    std::optional<tickets::Command> command = std::nullopt;  // a sequence command's, see apply
   };
   // A node added by RAFT.ADDVOTER whose entry committed: +OK once it answers us, else -ERR and
   // it is removed again (it founded a cluster of its own, or nothing answers at its address).
@@ -153,6 +157,7 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   void send(const raft::Message& m) override;
   void apply(const raft::Entry& e) override;
   void applied_batch() override;
+  void read_done(const raft::ReadState& rs) override;  // sequence_reads.cpp
 
   // the Ready pipeline
   void pump();
@@ -167,9 +172,10 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   [[noreturn]] void stop_on_wal_failure(const std::string& what);
 
   // proposals and answers
-  void propose_staged();
+  void propose_staged(bool full = false);  // full: the entry is full; propose even while writing
+  void fail_staged(BatchStatus st);
   void fail_waiters(std::vector<Waiter>& ws, BatchStatus st);
-  void hand_out(const Proposal& p, uint64_t start);
+  void hand_out(const Proposal& p, const tickets::ApplyResult& r);
   void resolve(const Waiter& w, const BatchResult& r);
   void deliver(uint32_t shard, const BatchResult& r);
   void expire_proposals();
@@ -209,6 +215,26 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   std::string configuration_reply();
   std::string info_raft();
   std::string service_addr_of(uint64_t id) const;
+  // TICKET.CREATE/DROP/FLOOR/LIST/INFO (sequences_admin.cpp)
+  static bool is_sequence_command(std::string_view cmd);
+  void admin_sequence(AdminRequest&& req);
+  void propose_sequence_command(AdminRequest&& req, tickets::Command cmd);
+  static std::string sequence_reply(const tickets::Command& cmd, const tickets::ApplyResult* r);
+  void publish_sequence_stats();
+  // TICKET.LAST (sequence_reads.cpp): a ReadIndex read, answered from the applied state once
+  // it reaches the read's index.
+  void admin_last(AdminRequest&& req);
+  void answer_reads();
+  void expire_reads();
+  struct PendingRead {
+    AdminRequest req;
+    std::string name;
+    uint64_t created_ms;
+    bool confirmed = false;  // raft released it: answer once applied_index_ >= index
+    uint64_t index = 0;
+  };
+  std::map<uint64_t, PendingRead> reads_;  // by ctx (read_index's id), oldest first
+  uint64_t next_read_ctx_ = 1;
 
   void on_tick();
 
@@ -241,8 +267,11 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   std::vector<AdminRequest> snapshot_waiters_;  // RAFT.SNAPSHOT callers
   std::string snapshot_data_;  // the state machine data of the snapshot being saved
 
+  // Staged for the next Allocate entry: the waiters, and their sums (staged_total_: every
+  // ticket in staged_, all sequences; 0 iff nothing is staged).
   std::vector<Waiter> staged_;
   uint64_t staged_total_ = 0;
+  EntryStaging staging_;
   std::vector<ShardOutcomes> outcomes_;
   std::deque<Proposal> proposals_;
   std::vector<AdminWaiter> admin_waiters_;

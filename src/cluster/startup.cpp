@@ -252,6 +252,7 @@ bool RaftTicketLog::open(std::string* err) {
   pipeline_->set_applied_index(applied_index_);
   LogStats& ls = node_.log_stats();
   ls.counter.store(last_ticket());
+  publish_sequence_stats();
   ls.last_index.store(raft_->last_index());
   ls.durable_index.store(raft_->last_index());
   ls.snapshot_index.store(snapshot_index_);

@@ -59,4 +59,6 @@ void append_array_header(std::string& out, size_t n) { append_number_line(out, '
 
 void append_simple_u64(std::string& out, uint64_t v) { append_number_line(out, '+', v); }
 
+void append_integer_u64(std::string& out, uint64_t v) { append_number_line(out, ':', v); }
+
 }  // namespace ticketd::resp

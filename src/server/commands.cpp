@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "node.h"
+#include "sequence_commands.h"
 #include "ticketd/resp/parser.h"
 #include "ticketd/resp/writer.h"
 
@@ -31,6 +32,10 @@ struct CommandSpec {
   int arity;         // > 0: exactly; < 0: at least -arity (the name counts)
   const char* flags;
   Handler handler;
+  // Key positions for cluster-aware clients (COMMAND): the sequence name is the key.
+  int first_key = 0;
+  int last_key = 0;
+  int key_step = 0;
 };
 
 std::string lower(std::string_view s) {
@@ -109,12 +114,9 @@ constexpr const char* kCommandHelp[] = {
     "    If no command names are given, documentation details for all",
     "    commands are returned.",
     "DOCS [<command-name> ...]",
-    "    Return documentation details about multiple commands (ticketd serves none).",
+    "    Return documentation details about multiple commands",
+    "    (ticketd documents its TICKET commands).",
 };
-
-void cmd_ticket(Shard&, Connection*, Args, std::string&) {
-  // Never reached: TICKET with arity 1 takes the fast path in Shard::run_commands.
-}
 
 void cmd_ping(Shard&, Connection*, Args args, std::string& out) {
   if (args.size() > 2) {
@@ -288,12 +290,41 @@ void command_entry(std::string& out, const CommandSpec& spec) {
     resp::append_simple(out, flags.substr(0, sp));
     flags = sp == std::string_view::npos ? std::string_view{} : flags.substr(sp + 1);
   }
-  resp::append_integer(out, 0);
-  resp::append_integer(out, 0);
-  resp::append_integer(out, 0);
+  resp::append_integer(out, spec.first_key);
+  resp::append_integer(out, spec.last_key);
+  resp::append_integer(out, spec.key_step);
   resp::append_array_header(out, 0);
   resp::append_array_header(out, 0);
-  resp::append_array_header(out, 0);
+  if (spec.first_key == 0) {
+    resp::append_array_header(out, 0);
+  } else {
+    // One key spec: the key at index first_key (Redis 7's begin_search / find_keys).
+    resp::append_array_header(out, 1);
+    resp::append_array_header(out, 6);
+    resp::append_bulk(out, "flags");
+    resp::append_array_header(out, 2);
+    resp::append_simple(out, "RW");
+    resp::append_simple(out, "UPDATE");
+    // "<step>": {"type": <type>, "spec": {<fields> pairs follow}}
+    auto search_step = [&](const char* step, const char* type, size_t fields) {
+      resp::append_bulk(out, step);
+      resp::append_array_header(out, 4);
+      resp::append_bulk(out, "type");
+      resp::append_bulk(out, type);
+      resp::append_bulk(out, "spec");
+      resp::append_array_header(out, 2 * fields);
+    };
+    search_step("begin_search", "index", 1);
+    resp::append_bulk(out, "index");
+    resp::append_integer(out, spec.first_key);
+    search_step("find_keys", "range", 3);
+    resp::append_bulk(out, "lastkey");
+    resp::append_integer(out, spec.last_key - spec.first_key);
+    resp::append_bulk(out, "keystep");
+    resp::append_integer(out, spec.key_step);
+    resp::append_bulk(out, "limit");
+    resp::append_integer(out, 0);
+  }
   resp::append_array_header(out, 0);
 }
 
@@ -316,8 +347,19 @@ void cmd_command(Shard&, Connection*, Args args, std::string& out) {
   if (resp::iequals(sub, "COUNT") && args.size() == 2) {
     resp::append_integer(out, static_cast<int64_t>(table.size()));
   } else if (resp::iequals(sub, "DOCS")) {
-    // No documentation is served: an empty map (a flat empty array in RESP2).
-    resp::append_array_header(out, 0);
+    // A map of name -> docs (flat in RESP2) for the commands asked (all: none named) that
+    // have docs; the others are left out, as Redis leaves out unknown names.
+    std::string body;
+    size_t n = 0;
+    if (args.size() == 2) {
+      for (size_t i = 0; i < sequences::docs_count(); ++i) {
+        n += sequences::append_docs(body, sequences::docs_name(i)) ? 1 : 0;
+      }
+    } else {
+      for (size_t i = 2; i < args.size(); ++i) n += sequences::append_docs(body, args[i]) ? 1 : 0;
+    }
+    resp::append_array_header(out, 2 * n);
+    out += body;
   } else if (resp::iequals(sub, "INFO")) {
     resp::append_array_header(out, args.size() - 2);
     for (size_t i = 2; i < args.size(); ++i) {
@@ -358,7 +400,8 @@ void cmd_raft_admin(Shard& s, Connection* c, Args args, std::string&) {
 }
 
 const CommandSpec kCommands[] = {
-    {"ticket", 1, "write fast", &cmd_ticket},
+    // TICKET alone takes the fast path in Shard::run_commands; `TICKET name` comes here.
+    {"ticket", -1, "write fast", &sequences::cmd_ticket, 1, 1, 1},
     {"ping", -1, "fast", &cmd_ping},
     {"echo", 2, "fast", &cmd_echo},
     {"quit", -1, "fast", &cmd_quit},
@@ -377,6 +420,14 @@ const CommandSpec kCommands[] = {
     {"raft.stats", 1, "admin", &cmd_raft_admin},
     {"raft.transferleader", 2, "admin", &cmd_raft_admin},
     {"raft.join", 5, "admin", &cmd_raft_admin},
+    // Named sequences (issue 11; src/server/sequence_commands.cpp). The name is the key.
+    {"ticket.block", 3, "write fast", &sequences::cmd_block, 1, 1, 1},
+    {"ticket.create", -2, "write", &sequences::cmd_create, 1, 1, 1},
+    {"ticket.floor", 3, "write", &sequences::cmd_floor, 1, 1, 1},
+    {"ticket.drop", 2, "write", &sequences::cmd_drop, 1, 1, 1},
+    {"ticket.list", 1, "readonly", &sequences::cmd_list},
+    {"ticket.info", 2, "readonly", &sequences::cmd_info, 1, 1, 1},
+    {"ticket.last", -1, "readonly fast", &sequences::cmd_last, 1, 1, 1},
 };
 
 std::span<const CommandSpec> command_table() { return kCommands; }
@@ -565,6 +616,13 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
     uint64_t w = ls.writes.load();
     appendf(r, "tickets_per_log_write:%.2f",
         w == 0 ? 0.0 : static_cast<double>(ls.batched_tickets.load()) / static_cast<double>(w));
+    r += "\r\n";
+  }
+  if (want("keyspace")) {
+    // One "database" holding the sequences, so redis-cli --stat's keys column counts them.
+    r += "# Keyspace\r\n";
+    appendf(r, "db0:keys=%llu,expires=0,avg_ttl=0",
+            static_cast<unsigned long long>(ls.sequences.load(std::memory_order_relaxed)));
     r += "\r\n";
   }
   if (r.size() >= 2) r.resize(r.size() - 2);  // no blank line after the last section

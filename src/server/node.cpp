@@ -165,7 +165,7 @@ void Node::drain_requests() {
     BatchRequest r;
     while (shards_[i]->to_log().try_pop(&r)) {
       TICKETD_TRACE_EV("submit", i, r.total);
-      log_->submit(i, r.total);
+      log_->submit(i, r);
     }
   }
 }

@@ -29,6 +29,7 @@ struct LogStats {
   std::atomic<uint64_t> last_write_us{0};   // duration of the last durable write
   std::atomic<bool> direct_io{false};
   std::atomic<bool> wal_stalled{false};     // no new WAL segment could be made (full disk)
+  std::atomic<uint64_t> sequences{1};       // named sequences, `default` included (applied state)
 };
 
 // A command that must run on shard 0 (Raft admin, status). The reply goes back with
@@ -48,9 +49,11 @@ class TicketLog {
   virtual bool open(std::string* err) = 0;
   // Binds to shard 0's loop (called on shard 0's thread before any submit).
   virtual void attach(io::Loop* loop) = 0;
-  // A batch of `n` tickets from `shard`. Results go back through Shard::post_result /
-  // deliver_result, in submission order per shard.
-  virtual void submit(uint32_t shard, uint64_t n) = 0;
+  // One batch from `shard`: a sum for the default sequence and its named part (which the
+  // log holds until it hands it back in the result). Results go back through
+  // Shard::post_result / deliver_result, in submission order per shard. May answer earlier
+  // batches before it returns.
+  virtual void submit(uint32_t shard, const BatchRequest& b) = 0;
   // End of shard 0's loop turn: start a write if none is in flight and work is pending.
   virtual void on_turn_end() = 0;
   // Graceful stop: finish what is in flight. True once nothing is pending.

@@ -16,6 +16,7 @@
 #include "node.h"
 #include "ticketd/base/check.h"
 #include "ticketd/resp/writer.h"
+#include "ticketd/tickets/state_machine.h"
 
 namespace ticketd::server {
 
@@ -29,6 +30,7 @@ constexpr size_t kMaxOutput = 64 * 1024 * 1024;
 constexpr size_t kSegmentBytes = 1024 * 1024;   // replies waiting: start a new segment past this
 constexpr size_t kPendingAdminBytes = 256;      // an admin command in flight (its copy, its slot)
 constexpr uint64_t kMaxOutstandingBatches = 512;  // stays below the result queue's capacity
+constexpr size_t kMaxTicketReplyBytes = 1 + 20 + 2;  // ":<u64>\r\n"
 
 // True while bytes we sent on `fd` (or our FIN) wait for the peer's acknowledgement on a
 // connection that still stands (a reset one has nothing left to deliver).
@@ -54,6 +56,7 @@ const char* batch_status_error(BatchStatus s) {
       return "CLUSTERDOWN leadership lost before the ticket committed; ticket not issued";
     case BatchStatus::kStopping: return "ERR server is shutting down";
     case BatchStatus::kExhausted: return "ERR ticket space exhausted; ticket not issued";
+    case BatchStatus::kNoSuchSequence: return "ERR no such sequence";
   }
   return "ERR internal";
 }
@@ -426,6 +429,47 @@ size_t Shard::run_commands(Connection* c, const char* data, size_t len) {
   return off;
 }
 
+void Shard::queue_sequence_request(Connection* c, std::string_view name, uint64_t n,
+                                   bool block) {
+  if (!block && name == tickets::kDefaultSequence) {
+    ++c->ticket_run;  // `TICKET default` is `TICKET`
+    return;
+  }
+  BatchStatus refuse = Commands::ticket_admission(*this);
+  uint32_t slot = 0;
+  if (refuse == BatchStatus::kOk && name != tickets::kDefaultSequence) {
+    auto it = unsent_slots_.find(name);
+    if (it != unsent_slots_.end()) {
+      slot = it->second;
+    } else {
+      if (unsent_named_ && unsent_named_->slots.size() >= kMaxBatchSequences) send_batch();
+      if (unsent_named_ && unsent_named_->slots.size() >= kMaxBatchSequences) {
+        // The log takes no more batches from us right now (kMaxOutstandingBatches).
+        resp::append_error(reply_buffer(c), "ERR too many sequences in flight; try again");
+        return;
+      }
+      if (!unsent_named_) unsent_named_ = std::make_unique<NamedBatch>();
+      unsent_named_->slots.push_back(NamedBatch::Slot{std::string(name), 0, 0, 0, BatchStatus::kOk});
+      slot = static_cast<uint32_t>(unsent_named_->slots.size());
+      unsent_slots_.emplace(std::string(name), slot);
+    }
+  }
+  if (refuse != BatchStatus::kOk) {
+    std::string& out = reply_buffer(c);
+    for (uint64_t i = 0; i < (block ? 1 : n); ++i) Commands::append_refusal(*this, out, refuse);
+    return;
+  }
+  push_segment(c, Connection::Segment{n, false, true, 0, {}, 0, block});
+  c->outstanding++;
+  requests_.push_back(PendingRequest{c, n, slot, block});
+  if (slot == 0) {
+    unsent_total_ += n;
+  } else {
+    unsent_named_->slots[slot - 1].total += n;
+  }
+  stats_.ticket_requests.fetch_add(1, std::memory_order_relaxed);
+}
+
 void Shard::queue_ticket_run(Connection* c) {
   if (c->ticket_run == 0) return;
   uint64_t n = c->ticket_run;
@@ -460,6 +504,8 @@ void Shard::recharge(Connection* c, Connection::Segment& seg) {
     now += seg.bytes.capacity();  // what it holds: a growing string doubles
   } else if (seg.admin) {
     now += kPendingAdminBytes;
+  } else if (seg.block) {
+    now += 2 * kMaxTicketReplyBytes + sizeof(PendingRequest);
   } else {
     now += static_cast<size_t>(seg.tickets) * ticket_reply_bytes_ + sizeof(PendingRequest);
   }
@@ -505,21 +551,24 @@ void Shard::on_turn_end() {
 }
 
 void Shard::send_batch() {
-  if (unsent_total_ == 0) return;
-  if (index_ == 0) {
-    // Same thread as the log: no queue needed.
-    TICKETD_TRACE_EV("submit", 0, unsent_total_);
-    node_.log().submit(0, unsent_total_);
-    unsent_total_ = 0;
-    outstanding_batches_++;
-    stats_.batches.fetch_add(1, std::memory_order_relaxed);
-    return;
+  if (unsent_total_ == 0 && !unsent_named_) return;
+  BatchRequest b{unsent_total_, unsent_named_.get()};
+  if (index_ != 0) {
+    if (outstanding_batches_ >= kMaxOutstandingBatches) return;  // keep accumulating
+    if (!to_log_.try_push(b)) return;                              // full: next turn
   }
-  if (outstanding_batches_ >= kMaxOutstandingBatches) return;  // keep accumulating
-  if (!to_log_.try_push(BatchRequest{unsent_total_})) return;     // full: next turn
+  // The named part now belongs to the log until it comes back in the BatchResult.
+  (void)unsent_named_.release();
+  if (b.named != nullptr) unsent_slots_.clear();
   unsent_total_ = 0;
   outstanding_batches_++;
   stats_.batches.fetch_add(1, std::memory_order_relaxed);
+  if (index_ == 0) {
+    // Same thread as the log: no queue needed (it may answer earlier batches at once).
+    TICKETD_TRACE_EV("submit", 0, b.total);
+    node_.log().submit(0, b);
+    return;
+  }
   node_.shard(0).loop()->wake(loop_.get());
 }
 
@@ -552,10 +601,15 @@ void Shard::drain_results() {
 void Shard::apply_result(const BatchResult& r) {
   TICKETD_CHECK(outstanding_batches_ > 0);
   outstanding_batches_--;
-  // Hand the batch's range to its requests in the order they were made: this is what
-  // makes each connection's tickets increase.
+  std::unique_ptr<NamedBatch> named(r.named);  // ours again: freed when this returns
+  // Hand the batch's ranges to its requests in the order they were made: this is what
+  // makes each connection's tickets increase. The default part's cursor is `next`; each
+  // named slot's is its `first`.
   uint64_t next = r.start;
   uint64_t left = r.total;
+  if (named) {
+    for (const NamedBatch::Slot& sl : named->slots) left += sl.total;
+  }
   if (r.status == BatchStatus::kOk && r.total > 0) {
     size_t digits = 1;
     for (uint64_t v = r.start + r.total - 1; v >= 10; v /= 10) ++digits;
@@ -567,6 +621,19 @@ void Shard::apply_result(const BatchResult& r) {
     requests_.pop_front();
     TICKETD_CHECK(pr.n <= left);
     left -= pr.n;
+    uint64_t first = next;
+    BatchStatus status = r.status;
+    const std::string* name = nullptr;
+    if (pr.slot == 0) {
+      next += pr.n;
+    } else {
+      TICKETD_CHECK(named && pr.slot <= named->slots.size());
+      NamedBatch::Slot& sl = named->slots[pr.slot - 1];
+      first = sl.first;
+      sl.first += pr.n;
+      status = sl.status;
+      name = &sl.name;
+    }
     Connection* c = pr.conn;
     c->outstanding--;
     if (!c->closing || c->close_after_flush) {
@@ -578,20 +645,35 @@ void Shard::apply_result(const BatchResult& r) {
           break;
         }
       }
-      TICKETD_CHECK(seg != nullptr && seg->tickets == pr.n);
+      TICKETD_CHECK(seg != nullptr && seg->tickets == pr.n && seg->block == pr.block);
       seg->pending = false;
-      if (r.status == BatchStatus::kOk) {
-        for (uint64_t i = 0; i < pr.n; ++i) resp::append_simple_u64(seg->bytes, next + i);
+      if (status == BatchStatus::kOk && pr.block) {
+        resp::append_array_header(seg->bytes, 2);
+        resp::append_integer_u64(seg->bytes, first);
+        resp::append_integer_u64(seg->bytes, first + pr.n - 1);
+        stats_.tickets.fetch_add(pr.n, std::memory_order_relaxed);
+      } else if (status == BatchStatus::kOk) {
+        for (uint64_t i = 0; i < pr.n; ++i) resp::append_simple_u64(seg->bytes, first + i);
         stats_.tickets.fetch_add(pr.n, std::memory_order_relaxed);
       } else {
-        for (uint64_t i = 0; i < pr.n; ++i) Commands::append_refusal(*this, seg->bytes, r.status);
+        for (uint64_t i = 0; i < (pr.block ? 1 : pr.n); ++i) {
+          append_ticket_error(seg->bytes, status, name);
+        }
       }
       recharge(c, *seg);
       release_ready(c);
     } else {
       maybe_free(c);
     }
-    next += pr.n;
+  }
+}
+
+void Shard::append_ticket_error(std::string& out, BatchStatus st, const std::string* name) {
+  if (st == BatchStatus::kNoSuchSequence && name != nullptr) {
+    // Names are checked (printable, no spaces, bounded) before they are queued.
+    resp::append_error(out, "ERR no such sequence '" + *name + "'");
+  } else {
+    Commands::append_refusal(*this, out, st);
   }
 }
 

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "spsc_queue.h"
@@ -23,22 +24,47 @@ namespace ticketd::server {
 class Node;
 class Shard;
 
-// Shard -> ticket log: every TICKET this shard collected in one loop turn.
+// Ticket log -> shard: why a batch (or one sequence's part of it) got no range.
+enum class BatchStatus : uint8_t {
+  kOk, kLogFailed, kNoLeader, kNotLeader, kLeadershipLost, kStopping, kExhausted,
+  kNoSuchSequence,  // a named sequence's part only: the sequence does not exist
+};
+const char* batch_status_error(BatchStatus s);  // the -ERR text for a failed batch
+
+// The named part of one batch: the tickets asked in it of each sequence other than
+// `default`, one slot per sequence (names are interned per batch on the shard, so a
+// sequence asked a thousand times in a turn is one slot). Allocated by the shard only for a
+// batch that has a named request (the default TICKET never allocates one); the ticket
+// log fills in each slot's answer and hands it back with the BatchResult; the shard frees it.
+struct NamedBatch {
+  struct Slot {
+    std::string name;
+    uint64_t total = 0;   // tickets of this sequence in the batch (shard)
+    uint32_t item = 0;    // this sequence's item in the staged entry (log, while staged)
+    uint64_t first = 0;   // the slot's range is [first, first + total) (log's answer)
+    BatchStatus status = BatchStatus::kOk;
+  };
+  std::vector<Slot> slots;  // PendingRequest::slot s > 0 is slots[s - 1]
+};
+// A batch holds at most this many sequences besides `default` (bounds an entry's items).
+inline constexpr size_t kMaxBatchSequences = 1024;
+
+// Shard -> ticket log: every ticket request this shard collected in one loop turn: a sum
+// for the default sequence, and the named part (nullptr when there is none).
 struct BatchRequest {
   uint64_t total = 0;
+  NamedBatch* named = nullptr;
 };
 
-// Ticket log -> shard: the batch's range [start, start + total), or a failure.
+// Ticket log -> shard: the default part's range [start, start + total) or its failure,
+// and the named part (the same object the shard sent, answered slot by slot).
 // Results come back in the order the shard sent its requests.
-enum class BatchStatus : uint8_t {
-  kOk, kLogFailed, kNoLeader, kNotLeader, kLeadershipLost, kStopping, kExhausted
-};
 struct BatchResult {
   uint64_t start = 0;
   uint64_t total = 0;
   BatchStatus status = BatchStatus::kOk;
+  NamedBatch* named = nullptr;
 };
-const char* batch_status_error(BatchStatus s);  // the -ERR text for a failed batch
 
 // Counters of one shard, read by INFO from any thread (relaxed: figures, not control).
 struct ShardStats {
@@ -85,6 +111,7 @@ struct Connection {
     uint64_t admin_seq = 0;  // which admin command (they finish in any order)
     std::string bytes;
     size_t charged = 0;      // what this segment counts in waiting_bytes
+    bool block = false;      // a TICKET.BLOCK: one [first, last] reply for its `tickets`
   };
   std::deque<Segment> waiting;
   // What `waiting` holds or will need, for the reply bound: encoded bytes, the replies a
@@ -126,6 +153,10 @@ class Shard {
   // Reply helpers used by the command handlers.
   void reply(Connection* c, std::string_view bytes);
   std::string& reply_buffer(Connection* c);  // where the next reply's bytes go (ordered)
+  // TICKET name / TICKET.BLOCK name count: `n` tickets of sequence `name` (checked by the
+  // caller), answered as `n` simple strings or, for a block, one [first, last] array. A
+  // request of `default` joins the default sum (plain TICKET's path).
+  void queue_sequence_request(Connection* c, std::string_view name, uint64_t n, bool block);
   // Runs `args` on shard 0 (Raft admin commands, INFO raft...); the reply comes back later
   // and keeps its place in the connection's pipeline.
   void submit_admin(Connection* c, std::span<const std::string_view> args);
@@ -163,6 +194,8 @@ class Shard {
   void send_batch();
   void drain_results();
   void apply_result(const BatchResult& r);
+  // The reply for one ticket request that got no range (`name`: its sequence, if named).
+  void append_ticket_error(std::string& out, BatchStatus st, const std::string* name);
   void drain_admin_replies();
   void release_ready(Connection* c);  // moves resolved replies at the front to `out`
   void push_segment(Connection* c, Connection::Segment seg);
@@ -194,11 +227,21 @@ class Shard {
   struct PendingRequest {
     Connection* conn;
     uint64_t n;
+    uint32_t slot = 0;   // 0: the default sequence; s > 0: its batch's named slot s - 1
+    bool block = false;  // one [first, last] reply instead of n simple strings
   };
-  // Every request waiting for its range, oldest first. The last unsent_total_ tickets'
-  // worth of them have not been sent to the log yet (this turn's, or the queue was full).
+  // Every request waiting for its range, oldest first. The newest ones have not been sent
+  // to the log yet (this turn's, or the queue was full): unsent_total_ tickets of the
+  // default sequence, and unsent_named_'s slots.
   std::deque<PendingRequest> requests_;
   uint64_t unsent_total_ = 0;
+  std::unique_ptr<NamedBatch> unsent_named_;
+  // Interns the names of unsent_named_: name -> slot (cleared when the batch is sent).
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view v) const { return std::hash<std::string_view>{}(v); }
+  };
+  std::unordered_map<std::string, uint32_t, NameHash, std::equal_to<>> unsent_slots_;
   // What one TICKET reply takes, for the reply bound: "+<n>\r\n" for the latest range's
   // end plus a digit to spare; the most a u64 takes until the first range arrives.
   size_t ticket_reply_bytes_ = 23;

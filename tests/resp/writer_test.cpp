@@ -91,6 +91,15 @@ TEST(RespWriter, TicketReply) {
   EXPECT_EQ(out, "+0\r\n+1\r\n+1234567890123\r\n+18446744073709551615\r\n");
 }
 
+TEST(RespWriter, UnsignedIntegerReply) {
+  // TICKET.BLOCK answers [first, last] as integers; a ticket may pass 2^63-1.
+  std::string out;
+  append_integer_u64(out, 0);
+  append_integer_u64(out, 42);
+  append_integer_u64(out, std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(out, ":0\r\n:42\r\n:18446744073709551615\r\n");
+}
+
 TEST(RespWriter, ArrayOfRepliesParsesBack) {
   // What the writer produces as an array of bulks is a valid request for the parser:
   // an independent check that lengths and terminators agree.

@@ -27,5 +27,8 @@ void append_null_array(std::string& out);
 void append_array_header(std::string& out, size_t n);
 // "+<v>\r\n": the TICKET reply (redis-cli prints the bare number).
 void append_simple_u64(std::string& out, uint64_t v);
+// ":<v>\r\n" for an unsigned value (a ticket; past 2^63-1 only a client that reads integers
+// as unbounded, like redis-py, takes it).
+void append_integer_u64(std::string& out, uint64_t v);
 
 }  // namespace ticketd::resp
