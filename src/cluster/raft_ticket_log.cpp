@@ -176,7 +176,6 @@ void RaftTicketLog::apply(const raft::Entry& e) {
     }
   }
   publish_sequence_stats();
-  if (!reads_.empty()) answer_reads();
 }
 
 void RaftTicketLog::hand_out(const Proposal& p, const tickets::ApplyResult& r) {

@@ -221,17 +221,14 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   void propose_sequence_command(AdminRequest&& req, tickets::Command cmd);
   static std::string sequence_reply(const tickets::Command& cmd, const tickets::ApplyResult* r);
   void publish_sequence_stats();
-  // TICKET.LAST (sequence_reads.cpp): a ReadIndex read, answered from the applied state once
-  // it reaches the read's index.
+  // TICKET.LAST (sequence_reads.cpp): a ReadIndex read, answered from the applied state when
+  // the driver says it is done (confirmed, and its index applied).
   void admin_last(AdminRequest&& req);
-  void answer_reads();
   void expire_reads();
   struct PendingRead {
     AdminRequest req;
     std::string name;
     uint64_t created_ms;
-    bool confirmed = false;  // raft released it: answer once applied_index_ >= index
-    uint64_t index = 0;
   };
   std::map<uint64_t, PendingRead> reads_;  // by ctx (read_index's id), oldest first
   uint64_t next_read_ctx_ = 1;

@@ -1,11 +1,10 @@
 // TICKET.LAST [name]: the last ticket of a sequence, read linearizably without a log entry
 // (ReadIndex, Raft dissertation §6.4, in raft::Node::read_index). The leader asks the core
-// for a read; the core releases it (Ready::read_states; the driver hands each over through
-// read_done once its index is applied, a failed one at once) once a
-// heartbeat round that started after the read arrived was answered by a quorum, with the
-// commit index at its arrival (or at the first commit of its term, for a new leader). The
-// answer comes from the applied state once it reaches that index, so it reflects every
-// ticket that completed before the read was sent. A read the core fails (this node stopped
+// for a read; the core releases it (Ready::read_states) once a heartbeat round that started
+// after the read arrived was answered by a quorum, with the commit index at its arrival (or
+// at the first commit of its term, for a new leader); the driver calls read_done once that
+// index is applied, so the answer reflects every ticket that completed before the read was
+// sent. A read the core fails (this node stopped
 // leading), or that is not released within kProposalTimeoutMs (a leader that hears no
 // quorum), answers -CLUSTERDOWN: never a value that could be stale.
 #include "raft_ticket_log.h"
@@ -42,35 +41,22 @@ void RaftTicketLog::admin_last(AdminRequest&& req) {
   }
 }
 
-void RaftTicketLog::read_done(const raft::ReadState& s) {
-  auto it = reads_.find(s.ctx);
+void RaftTicketLog::read_done(const raft::ReadState& rs) {
+  auto it = reads_.find(rs.ctx);
   if (it == reads_.end()) return;  // expired meanwhile (answered already)
-  if (!s.ok) {
-    reply_error(it->second.req, kReadFailed);
-    reads_.erase(it);
-    return;
+  PendingRead& r = it->second;
+  std::string out;
+  if (!rs.ok) {
+    resp::append_error(out, kReadFailed);
+  } else if (const tickets::Sequence* seq = tickets_.find(r.name)) {
+    // Confirmed, and everything up to its index is applied: the state reflects every ticket
+    // that completed before the read was sent.
+    resp::append_integer_u64(out, seq->last);
+  } else {
+    resp::append_error(out, "ERR no such sequence '" + r.name + "'");
   }
-  it->second.confirmed = true;
-  it->second.index = s.index;
-  answer_reads();
-}
-
-void RaftTicketLog::answer_reads() {
-  for (auto it = reads_.begin(); it != reads_.end();) {
-    PendingRead& r = it->second;
-    if (!r.confirmed || r.index > applied_index_) {
-      ++it;
-      continue;
-    }
-    std::string out;
-    if (const tickets::Sequence* seq = tickets_.find(r.name)) {
-      resp::append_integer_u64(out, seq->last);
-    } else {
-      resp::append_error(out, "ERR no such sequence '" + r.name + "'");
-    }
-    reply(r.req, std::move(out));
-    it = reads_.erase(it);
-  }
+  reply(r.req, std::move(out));
+  reads_.erase(it);
 }
 
 void RaftTicketLog::expire_reads() {
