@@ -158,8 +158,9 @@ def main(args):
         check(rc == 0, "SIGTERM on the leader exits 0")
         nl = cl.leader()
         check(nl is not None and nl is not new_leader, "leadership moved on SIGTERM")
-        v = int(Client(nl.port).call("TICKET"))
-        check(v > top, "service goes on after the leader's SIGTERM")
+        r = Client(nl.port).call("TICKET")
+        check(not isinstance(r, Exception) and int(r) > top,
+              "service goes on after the leader's SIGTERM (%r)" % r)
     finally:
         cl.cleanup()
 
