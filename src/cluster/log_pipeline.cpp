@@ -125,6 +125,7 @@ bool RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
   applied_index_ = snapshot_index_ = s.index;
   node_.log_stats().counter.store(last_ticket());
   node_.log_stats().snapshot_index.store(snapshot_index_);
+  publish_sequence_stats();  // INFO keyspace reflects the installed state at once
   node_.log_line("installed snapshot at index " + std::to_string(s.index) + " (last ticket " +
                  std::to_string(last_ticket()) + ")");
   return true;
