@@ -11,7 +11,7 @@ fi
 
 PKGS=(
   build-essential cmake pkg-config
-  liburing-dev libxxhash-dev libmimalloc-dev libcli11-dev
+  liburing-dev libxxhash-dev libmimalloc-dev libcli11-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   redis-server redis-tools
   netcat-openbsd iproute2 procps python3 python3-redis nftables e2fsprogs
