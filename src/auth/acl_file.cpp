@@ -233,7 +233,10 @@ bool UserTable::build(const CommandCatalog& catalog, const std::optional<Digest>
     users.insert(users.begin(), std::move(d));
   }
   UserTable t;
-  for (User& u : users) t.users_.push_back(std::make_unique<User>(std::move(u)));
+  for (User& u : users) {
+    u.id = static_cast<uint32_t>(t.users_.size());
+    t.users_.push_back(std::make_unique<User>(std::move(u)));
+  }
   *out = std::move(t);
   return true;
 }

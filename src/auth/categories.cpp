@@ -34,8 +34,9 @@ constexpr CommandCategories kTable[] = {
     {"ticket.list", kRead},
     {"ticket.info", kRead},
     {"raft.leader", kRead},
-    // Monitoring (addresses, log positions, counters).
-    {"info", kStatus},
+    // Monitoring (addresses, log positions, counters). INFO is also a read (it shows the
+    // last ticket, and ioredis's ready check asks for it on connect).
+    {"info", kStatus | kRead},
     {"raft.stats", kStatus},
     {"raft.configuration", kStatus},
     {"raft.lastcontact", kStatus},
@@ -55,7 +56,7 @@ constexpr CategoryInfo kCategories[] = {
     {"all", kAll, "every command"},
     {"connection", kConnection, "being a client: PING, AUTH, HELLO, CLIENT, COMMAND, ACL WHOAMI"},
     {"ticket", kTicket, "taking tickets"},
-    {"read", kRead, "reading tickets and the leader's address"},
+    {"read", kRead, "reading tickets, the leader's address and INFO"},
     {"status", kStatus, "monitoring: INFO, RAFT.STATS, RAFT.CONFIGURATION, RAFT.LASTCONTACT"},
     {"membership", kMembership, "adding, removing and joining members; moving leadership"},
     {"snapshot", kSnapshot, "taking a snapshot"},

@@ -73,6 +73,10 @@ bool parse_hex_digest(std::string_view hex, Digest* out) {
   return true;
 }
 
+void wipe(void* bytes, size_t n) {
+  if (n > 0) OPENSSL_cleanse(bytes, n);
+}
+
 void wipe(std::string& secret) {
   if (!secret.empty()) OPENSSL_cleanse(secret.data(), secret.size());
   secret.clear();

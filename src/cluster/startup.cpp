@@ -217,9 +217,10 @@ bool RaftTicketLog::open(std::string* err) {
   } else if (!has_log && !o.join.empty()) {
     std::string cmd = "RAFT.JOIN " + std::to_string(o.id) + " " + raft_addr_ + " " +
                       service_addr_ + " " + hex(incarnation_);
-    join_ = std::make_unique<JoinClient>(advertised(o.join), cmd, [this](std::string_view m) {
-      node_.log_line("join: " + std::string(m));
-    });
+    join_ = std::make_unique<JoinClient>(advertised(o.join), cmd, o.join_user, o.join_password,
+                                         [this](std::string_view m) {
+                                           node_.log_line("join: " + std::string(m));
+                                         });
   }
   if (needs_save && !write_hard_state(st.hard_state)) {
     *err = "cannot save hard state";

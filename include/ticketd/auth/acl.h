@@ -35,7 +35,7 @@ using CommandSet = std::bitset<kMaxCommands>;
 enum Category : uint32_t {
   kConnection = 1u << 0,  // being a client: PING, AUTH, HELLO, CLIENT, COMMAND, ACL WHOAMI...
   kTicket = 1u << 1,      // taking tickets: TICKET, TICKET.BLOCK
-  kRead = 1u << 2,        // reading tickets and the leader: TICKET.LAST/LIST/INFO, RAFT.LEADER
+  kRead = 1u << 2,        // reading: TICKET.LAST/LIST/INFO, RAFT.LEADER, INFO
   kStatus = 1u << 3,      // monitoring: INFO, RAFT.STATS, RAFT.CONFIGURATION, RAFT.LASTCONTACT
   kMembership = 1u << 4,  // RAFT.ADDVOTER, RAFT.REMOVESERVER, RAFT.TRANSFERLEADER, RAFT.JOIN
   kSnapshot = 1u << 5,    // RAFT.SNAPSHOT
@@ -76,6 +76,7 @@ class CommandCatalog {
 
 struct User {
   std::string name;
+  uint32_t id = 0;      // its position in its UserTable (for per-user counters)
   bool enabled = false;
   bool nopass = false;  // any password (or none) logs in
   std::vector<Digest> passwords;

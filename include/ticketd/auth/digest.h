@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -27,5 +28,6 @@ bool parse_hex_digest(std::string_view hex, Digest* out);
 
 // Overwrites a secret's bytes (OPENSSL_cleanse: not optimised away), then empties it.
 void wipe(std::string& secret);
+void wipe(void* bytes, size_t n);
 
 }  // namespace ticketd::auth
