@@ -111,6 +111,7 @@ int main(int argc, char** argv) {
   ServerOptions opts;
   std::string durability = "high";
   std::string requirepass, requirepass_file, protected_mode = "yes", join_password_file;
+  std::string cluster_secret_file;
 
   CLI::App app{"ticketd: unique, strictly increasing 64-bit tickets over the Redis protocol"};
   app.set_version_flag("--version", std::string("ticketd ") + TICKETD_VERSION);
@@ -162,6 +163,10 @@ int main(int argc, char** argv) {
                  "file with --join-user's password (else TICKETD_JOIN_PASSWORD, else the "
                  "default user's password)");
 
+  app.add_option("--cluster-secret-file", cluster_secret_file,
+                 "file whose first line is the cluster secret every member holds (at least 16 "
+                 "bytes, e.g. from openssl rand -hex 32): peers and RAFT.JOIN must prove it");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -211,6 +216,19 @@ int main(int argc, char** argv) {
     if (opts.join_password.empty()) opts.join_password = password;
   }
   ticketd::auth::wipe(password);
+  if (!cluster_secret_file.empty()) {
+    std::string secret;
+    if (!read_secret_file("--cluster-secret-file", cluster_secret_file, &secret, &err)) {
+      return usage_error(err);
+    }
+    if (secret.size() < 16) {
+      ticketd::auth::wipe(secret);
+      return usage_error("--cluster-secret-file " + cluster_secret_file +
+                         ": a cluster secret has at least 16 bytes (openssl rand -hex 32)");
+    }
+    opts.cluster_secret = ticketd::auth::sha256(secret);
+    ticketd::auth::wipe(secret);
+  }
 
   // Every client is a file descriptor: allow as many as the hard limit lets us.
   rlimit nofile{};

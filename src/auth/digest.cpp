@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
 
 #include "ticketd/base/check.h"
 
@@ -71,6 +72,11 @@ bool parse_hex_digest(std::string_view hex, Digest* out) {
   }
   *out = d;
   return true;
+}
+
+void random_bytes(void* p, size_t n) {
+  int ok = RAND_bytes(static_cast<unsigned char*>(p), static_cast<int>(n));
+  TICKETD_CHECK_MSG(ok == 1, "the random number generator failed");
 }
 
 void wipe(void* bytes, size_t n) {

@@ -15,6 +15,18 @@
 
 namespace ticketd::cluster {
 
+auth::Digest join_proof(const auth::Digest& key, std::string_view id, std::string_view raft_addr,
+                        std::string_view service_addr, std::string_view incarnation) {
+  std::string t = "TKDP-JOIN-1";
+  for (std::string_view part : {id, raft_addr, service_addr, incarnation}) {
+    t += ' ';
+    t += std::to_string(part.size());  // length-prefixed: no two argument lists collide
+    t += ':';
+    t.append(part);
+  }
+  return auth::hmac_sha256(std::string_view(reinterpret_cast<const char*>(key.data()), key.size()), t);
+}
+
 JoinClient::JoinClient(std::string target, std::string command, std::string user,
                        std::string password, std::function<void(std::string_view)> log)
     : target_(std::move(target)), command_(std::move(command)), log_(std::move(log)) {

@@ -7,7 +7,14 @@
 #include <string_view>
 #include <thread>
 
+#include "ticketd/auth/digest.h"
+
 namespace ticketd::cluster {
+
+// RAFT.JOIN's proof of the cluster secret: HMAC-SHA256 with the cluster key over the join's
+// arguments, so that a node without the secret cannot join even with an operator's login.
+auth::Digest join_proof(const auth::Digest& key, std::string_view id, std::string_view raft_addr,
+                        std::string_view service_addr, std::string_view incarnation);
 
 // Joins an existing cluster through any member's client port: sends RAFT.JOIN and follows
 // -MOVED to the leader, retrying with backoff until accepted or stopped. A plain thread

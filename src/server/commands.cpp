@@ -507,7 +507,7 @@ const CommandSpec kCommands[] = {
     {"raft.snapshot", 1, "admin", &cmd_raft_admin},
     {"raft.stats", 1, "admin", &cmd_raft_admin},
     {"raft.transferleader", 2, "admin", &cmd_raft_admin},
-    {"raft.join", 5, "admin", &cmd_raft_admin},
+    {"raft.join", -5, "admin", &cmd_raft_admin},
     // Named sequences (issue 11; src/server/sequence_commands.cpp). The name is the key.
     {"ticket.block", 3, "write fast", &sequences::cmd_block, 1, 1, 1},
     {"ticket.create", -2, "write", &sequences::cmd_create, 1, 1, 1},

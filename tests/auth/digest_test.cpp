@@ -58,6 +58,14 @@ TEST(Digest, HexRoundTripAndRefusals) {
   EXPECT_EQ(back, d);  // untouched on refusal
 }
 
+TEST(Digest, RandomBytesDiffer) {
+  Digest a{}, b{};
+  random_bytes(a.data(), a.size());
+  random_bytes(b.data(), b.size());
+  EXPECT_NE(a, b);
+  EXPECT_NE(a, Digest{});
+}
+
 TEST(Digest, WipeEmptiesTheSecret) {
   std::string s = "a secret that is longer than the small-string buffer";
   wipe(s);

@@ -26,6 +26,10 @@ std::string to_hex(const Digest& d);  // 64 lower-case hex digits
 // 64 hex digits (either case) into *out; false for anything else.
 bool parse_hex_digest(std::string_view hex, Digest* out);
 
+// Fills [p, p+n) from OpenSSL's CSPRNG (RAND_bytes: nonces). Aborts if the generator
+// cannot be seeded: a predictable nonce would make a recorded handshake replayable.
+void random_bytes(void* p, size_t n);
+
 // Overwrites a secret's bytes (OPENSSL_cleanse: not optimised away), then empties it.
 void wipe(std::string& secret);
 void wipe(void* bytes, size_t n);

@@ -40,6 +40,9 @@ struct ServerOptions {
   // one secret kept in clear, since it is sent. Empty password: no AUTH is sent.
   std::string join_user = "default";
   std::string join_password;
+  // Peers. The cluster key (SHA-256 of --cluster-secret-file's secret): every peer link and
+  // every RAFT.JOIN must prove it. None: the raft port is unauthenticated (as before).
+  std::optional<auth::Digest> cluster_secret;
 };
 
 }  // namespace ticketd::server
