@@ -90,8 +90,8 @@ bool choose_secret(const std::string& flag_value, bool flag_given, const std::st
     *out = flag_value;
   } else if (!file.empty()) {
     if (!read_secret_file(file_flag, file, out, err)) return false;
-  } else if (const char* e = std::getenv(env); e != nullptr) {
-    *out = e;
+  } else if (const char* e = std::getenv(env); e != nullptr && *e != '\0') {
+    *out = e;  // an empty variable counts as unset
   } else {
     return true;
   }
