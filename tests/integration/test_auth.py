@@ -163,10 +163,23 @@ def check_acl(args, tmp):
             check(str(app.call(*cmd)) == noperm("app", cmd[0].lower()),
                   "app: %s gets -NOPERM naming user and command" % cmd[0])
         check("user=app" in app.call("CLIENT", "INFO"), "CLIENT INFO: user=app")
+        # Sequences: the operator makes them, the application takes and reads them.
+        for cmd in (("TICKET.CREATE", "orders"), ("TICKET.FLOOR", "default", "100"),
+                    ("TICKET.DROP", "orders")):
+            check(str(app.call(*cmd)) == noperm("app", cmd[0].lower()),
+                  "app: %s is -NOPERM" % cmd[0])
 
         ops = node.client()
         check(ops.call("ACL", "WHOAMI") == "ops", "ops logs in with a #sha256 password")
         check(ops.call("TICKET") == "2", "ops: TICKET")
+        check(ops.call("TICKET.CREATE", "orders") == "OK", "ops: TICKET.CREATE orders")
+        check(app.call("TICKET", "orders") == "1", "app: TICKET orders")
+        check(isinstance(app.call("TICKET.BLOCK", "orders", "3"), list), "app: TICKET.BLOCK")
+        check(app.call("TICKET.LAST", "orders") == 4, "app: TICKET.LAST orders")
+        check("orders" in str(app.call("TICKET.LIST")), "app: TICKET.LIST")
+        check(isinstance(app.call("TICKET.INFO", "orders"), list), "app: TICKET.INFO")
+        check(ops.call("TICKET.FLOOR", "orders", "100") == 100, "ops: TICKET.FLOOR")
+        check(ops.call("TICKET.DROP", "orders") == "OK", "ops: TICKET.DROP")
         check(ops.call("RAFT.SNAPSHOT") == "OK", "ops: RAFT.SNAPSHOT")
         check(isinstance(ops.call("RAFT.STATS"), list), "ops: RAFT.STATS")
         check(str(ops.call("RAFT.REMOVESERVER", "7")).startswith("ERR"),
