@@ -1,11 +1,19 @@
 // ticketd: hands out unique, strictly increasing 64-bit tickets over the Redis protocol.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <string>
+
+#include "ticketd/auth/digest.h"
 
 #include "ticketd/io/loop.h"
 #include "ticketd/server/server.h"
@@ -25,12 +33,85 @@ int usage_error(const std::string& msg) {
   return 2;
 }
 
+// The first line of a secret file (without its line end). False with *err; the secret's
+// text is never part of *err.
+bool read_secret_file(const std::string& flag, const std::string& path, std::string* secret,
+                      std::string* err) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *err = "cannot open " + flag + " " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  struct stat st{};
+  if (::fstat(fd, &st) == 0 && (st.st_mode & 077) != 0) {
+    std::fprintf(stderr, "ticketd: warning: %s %s is readable by group or others (chmod 600 it)\n",
+                 flag.c_str(), path.c_str());
+  }
+  char buf[4097];
+  ssize_t n = ::read(fd, buf, sizeof(buf));
+  ::close(fd);
+  if (n < 0) {
+    *err = "cannot read " + flag + " " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  if (n == sizeof(buf)) {
+    *err = flag + " " + path + ": a password of at most 4096 bytes on the first line";
+    return false;
+  }
+  std::string text(buf, static_cast<size_t>(n));
+  ticketd::auth::wipe(buf, sizeof(buf));
+  size_t end = text.find('\n');
+  secret->assign(text, 0, end);
+  if (!secret->empty() && secret->back() == '\r') secret->pop_back();
+  ticketd::auth::wipe(text);
+  return true;
+}
+
+// ps shows argv: overwrite the value of --requirepass in place (CLI11 kept its own copy).
+void hide_from_ps(int argc, char** argv, const char* flag) {
+  size_t fl = std::strlen(flag);
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], flag) == 0 && i + 1 < argc) {
+      std::memset(argv[i + 1], 'x', std::strlen(argv[i + 1]));
+    } else if (std::strncmp(argv[i], flag, fl) == 0 && argv[i][fl] == '=') {
+      std::memset(argv[i] + fl + 1, 'x', std::strlen(argv[i] + fl + 1));
+    }
+  }
+}
+
+// One password from a flag, a file or the environment (at most one of the first two).
+bool choose_secret(const std::string& flag_value, bool flag_given, const std::string& file_flag,
+                   const std::string& file, const char* env, std::string* out, std::string* err) {
+  if (flag_given && !file.empty()) {
+    *err = "give the password either on the command line or in " + file_flag + ", not both";
+    return false;
+  }
+  if (flag_given) {
+    *out = flag_value;
+  } else if (!file.empty()) {
+    if (!read_secret_file(file_flag, file, out, err)) return false;
+  } else if (const char* e = std::getenv(env); e != nullptr && *e != '\0') {
+    *out = e;  // an empty variable counts as unset
+  } else {
+    return true;
+  }
+  if (out->empty()) {
+    *err = "an empty password (from " + (flag_given ? std::string("the command line")
+                                        : !file.empty() ? file : std::string(env)) +
+           ") would be no password";
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   using ticketd::server::ServerOptions;
   ServerOptions opts;
   std::string durability = "high";
+  std::string requirepass, requirepass_file, protected_mode = "yes", join_password_file;
+  std::string cluster_secret_file;
 
   CLI::App app{"ticketd: unique, strictly increasing 64-bit tickets over the Redis protocol"};
   app.set_version_flag("--version", std::string("ticketd ") + TICKETD_VERSION);
@@ -63,6 +144,29 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1}, uint64_t{100000}));
 
+  auto* requirepass_opt = app.add_option(
+      "--requirepass", requirepass,
+      "password of the default user; visible in ps while the process starts: prefer "
+      "--requirepass-file or the TICKETD_REQUIREPASS environment variable");
+  app.add_option("--requirepass-file", requirepass_file,
+                 "file whose first line is the default user's password");
+  app.add_option("--aclfile", opts.aclfile,
+                 "users and their commands, a subset of Redis's ACL file: "
+                 "user NAME on >password +@application (see docs/SECURITY.md)");
+  app.add_option("--protected-mode", protected_mode,
+                 "yes: while no password protects the default user, accept only loopback clients")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"yes", "no"}));
+  app.add_option("--join-user", opts.join_user, "user --join logs in as on the member it joins")
+      ->capture_default_str();
+  app.add_option("--join-password-file", join_password_file,
+                 "file with --join-user's password (else TICKETD_JOIN_PASSWORD, else the "
+                 "default user's password)");
+
+  app.add_option("--cluster-secret-file", cluster_secret_file,
+                 "file whose first line is the cluster secret every member holds (at least 16 "
+                 "bytes, e.g. from openssl rand -hex 32): peers and RAFT.JOIN must prove it");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -92,6 +196,40 @@ int main(int argc, char** argv) {
   }
   if (opts.dir.empty()) return usage_error("--dir must not be empty");
 
+  hide_from_ps(argc, argv, "--requirepass");
+  std::string err;
+  std::string password;
+  if (!choose_secret(requirepass, requirepass_opt->count() > 0, "--requirepass-file",
+                     requirepass_file, "TICKETD_REQUIREPASS", &password, &err)) {
+    return usage_error(err);
+  }
+  ticketd::auth::wipe(requirepass);
+  if (!password.empty()) opts.requirepass = ticketd::auth::sha256(password);
+  opts.protected_mode = protected_mode == "yes";
+  if (!opts.join.empty()) {
+    // The join logs in elsewhere, so this one secret is kept in clear (like Redis's
+    // masterauth): from its own file or variable, else the default user's password.
+    if (!choose_secret("", false, "--join-password-file", join_password_file,
+                       "TICKETD_JOIN_PASSWORD", &opts.join_password, &err)) {
+      return usage_error(err);
+    }
+    if (opts.join_password.empty()) opts.join_password = password;
+  }
+  ticketd::auth::wipe(password);
+  if (!cluster_secret_file.empty()) {
+    std::string secret;
+    if (!read_secret_file("--cluster-secret-file", cluster_secret_file, &secret, &err)) {
+      return usage_error(err);
+    }
+    if (secret.size() < 16) {
+      ticketd::auth::wipe(secret);
+      return usage_error("--cluster-secret-file " + cluster_secret_file +
+                         ": a cluster secret has at least 16 bytes (openssl rand -hex 32)");
+    }
+    opts.cluster_secret = ticketd::auth::sha256(secret);
+    ticketd::auth::wipe(secret);
+  }
+
   // Every client is a file descriptor: allow as many as the hard limit lets us.
   rlimit nofile{};
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
@@ -108,7 +246,6 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   ticketd::server::Server server(opts);
-  std::string err;
   if (!server.start(&err)) {
     std::fprintf(stderr, "ticketd: cannot start: %s\n", err.c_str());
     return 1;

@@ -11,12 +11,28 @@ fi
 
 PKGS=(
   build-essential cmake pkg-config
-  liburing-dev libxxhash-dev libmimalloc-dev libcli11-dev
+  liburing-dev libxxhash-dev libmimalloc-dev libcli11-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   redis-server redis-tools
   netcat-openbsd iproute2 procps python3 python3-redis nftables e2fsprogs
   clang libclang-rt-14-dev
+  python3-redis
 )
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NODE_CLIENTS="$ROOT/tests/integration/node"
+
+# The Node.js clients the integration tests log in with (ioredis), pinned by the lock file.
+node_clients() {
+  [[ -d "$NODE_CLIENTS/node_modules/ioredis" ]] && return 0
+  if [[ "${1:-}" == "--check" ]]; then
+    echo "missing: node clients (npm ci in tests/integration/node)"
+    return 1
+  fi
+  echo "install-deps: npm ci in tests/integration/node"
+  (cd "$NODE_CLIENTS" && npm ci --no-audit --no-fund --loglevel=error)
+}
+# Node.js and npm: any nodejs that brings npm will do (Debian's needs its npm package).
+command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -26,7 +42,8 @@ for p in "${PKGS[@]}"; do
 done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
-  exit 0
+  node_clients "${1:-}"
+  exit $?
 fi
 if [[ "${1:-}" == "--check" ]]; then
   echo "missing packages: ${missing[*]}"
@@ -40,4 +57,5 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+node_clients
 # redis-server's package starts a system instance on :6379; we never rely on it.

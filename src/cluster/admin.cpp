@@ -147,11 +147,22 @@ void RaftTicketLog::admin_removeserver(AdminRequest&& req) {
 }
 
 void RaftTicketLog::admin_join(AdminRequest&& req) {
-  // RAFT.JOIN id raft_addr service_addr incarnation (sent by a node started with --join).
+  // RAFT.JOIN id raft_addr service_addr incarnation [proof] (sent by a node started with
+  // --join; the proof of the cluster secret is required when this node has one).
   uint64_t id = 0;
-  if (req.args.size() != 5 || !parse_u64(req.args[1], &id) || id == 0) {
-    reply_error(req, "ERR usage: RAFT.JOIN id raft_addr service_addr incarnation");
+  if ((req.args.size() != 5 && req.args.size() != 6) || !parse_u64(req.args[1], &id) || id == 0) {
+    reply_error(req, "ERR usage: RAFT.JOIN id raft_addr service_addr incarnation [proof]");
     return;
+  }
+  if (const auto& key = node_.opts().cluster_secret) {
+    auth::Digest proof{};
+    if (req.args.size() != 6 || !auth::parse_hex_digest(req.args[5], &proof) ||
+        !auth::equal_constant_time(proof, join_proof(*key, req.args[1], req.args[2], req.args[3],
+                                                     req.args[4]))) {
+      reply_error(req, "ERR RAFT.JOIN needs proof of the cluster secret: start the joining node "
+                       "with this cluster's --cluster-secret-file");
+      return;
+    }
   }
   std::string bad = check_server_addr(req.args[2], "raft address");
   if (bad.empty()) bad = check_server_addr(req.args[3], "service address");
@@ -237,6 +248,9 @@ std::string RaftTicketLog::stats_reply() {
   add("peer_msgs_refused_conflict", std::to_string(raft_->refused(raft::StepStatus::kConflict)));
   add("peer_conns_refused", std::to_string(ts.refused_conns));
   add("peer_hello_timeouts", std::to_string(ts.hello_timeouts));
+  add("peer_hellos_refused", std::to_string(ts.refused_hellos));
+  add("peer_auth_failures", std::to_string(ts.auth_failures));
+  add("peer_auth", transport_ != nullptr && node_.opts().cluster_secret ? "secret" : "none");
   std::string out;
   resp::append_array_header(out, kv.size() * 2);
   for (auto& [k, v] : kv) {

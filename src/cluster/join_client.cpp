@@ -9,9 +9,40 @@
 #include <chrono>
 
 #include "server_context.h"
+#include "ticketd/auth/digest.h"
 #include "ticketd/io/loop.h"
+#include "ticketd/resp/writer.h"
 
 namespace ticketd::cluster {
+
+auth::Digest join_proof(const auth::Digest& key, std::string_view id, std::string_view raft_addr,
+                        std::string_view service_addr, std::string_view incarnation) {
+  std::string t = "TKDP-JOIN-1";
+  for (std::string_view part : {id, raft_addr, service_addr, incarnation}) {
+    t += ' ';
+    t += std::to_string(part.size());  // length-prefixed: no two argument lists collide
+    t += ':';
+    t.append(part);
+  }
+  return auth::hmac_sha256(std::string_view(reinterpret_cast<const char*>(key.data()), key.size()), t);
+}
+
+JoinClient::JoinClient(std::string target, std::string command, std::string user,
+                       std::string password, std::function<void(std::string_view)> log)
+    : target_(std::move(target)), command_(std::move(command)), log_(std::move(log)) {
+  if (!password.empty()) {
+    resp::append_array_header(login_, 3);
+    resp::append_bulk(login_, "AUTH");
+    resp::append_bulk(login_, user);
+    resp::append_bulk(login_, password);
+    auth::wipe(password);
+  }
+}
+
+JoinClient::~JoinClient() {
+  stop();
+  auth::wipe(login_);
+}
 
 bool JoinClient::attempt(const std::string& addr, std::string* reply) {
   std::string host;
@@ -35,11 +66,19 @@ bool JoinClient::attempt(const std::string& addr, std::string* reply) {
     *reply = "cannot connect to " + addr;
     return false;
   }
-  std::string req = command_ + "\r\n";
+  std::string req = login_ + command_ + "\r\n";
   bool ok = ::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size());
+  auth::wipe(req);
+  // One reply line per request: the login's (+OK), then the join's.
+  size_t lines = login_.empty() ? 1 : 2;
   std::string buf;
   char tmp[512];
-  while (ok && buf.find("\r\n") == std::string::npos && buf.size() < 4096) {
+  auto complete = [&] {
+    size_t first = buf.find("\r\n");
+    return first != std::string::npos &&
+           (lines == 1 || buf.rfind("+OK\r\n", 0) != 0 || buf.find("\r\n", first + 2) != std::string::npos);
+  };
+  while (ok && !complete() && buf.size() < 4096) {
     ssize_t n = ::recv(fd, tmp, sizeof(tmp), 0);
     if (n <= 0) {
       ok = false;
@@ -51,6 +90,13 @@ bool JoinClient::attempt(const std::string& addr, std::string* reply) {
   if (!ok) {
     *reply = "no reply from " + addr;
     return false;
+  }
+  if (lines == 2) {
+    if (buf.rfind("+OK\r\n", 0) != 0) {
+      *reply = "login as the join user refused: " + buf.substr(0, buf.find("\r\n"));
+      return true;
+    }
+    buf.erase(0, 5);
   }
   *reply = buf.substr(0, buf.find("\r\n"));
   return true;

@@ -7,16 +7,24 @@
 #include <string_view>
 #include <thread>
 
+#include "ticketd/auth/digest.h"
+
 namespace ticketd::cluster {
+
+// RAFT.JOIN's proof of the cluster secret: HMAC-SHA256 with the cluster key over the join's
+// arguments, so that a node without the secret cannot join even with an operator's login.
+auth::Digest join_proof(const auth::Digest& key, std::string_view id, std::string_view raft_addr,
+                        std::string_view service_addr, std::string_view incarnation);
 
 // Joins an existing cluster through any member's client port: sends RAFT.JOIN and follows
 // -MOVED to the leader, retrying with backoff until accepted or stopped. A plain thread
-// with blocking sockets: it runs once, before the node has anything else to do.
+// with blocking sockets: it runs once, before the node has anything else to do. With a
+// password it logs in first (AUTH user password, on every connection it makes).
 class JoinClient {
  public:
-  JoinClient(std::string target, std::string command, std::function<void(std::string_view)> log)
-      : target_(std::move(target)), command_(std::move(command)), log_(std::move(log)) {}
-  ~JoinClient() { stop(); }
+  JoinClient(std::string target, std::string command, std::string user, std::string password,
+             std::function<void(std::string_view)> log);
+  ~JoinClient();
   void start() { thread_ = std::thread([this] { run(); }); }
   void stop() {
     stop_.store(true);
@@ -31,6 +39,7 @@ class JoinClient {
 
   std::string target_;
   std::string command_;
+  std::string login_;  // the AUTH request, RESP-encoded (it holds the password), or empty
   std::function<void(std::string_view)> log_;
   std::thread thread_;
   std::atomic<bool> stop_{false};

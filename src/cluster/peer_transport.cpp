@@ -26,7 +26,10 @@ constexpr unsigned kRecvBufSize = 64 * 1024;
 // much (so our close does not reset the connection before the reason arrives), then close.
 constexpr size_t kMaxDiscardBytes = 1u << 20;
 constexpr char kHelloMagic[4] = {'T', 'K', 'D', 'P'};
-constexpr uint8_t kHelloVersion = 2;  // 2: + target id
+constexpr uint8_t kHelloVersion = 2;      // 2: + target id
+constexpr uint8_t kHelloVersionAuth = 3;  // 3: + the dialer's nonce (a cluster secret)
+constexpr char kChallengeMagic[4] = {'T', 'K', 'D', 'C'};
+constexpr char kProofMagic[4] = {'T', 'K', 'D', 'A'};
 
 void put16(std::string* out, uint16_t v) {
   v = htole16(v);
@@ -129,6 +132,28 @@ bool parse_listen_addr(const std::string& s, std::string* host, uint16_t* port) 
   return true;
 }
 
+// "ip:port" of the other end of `fd` ("?" if it cannot be asked).
+std::string peer_name(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return "?";
+  char host[INET6_ADDRSTRLEN] = "?";
+  uint16_t port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+    port = ntohs(a->sin_port);
+    return std::string(host) + ":" + std::to_string(port);
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+    port = ntohs(a->sin6_port);
+    return "[" + std::string(host) + "]:" + std::to_string(port);
+  }
+  return "?";
+}
+
 uint64_t xorshift(uint64_t* s) {
   uint64_t x = *s;
   x ^= x << 13;
@@ -154,6 +179,10 @@ void append_hello_frame(const PeerHello& h, std::string* out) {
     out->append(s->data(), n);
   }
   put64(out, h.target_id);
+  if (h.has_nonce) {
+    (*out)[body + 4] = static_cast<char>(kHelloVersionAuth);
+    out->append(reinterpret_cast<const char*>(h.nonce.data()), h.nonce.size());
+  }
   put64(out, XXH3_64bits(out->data() + body, out->size() - body));
   end_frame(out, start);
 }
@@ -164,8 +193,9 @@ std::string decode_hello(std::string_view in, PeerHello* out) {
   if (std::memcmp(in.data(), kHelloMagic, 4) != 0) return "hello magic mismatch";
   size_t body = in.size() - 8;
   if (XXH3_64bits(in.data(), body) != get64(in.data() + body)) return "hello checksum mismatch";
-  if (static_cast<uint8_t>(in[4]) != kHelloVersion) {
-    return "unsupported hello version " + std::to_string(static_cast<uint8_t>(in[4]));
+  uint8_t version = static_cast<uint8_t>(in[4]);
+  if (version != kHelloVersion && version != kHelloVersionAuth) {
+    return "unsupported hello version " + std::to_string(version);
   }
   out->cluster_id = get64(in.data() + 5);
   out->node_id = get64(in.data() + 13);
@@ -182,7 +212,57 @@ std::string decode_hello(std::string_view in, PeerHello* out) {
   if (pos + 8 > body) return "hello truncated";
   out->target_id = get64(in.data() + pos);
   pos += 8;
+  out->has_nonce = version == kHelloVersionAuth;
+  out->nonce = {};
+  if (out->has_nonce) {
+    if (pos + out->nonce.size() > body) return "hello truncated";
+    std::memcpy(out->nonce.data(), in.data() + pos, out->nonce.size());
+    pos += out->nonce.size();
+  }
   if (pos != body) return "hello has trailing bytes";
+  return "";
+}
+
+auth::Digest handshake_proof(const auth::Digest& key, bool listener, std::string_view hello_payload,
+                             uint64_t listener_id, const PeerNonce& listener_nonce) {
+  std::string t = "TKDP-AUTH-1";
+  t.push_back(listener ? 'L' : 'D');
+  auth::Digest h = auth::sha256(hello_payload);
+  t.append(reinterpret_cast<const char*>(h.data()), h.size());
+  put64(&t, listener_id);
+  t.append(reinterpret_cast<const char*>(listener_nonce.data()), listener_nonce.size());
+  return auth::hmac_sha256(std::string_view(reinterpret_cast<const char*>(key.data()), key.size()), t);
+}
+
+void append_challenge_frame(const PeerChallenge& c, std::string* out) {
+  size_t start = begin_frame(out, PeerFrameKind::kChallenge);
+  out->append(kChallengeMagic, 4);
+  put64(out, c.listener_id);
+  out->append(reinterpret_cast<const char*>(c.nonce.data()), c.nonce.size());
+  out->append(reinterpret_cast<const char*>(c.proof.data()), c.proof.size());
+  end_frame(out, start);
+}
+
+std::string decode_challenge(std::string_view in, PeerChallenge* out) {
+  if (in.size() != 4 + 8 + 32 + 32) return "challenge of " + std::to_string(in.size()) + " bytes";
+  if (std::memcmp(in.data(), kChallengeMagic, 4) != 0) return "challenge magic mismatch";
+  out->listener_id = get64(in.data() + 4);
+  std::memcpy(out->nonce.data(), in.data() + 12, 32);
+  std::memcpy(out->proof.data(), in.data() + 44, 32);
+  return "";
+}
+
+void append_proof_frame(const auth::Digest& proof, std::string* out) {
+  size_t start = begin_frame(out, PeerFrameKind::kProof);
+  out->append(kProofMagic, 4);
+  out->append(reinterpret_cast<const char*>(proof.data()), proof.size());
+  end_frame(out, start);
+}
+
+std::string decode_proof(std::string_view in, auth::Digest* out) {
+  if (in.size() != 4 + 32) return "proof of " + std::to_string(in.size()) + " bytes";
+  if (std::memcmp(in.data(), kProofMagic, 4) != 0) return "proof magic mismatch";
+  std::memcpy(out->data(), in.data() + 4, 32);
   return "";
 }
 
@@ -225,6 +305,16 @@ struct PeerTransport::Conn {
   bool refusing = false;    // inbound: REFUSE sent or sending; the rest is read and discarded
   size_t discarded = 0;
   PeerHello hello;  // inbound: the peer's hello
+  std::string remote;  // inbound: the peer's address, for the log
+  // With a cluster secret: the handshake. The dialer's hello payload (both sides prove over
+  // it), our nonce (listener), whether the CHALLENGE went out (listener) and whether the
+  // handshake passed; control frames (the PROOF, a REFUSE) go before any queued message.
+  std::string hello_payload;
+  PeerNonce nonce{};
+  bool challenged = false;
+  bool authed = false;
+  bool auth_failed = false;  // closed for a failed proof (logged, rate-limited, already)
+  std::string control;
   PeerFrameReader reader;
   std::string sending;  // the bytes of the one send in flight (whole frames only)
   size_t send_off = 0;
@@ -335,6 +425,7 @@ void PeerTransport::on_accept(io::Completion* comp, int32_t res, uint32_t flags)
   int one = 1;
   ::setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   Conn* c = t->new_conn(res, nullptr);
+  c->remote = peer_name(res);
   c->up_since = std::chrono::steady_clock::now();
   t->inbound_++;
   t->unhelloed_++;
@@ -472,14 +563,25 @@ void PeerTransport::flush() {
       if (!l->timer_armed && !l->attempted) start_connect(l);
       continue;
     }
-    Conn* c = l->conn;
-    if (c->up && !c->closing && !c->send_inflight && !l->pending.empty()) {
-      c->sending.clear();
-      c->sending.swap(l->pending);
-      c->send_off = 0;
-      c->hello_bytes = 0;
-      l->pending_msgs = 0;
-      start_send(c);
+    start_next_send(l->conn);
+  }
+  if (opts_.secret) {
+    // An outbound link whose peer never answers our hello with a CHALLENGE carries nothing:
+    // close it after the hello timeout and try again later.
+    auto deadline =
+        std::chrono::steady_clock::now() - std::chrono::milliseconds(opts_.hello_timeout_ms);
+    std::vector<Conn*> stuck;
+    for (auto& [id, lp] : links_) {
+      Conn* c = lp->conn;
+      if (c != nullptr && c->up && !c->authed && !c->closing && c->up_since < deadline) {
+        stuck.push_back(c);
+      }
+    }
+    for (Conn* c : stuck) {
+      stats_.hello_timeouts++;
+      c->link->refused = true;  // the longest backoff
+      break_conn(c, "no cluster-secret challenge from the peer within " +
+                        std::to_string(opts_.hello_timeout_ms) + " ms");
     }
   }
 }
@@ -605,8 +707,13 @@ void PeerTransport::on_connect(io::Completion* comp, int32_t res, uint32_t) {
   // torn by an earlier connection's break was dropped, never resent in part).
   PeerHello h{t->opts_.cluster_id, t->opts_.self_id, t->opts_.incarnation, t->opts_.service_addr,
               t->opts_.raft_addr, l->id};
+  if (t->opts_.secret) {
+    h.has_nonce = true;  // fresh per connection: a recorded handshake proves nothing here
+    auth::random_bytes(h.nonce.data(), h.nonce.size());
+  }
   c->sending.clear();
   append_hello_frame(h, &c->sending);
+  c->hello_payload.assign(c->sending, kPeerFrameHeader, std::string::npos);
   c->hello_bytes = c->sending.size();
   c->send_off = 0;
   // Outbound links receive only a possible REFUSE, or the EOF that tells us the peer is gone.
@@ -647,16 +754,59 @@ void PeerTransport::on_send(io::Completion* comp, int32_t res, uint32_t) {
   c->send_off = 0;
   c->hello_bytes = 0;
   if (c->refusing) {
+    if (!c->control.empty()) {
+      // The refusal waited for the CHALLENGE's send to end.
+      c->sending.swap(c->control);
+      c->control.clear();
+      t->start_send(c);
+      return;
+    }
     // The reason is on its way; FIN after it. We keep reading until the peer closes.
     ::shutdown(c->fd, SHUT_WR);
     return;
   }
+  t->start_next_send(c);
+}
+
+bool PeerTransport::may_send_messages(const Conn* c) const { return !opts_.secret || c->authed; }
+
+void PeerTransport::start_next_send(Conn* c) {
   Link* l = c->link;
-  if (l != nullptr && !l->pending.empty()) {
+  // Inbound links send only a CHALLENGE and a REFUSE; an outbound one sends nothing but its
+  // hello until the handshake passed.
+  if (l == nullptr || !c->up || c->closing || c->send_inflight || !may_send_messages(c)) return;
+  if (c->control.empty() && l->pending.empty()) return;
+  c->sending.clear();
+  if (c->control.empty()) {
     c->sending.swap(l->pending);
-    l->pending_msgs = 0;
-    t->start_send(c);
+  } else {
+    c->sending.swap(c->control);  // once per connection: the PROOF, before the queue
+    c->control.clear();
+    c->sending.append(l->pending);
+    l->pending.clear();
   }
+  l->pending_msgs = 0;
+  c->send_off = 0;
+  c->hello_bytes = 0;
+  start_send(c);
+}
+
+void PeerTransport::log_auth_failure(const std::string& key, const std::string& line) {
+  // A stranger can fail the handshake as often as it connects: per kind and claimed node, one
+  // line per 10 s at most, with the count of those left out.
+  auto now = std::chrono::steady_clock::now();
+  if (auth_log_.size() > 64 && auth_log_.count(key) == 0) auth_log_.clear();
+  AuthLog& e = auth_log_[key];
+  if (e.at != std::chrono::steady_clock::time_point{} && now - e.at < std::chrono::seconds(10)) {
+    e.suppressed++;
+    return;
+  }
+  std::string more = e.suppressed == 0 ? std::string()
+                                       : " (and " + std::to_string(e.suppressed) +
+                                             " more like it since the last such line)";
+  e.at = now;
+  e.suppressed = 0;
+  log(line + more);
 }
 
 void PeerTransport::on_recv(io::Completion* comp, int32_t res, uint32_t flags) {
@@ -722,11 +872,22 @@ bool PeerTransport::handle_frame(Conn* c, uint8_t kind, std::string_view payload
       if (hooks_.on_refused) hooks_.on_refused(l->id, reason);
       return false;
     }
+    if (kind == static_cast<uint8_t>(PeerFrameKind::kChallenge) && opts_.secret && !c->authed) {
+      return handle_challenge(c, payload);
+    }
     stats_.bad_frames++;
     c->close_reason = "unexpected frame kind " + std::to_string(kind) + " on an outbound link";
     return false;
   }
   if (!c->hello_ok) {
+    if (c->challenged) {
+      if (kind != static_cast<uint8_t>(PeerFrameKind::kProof)) {
+        stats_.bad_frames++;
+        c->close_reason = "expected the cluster-secret proof, got frame kind " + std::to_string(kind);
+        return false;
+      }
+      return handle_proof(c, payload);
+    }
     if (kind != static_cast<uint8_t>(PeerFrameKind::kHello)) {
       stats_.bad_frames++;
       c->close_reason = "first frame is not a hello (kind " + std::to_string(kind) + ")";
@@ -767,6 +928,89 @@ bool PeerTransport::handle_hello(Conn* c, std::string_view payload) {
     c->close_reason = "bad hello: " + err;
     return false;
   }
+  c->hello = h;
+  if (opts_.secret) {
+    // Nothing about us (cluster id, members, incarnations) is said to a peer before it proved
+    // the secret: the checks below run after the proof.
+    if (!h.has_nonce) {
+      stats_.auth_failures++;
+      refuse(c, "this node requires the cluster secret: start node " + std::to_string(h.node_id) +
+                    " with --cluster-secret-file", true);
+      return false;
+    }
+    c->hello_payload.assign(payload);
+    PeerChallenge ch;
+    ch.listener_id = opts_.self_id;
+    auth::random_bytes(ch.nonce.data(), ch.nonce.size());
+    ch.proof = handshake_proof(*opts_.secret, true, payload, ch.listener_id, ch.nonce);
+    c->nonce = ch.nonce;
+    c->challenged = true;
+    TICKETD_CHECK(!c->send_inflight);  // an inbound link has sent nothing before
+    c->sending.clear();
+    c->send_off = 0;
+    append_challenge_frame(ch, &c->sending);
+    start_send(c);
+    return true;
+  }
+  if (h.has_nonce) {
+    stats_.auth_failures++;
+    refuse(c, "this node has no cluster secret (start it with --cluster-secret-file too)", true);
+    return false;
+  }
+  return accept_hello(c);
+}
+
+bool PeerTransport::handle_proof(Conn* c, std::string_view payload) {
+  auth::Digest proof{};
+  std::string err = decode_proof(payload, &proof);
+  auth::Digest want = handshake_proof(*opts_.secret, false, c->hello_payload, opts_.self_id, c->nonce);
+  if (!err.empty() || !auth::equal_constant_time(proof, want)) {
+    stats_.auth_failures++;
+    c->auth_failed = true;
+    c->close_reason = "failed the cluster-secret proof";
+    log_auth_failure("proof " + std::to_string(c->hello.node_id),
+                     "peer at " + c->remote + " (claiming node " + std::to_string(c->hello.node_id) +
+                     ") failed the cluster-secret proof" + (err.empty() ? "" : " (" + err + ")") +
+                     "; closed");
+    return false;
+  }
+  c->authed = true;
+  return accept_hello(c);
+}
+
+bool PeerTransport::handle_challenge(Conn* c, std::string_view payload) {
+  Link* l = c->link;
+  PeerChallenge ch;
+  std::string err = decode_challenge(payload, &ch);
+  std::string why;
+  if (!err.empty()) {
+    why = err;
+  } else if (ch.listener_id != l->id) {
+    why = "it answers as node " + std::to_string(ch.listener_id);
+  } else if (!auth::equal_constant_time(
+                 ch.proof, handshake_proof(*opts_.secret, true, c->hello_payload, ch.listener_id,
+                                           ch.nonce))) {
+    why = "it does not hold our cluster secret";
+  }
+  if (!why.empty()) {
+    stats_.auth_failures++;
+    c->auth_failed = true;
+    l->refused = true;  // retry after the longest backoff
+    c->close_reason = "the peer failed the cluster-secret proof: " + why;
+    log_auth_failure("challenge " + std::to_string(l->id),
+                     "peer " + std::to_string(l->id) + " at " + l->addr +
+                     " failed the cluster-secret proof: " + why + " (retrying with backoff)");
+    return false;
+  }
+  c->authed = true;
+  append_proof_frame(handshake_proof(*opts_.secret, false, c->hello_payload, ch.listener_id, ch.nonce),
+                     &c->control);
+  start_next_send(c);  // now, or when the hello's send ends
+  return true;
+}
+
+bool PeerTransport::accept_hello(Conn* c) {
+  const PeerHello& h = c->hello;
   std::string reason;
   if (h.cluster_id != 0 && opts_.cluster_id != 0 && h.cluster_id != opts_.cluster_id) {
     reason = "cluster id mismatch: ours " + std::to_string(opts_.cluster_id) + ", theirs " +
@@ -788,7 +1032,6 @@ bool PeerTransport::handle_hello(Conn* c, std::string_view payload) {
   } else if (hooks_.check_hello) {
     reason = hooks_.check_hello(h);
   }
-  c->hello = h;
   if (!reason.empty()) {
     refuse(c, reason);
     return false;
@@ -816,17 +1059,28 @@ bool PeerTransport::handle_hello(Conn* c, std::string_view payload) {
   return true;
 }
 
-void PeerTransport::refuse(Conn* c, const std::string& reason) {
+void PeerTransport::refuse(Conn* c, const std::string& reason, bool rate_limited) {
   stats_.refused_hellos++;
-  log("refused peer node " + std::to_string(c->hello.node_id) + " (raft " + c->hello.raft_addr +
-      ", cluster " + std::to_string(c->hello.cluster_id) + "): " + reason);
+  std::string line = "refused peer node " + std::to_string(c->hello.node_id) + " at " + c->remote +
+                     " (raft " + c->hello.raft_addr + ", cluster " +
+                     std::to_string(c->hello.cluster_id) + "): " + reason;
+  if (rate_limited) {
+    log_auth_failure("refused " + std::to_string(c->hello.node_id) + " " + reason, line);
+  } else {
+    log(line);
+  }
   c->refusing = true;
   c->close_reason = "refused: " + reason;
-  // An inbound link never sends anything else, so no send can be in flight here.
-  TICKETD_CHECK(!c->send_inflight);
-  c->sending.clear();
+  // An inbound link sends nothing but a CHALLENGE before this: if that is still in flight,
+  // the refusal follows it (on_send).
+  std::string frame;
+  append_refuse_frame(reason, &frame);
+  if (c->send_inflight) {
+    c->control = std::move(frame);
+    return;
+  }
+  c->sending = std::move(frame);
   c->send_off = 0;
-  append_refuse_frame(reason, &c->sending);
   start_send(c);
 }
 
@@ -838,14 +1092,14 @@ void PeerTransport::break_conn(Conn* c, const std::string& why) {
   c->closing = true;
   if (c->close_reason.empty()) c->close_reason = why;
   if (c->link != nullptr) {
-    if (c->up && !shutting_down_) {
+    if (c->up && !c->auth_failed && !shutting_down_) {
       log("link to peer " + std::to_string(c->link->id) + " at " + c->link->addr +
           " closed: " + why);
     }
   } else if (c->hello_ok && !shutting_down_) {
     log("link from peer node " + std::to_string(c->hello.node_id) + " closed: " + why);
     drop_callback_link_if_unused(c->hello.node_id);
-  } else if (!c->refusing && !shutting_down_) {
+  } else if (!c->refusing && !c->auth_failed && !shutting_down_) {
     log("inbound peer connection closed: " + why);
   }
   start_close(c);
@@ -989,7 +1243,7 @@ bool PeerTransport::connected(uint64_t id) const {
   auto it = links_.find(id);
   if (it == links_.end() || it->second->conn == nullptr) return false;
   const Conn* c = it->second->conn;
-  return c->up && c->hello_sent && !c->closing;
+  return c->up && c->hello_sent && !c->closing && may_send_messages(c);
 }
 
 size_t PeerTransport::queued_bytes(uint64_t id) const {

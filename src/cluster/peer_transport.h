@@ -4,15 +4,19 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <chrono>
 #include <unordered_map>
 #include <vector>
 
+#include "ticketd/auth/digest.h"
 #include "ticketd/io/loop.h"
 #include "ticketd/raft/types.h"
 
@@ -24,7 +28,14 @@ enum class PeerFrameKind : uint8_t {
   kHello = 1,    // payload: see append_hello_frame; always the first frame of an outbound link
   kMessage = 2,  // payload: raft::encode bytes (versioned, xxh3-checksummed by the codec)
   kRefuse = 3,   // payload: the refusal reason, sent back on an inbound link before closing
+  // With a cluster secret (both sides), the hello starts a mutual challenge-response: the
+  // hello carries the dialer's nonce; the listener answers CHALLENGE (its nonce and its proof);
+  // the dialer checks that proof and answers PROOF (its own); only then do MESSAGEs flow.
+  kChallenge = 4,  // listener -> dialer: see append_challenge_frame
+  kProof = 5,      // dialer -> listener: see append_proof_frame
 };
+
+using PeerNonce = std::array<uint8_t, 32>;
 
 struct PeerHello {
   uint64_t cluster_id = 0;
@@ -36,22 +47,46 @@ struct PeerHello {
   // node's host:port taken over by a fresh node): the receiver refuses a hello meant for
   // another id rather than take it for a newer link from the sender.
   uint64_t target_id = 0;
+  // Version 3: the sender holds a cluster secret; its fresh nonce opens the challenge.
+  bool has_nonce = false;
+  PeerNonce nonce{};
 
   bool operator==(const PeerHello&) const = default;
 };
 
+struct PeerChallenge {
+  uint64_t listener_id = 0;  // who answers (the dialer checks it is the node it meant)
+  PeerNonce nonce{};         // the listener's fresh nonce
+  auth::Digest proof{};      // handshake_proof(key, true, ...)
+};
+
+// The proofs of the challenge-response: HMAC-SHA256 keyed with the cluster key over
+// "TKDP-AUTH-1", the side ('L' listener, 'D' dialer), SHA-256 of the dialer's hello payload
+// (its node id, nonce, cluster id, incarnation, addresses, target), the listener's node id
+// and the listener's nonce. Both nonces and both ids are in it, so a recorded handshake
+// proves nothing on a new connection and neither side's proof can stand in for the other's.
+auth::Digest handshake_proof(const auth::Digest& key, bool listener, std::string_view hello_payload,
+                             uint64_t listener_id, const PeerNonce& listener_nonce);
+
 inline constexpr size_t kMaxHelloAddrBytes = 1024;
 // The largest frame a link accepts before a valid hello (an inbound link) or at all (an outbound
 // link, which only ever receives a REFUSE): a stranger cannot make us reserve more than this.
-inline constexpr uint32_t kMaxHelloFrameBytes = 1 + 4 + 1 + 8 * 3 + 2 * (2 + kMaxHelloAddrBytes) + 8 + 8;
+inline constexpr uint32_t kMaxHelloFrameBytes =
+    1 + 4 + 1 + 8 * 3 + 2 * (2 + kMaxHelloAddrBytes) + 8 + 32 + 8;
 inline constexpr uint32_t kMaxRefuseFrameBytes = 1 + 4096;
 
-// Hello payload: "TKDP" | u8 version (2) | u64 cluster | u64 node | u64 incarnation |
-// u16 len + service_addr | u16 len + raft_addr | u64 target | u64 xxh3 of everything before
-// it (all LE).
+// Hello payload: "TKDP" | u8 version (2, or 3 with a nonce) | u64 cluster | u64 node |
+// u64 incarnation | u16 len + service_addr | u16 len + raft_addr | u64 target |
+// [version 3: 32-byte nonce] | u64 xxh3 of everything before it (all LE).
 void append_hello_frame(const PeerHello& h, std::string* out);
 // Decodes a hello payload (the bytes after the kind). "" on success, else the error text.
 std::string decode_hello(std::string_view payload, PeerHello* out);
+// Challenge payload: "TKDC" | u64 listener id (LE) | 32-byte nonce | 32-byte proof.
+void append_challenge_frame(const PeerChallenge& c, std::string* out);
+std::string decode_challenge(std::string_view payload, PeerChallenge* out);
+// Proof payload: "TKDA" | 32-byte proof.
+void append_proof_frame(const auth::Digest& proof, std::string* out);
+std::string decode_proof(std::string_view payload, auth::Digest* out);
 // Appends the MESSAGE frame for m; false (and nothing appended) if it exceeds max_frame_bytes.
 bool append_message_frame(const raft::Message& m, uint32_t max_frame_bytes, std::string* out);
 void append_refuse_frame(std::string_view reason, std::string* out);
@@ -129,6 +164,10 @@ class PeerTransport {
     // Links dialled back to callers outside our configuration (set_peer from on_hello): at most
     // this many, each living only while that caller keeps an accepted link to us.
     size_t max_callback_links = 16;
+    // The cluster key (SHA-256 of --cluster-secret-file): every link must pass the mutual
+    // challenge-response before a MESSAGE crosses it. None: hellos are not authenticated,
+    // and a hello that offers a challenge is refused.
+    std::optional<auth::Digest> secret;
   };
   struct Hooks {
     // A message from a peer whose hello was accepted (m.from == its node id, m.to == self).
@@ -155,6 +194,7 @@ class PeerTransport {
     uint64_t reconnects = 0;       // outbound attempts started after an earlier attempt or link
     uint64_t refused_conns = 0;    // inbound connections closed at accept (max_inbound/unhelloed)
     uint64_t hello_timeouts = 0;   // inbound links closed for no accepted hello in time
+    uint64_t auth_failures = 0;    // handshakes that failed the cluster secret, either side
   };
 
   // Must be constructed, used and shut down on the loop's thread (the ring is SINGLE_ISSUER; the
@@ -208,7 +248,14 @@ class PeerTransport {
   void arm_recv(Conn* c);
   bool handle_frame(Conn* c, uint8_t kind, std::string_view payload);
   bool handle_hello(Conn* c, std::string_view payload);
-  void refuse(Conn* c, const std::string& reason);
+  bool handle_proof(Conn* c, std::string_view payload);      // listener, secret set
+  bool handle_challenge(Conn* c, std::string_view payload);  // dialer, secret set
+  bool accept_hello(Conn* c);  // the checks after the hello (and the proof) passed
+  bool may_send_messages(const Conn* c) const;
+  void start_next_send(Conn* c);  // control frames, then the link's queue, when allowed
+  // Rate-limited per `key` (the kind of failure and the claimed node): one line per 10 s.
+  void log_auth_failure(const std::string& key, const std::string& line);
+  void refuse(Conn* c, const std::string& reason, bool rate_limited = false);
   void break_conn(Conn* c, const std::string& why);
   void start_close(Conn* c);
   void finish_if_drained(Conn* c);
@@ -238,6 +285,11 @@ class PeerTransport {
   size_t callback_links_ = 0;  // links with Link::callback set
   bool in_hello_hook_ = false;
   bool cap_logged_ = false;    // one log line per spell of connections refused at accept
+  struct AuthLog {
+    std::chrono::steady_clock::time_point at{};  // when this kind was last logged
+    uint64_t suppressed = 0;
+  };
+  std::unordered_map<std::string, AuthLog> auth_log_;  // bounded: cleared past 64 kinds
   Stats stats_;
 };
 

@@ -217,9 +217,14 @@ bool RaftTicketLog::open(std::string* err) {
   } else if (!has_log && !o.join.empty()) {
     std::string cmd = "RAFT.JOIN " + std::to_string(o.id) + " " + raft_addr_ + " " +
                       service_addr_ + " " + hex(incarnation_);
-    join_ = std::make_unique<JoinClient>(advertised(o.join), cmd, [this](std::string_view m) {
-      node_.log_line("join: " + std::string(m));
-    });
+    if (o.cluster_secret) {
+      cmd += " " + auth::to_hex(join_proof(*o.cluster_secret, std::to_string(o.id), raft_addr_,
+                                           service_addr_, hex(incarnation_)));
+    }
+    join_ = std::make_unique<JoinClient>(advertised(o.join), cmd, o.join_user, o.join_password,
+                                         [this](std::string_view m) {
+                                           node_.log_line("join: " + std::string(m));
+                                         });
   }
   if (needs_save && !write_hard_state(st.hard_state)) {
     *err = "cannot save hard state";
@@ -293,6 +298,7 @@ void RaftTicketLog::attach(io::Loop* loop) {
   po.listen_addr = node_.opts().raddr;
   po.service_addr = service_addr_;
   po.raft_addr = raft_addr_;
+  po.secret = node_.opts().cluster_secret;
   PeerTransport::Hooks hooks;
   hooks.on_message = [this](raft::Message&& m) {
     TICKETD_TRACE_EV("recv", trace_peer(m, m.from), trace_index(m));
@@ -320,6 +326,12 @@ void RaftTicketLog::attach(io::Loop* loop) {
     // The raft port is part of the node's identity: refuse to run without it.
     node_.log_line("cannot listen on the raft address " + node_.opts().raddr + ": " + err);
     std::_Exit(1);
+  }
+  if (!po.secret) {
+    node_.log_line("the raft port " + node_.opts().raddr + " is unauthenticated (no "
+                   "--cluster-secret-file): anyone who reaches it can speak Raft to this node");
+  } else {
+    node_.log_line("peers must prove the cluster secret (--cluster-secret-file)");
   }
   sync_peers();
   // A cluster of one elects itself at once instead of waiting out an election timeout.

@@ -8,6 +8,7 @@
 #include <cstdarg>
 #include <cstdio>
 
+#include "client_auth.h"
 #include "node.h"
 #include "sequence_commands.h"
 #include "ticketd/resp/parser.h"
@@ -118,6 +119,83 @@ constexpr const char* kCommandHelp[] = {
     "    (ticketd documents its TICKET commands).",
 };
 
+constexpr const char* kAclHelp[] = {
+    "CAT [<category>]",
+    "    List all commands that belong to <category>, or all command categories",
+    "    when no category is specified.",
+    "WHOAMI",
+    "    Return the current connection username.",
+};
+
+constexpr std::string_view kWrongPass =
+    "WRONGPASS invalid username-password pair or user is disabled.";
+
+// AUTH and HELLO's AUTH: true once `c` is logged in as `user`; else -WRONGPASS, and the
+// connection keeps the user it had (as in Redis).
+bool log_in(Shard& s, Connection* c, std::string_view user, std::string_view password,
+            std::string& out) {
+  const auth::User* u = s.node().users().authenticate(user, password);
+  if (u == nullptr) {
+    s.stats().auth_failures.fetch_add(1, std::memory_order_relaxed);
+    resp::append_error(out, kWrongPass);
+    return false;
+  }
+  set_user(s.node(), c, u);
+  return true;
+}
+
+void cmd_auth(Shard& s, Connection* c, Args args, std::string& out) {
+  if (args.size() > 3) {
+    resp::append_error(out, "ERR syntax error");
+    return;
+  }
+  if (args.size() == 2) {
+    // AUTH password logs in as `default`; Redis refuses it when that user needs no password.
+    const auth::User* d = s.node().users().find(auth::kDefaultUser);
+    if (d != nullptr && d->nopass) {
+      resp::append_error(out, "ERR AUTH <password> called without any password configured for "
+                              "the default user. Are you sure your configuration is correct?");
+      return;
+    }
+    if (log_in(s, c, auth::kDefaultUser, args[1], out)) resp::append_simple(out, "OK");
+    return;
+  }
+  if (log_in(s, c, args[1], args[2], out)) resp::append_simple(out, "OK");
+}
+
+void cmd_acl(Shard&, Connection* c, Args args, std::string& out) {
+  std::string_view sub = args[1];
+  if (answer_help(out, args, kAclHelp)) return;
+  if (resp::iequals(sub, "WHOAMI") && args.size() == 2) {
+    resp::append_bulk(out, c->user != nullptr ? std::string_view(c->user->name) : "");
+  } else if (resp::iequals(sub, "CAT") && args.size() <= 3) {
+    if (args.size() == 2) {
+      auto cats = auth::categories();
+      resp::append_array_header(out, cats.size());
+      for (const auth::CategoryInfo& cat : cats) resp::append_bulk(out, cat.name);
+      return;
+    }
+    for (const auth::CategoryInfo& cat : auth::categories()) {
+      if (!resp::iequals(args[2], cat.name)) continue;
+      const auth::CommandCatalog& catalog = Commands::catalog();
+      auth::CommandSet in = catalog.in(cat.bits);
+      resp::append_array_header(out, in.count());
+      for (size_t i = 0; i < catalog.size(); ++i) {
+        if (in.test(i)) resp::append_bulk(out, catalog.name(i));
+      }
+      return;
+    }
+    std::string msg = "ERR Unknown category '";
+    msg.append(args[2].substr(0, 128));
+    msg += "'";
+    resp::append_error(out, msg);
+  } else if (resp::iequals(sub, "WHOAMI") || resp::iequals(sub, "CAT")) {
+    resp::append_error(out, "ERR wrong number of arguments for 'acl|" + lower(sub) + "' command");
+  } else {
+    unknown_subcommand(out, "ACL", sub);
+  }
+}
+
 void cmd_ping(Shard&, Connection*, Args args, std::string& out) {
   if (args.size() > 2) {
     resp::append_error(out, "ERR wrong number of arguments for 'ping' command");
@@ -187,12 +265,14 @@ void cmd_hello(Shard& s, Connection* c, Args args, std::string& out) {
     }
     i = 2;
   }
-  std::string_view setname;
-  bool has_setname = false;
+  std::string_view setname, user, password;
+  bool has_setname = false, has_auth = false;
   for (; i < args.size(); ++i) {
     if (resp::iequals(args[i], "AUTH") && i + 2 < args.size()) {
-      resp::append_error(out, "WRONGPASS invalid username-password pair or user is disabled.");
-      return;
+      user = args[i + 1];
+      password = args[i + 2];
+      has_auth = true;
+      i += 2;
     } else if (resp::iequals(args[i], "SETNAME") && i + 1 < args.size()) {
       setname = args[++i];
       has_setname = true;
@@ -203,6 +283,14 @@ void cmd_hello(Shard& s, Connection* c, Args args, std::string& out) {
       resp::append_error(out, msg);
       return;
     }
+  }
+  if (has_auth && !log_in(s, c, user, password, out)) return;
+  if (c->user == nullptr) {
+    resp::append_error(out, "NOAUTH HELLO must be called with the client already authenticated, "
+                            "otherwise the HELLO <proto> AUTH <user> <pass> option can be used "
+                            "to authenticate the client and select the RESP protocol version at "
+                            "the same time");
+    return;
   }
   if (has_setname) c->name.assign(setname);
   hello_reply(s, c, out);
@@ -244,10 +332,10 @@ void cmd_client(Shard& s, Connection* c, Args args, std::string& out) {
   } else if (resp::iequals(sub, "ID") && args.size() == 2) {
     resp::append_integer(out, static_cast<int64_t>(c->id));
   } else if (resp::iequals(sub, "INFO") && args.size() == 2) {
-    char line[256];
-    std::snprintf(line, sizeof(line), "id=%llu name=%s age=%llu shard=%u\n",
-                  static_cast<unsigned long long>(c->id), c->name.c_str(),
-                  static_cast<unsigned long long>((now_ms() - c->created_ms) / 1000), s.index());
+    std::string line = "id=" + std::to_string(c->id) + " name=" + c->name +
+                       " age=" + std::to_string((now_ms() - c->created_ms) / 1000) +
+                       " shard=" + std::to_string(s.index()) +
+                       " user=" + (c->user != nullptr ? c->user->name : std::string()) + "\n";
     resp::append_bulk(out, line);
   } else if (resp::iequals(sub, "SETNAME") || resp::iequals(sub, "GETNAME") ||
              resp::iequals(sub, "SETINFO") || resp::iequals(sub, "ID") ||
@@ -419,7 +507,7 @@ const CommandSpec kCommands[] = {
     {"raft.snapshot", 1, "admin", &cmd_raft_admin},
     {"raft.stats", 1, "admin", &cmd_raft_admin},
     {"raft.transferleader", 2, "admin", &cmd_raft_admin},
-    {"raft.join", 5, "admin", &cmd_raft_admin},
+    {"raft.join", -5, "admin", &cmd_raft_admin},
     // Named sequences (issue 11; src/server/sequence_commands.cpp). The name is the key.
     {"ticket.block", 3, "write fast", &sequences::cmd_block, 1, 1, 1},
     {"ticket.create", -2, "write", &sequences::cmd_create, 1, 1, 1},
@@ -428,9 +516,53 @@ const CommandSpec kCommands[] = {
     {"ticket.list", 1, "readonly", &sequences::cmd_list},
     {"ticket.info", 2, "readonly", &sequences::cmd_info, 1, 1, 1},
     {"ticket.last", -1, "readonly fast", &sequences::cmd_last, 1, 1, 1},
+    {"auth", -2, "noscript loading stale fast no-auth", &cmd_auth},
+    {"acl", -2, "", &cmd_acl},
 };
 
 std::span<const CommandSpec> command_table() { return kCommands; }
+
+// The table as auth sees it, and which commands run before authentication.
+struct Permissions {
+  auth::CommandCatalog catalog;
+  auth::CommandSet unauthenticated;
+  size_t ticket;
+};
+
+Permissions make_permissions() {
+  std::vector<std::string_view> names;
+  for (const CommandSpec& spec : kCommands) names.emplace_back(spec.name);
+  Permissions p{auth::CommandCatalog(names), {}, 0};
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (auth::runs_unauthenticated(names[i])) p.unauthenticated.set(i);
+  }
+  p.ticket = *p.catalog.find("ticket");
+  return p;
+}
+
+const Permissions& permissions() {
+  static const Permissions p = make_permissions();
+  return p;
+}
+
+// Before a command runs: is `c` logged in, and may its user run command `id`? Else the
+// refusal, as Redis words it.
+bool permitted(Shard& s, Connection* c, const CommandSpec& spec, std::string& out) {
+  size_t id = static_cast<size_t>(&spec - kCommands);
+  const Permissions& p = permissions();
+  if (p.unauthenticated.test(id)) return true;
+  if (c->user == nullptr) {
+    resp::append_error(out, "NOAUTH Authentication required.");
+    return false;
+  }
+  if (c->user->may_run(id)) return true;
+  s.stats().perm_denied.fetch_add(1, std::memory_order_relaxed);
+  std::string msg = "NOPERM User " + c->user->name + " has no permissions to run the '";
+  msg += spec.name;
+  msg += "' command";
+  resp::append_error(out, msg);
+  return false;
+}
 
 void append_unknown_command(std::string& out, Args args) {
   std::string msg = "ERR unknown command '";
@@ -461,8 +593,12 @@ void Commands::run(Shard& s, Connection* c, Args args) {
     resp::append_error(out, msg);
     return;
   }
+  if (!permitted(s, c, *spec, out)) return;
   spec->handler(s, c, args, out);
 }
+
+const auth::CommandCatalog& Commands::catalog() { return permissions().catalog; }
+size_t Commands::ticket_id() { return permissions().ticket; }
 
 BatchStatus Commands::ticket_admission(Shard& s) {
   switch (s.node().role()) {
@@ -528,7 +664,8 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
   auto want = [&](std::string_view name) { return info_wants(sections, name); };
   std::string r;
   uint64_t connected = 0, accepted = 0, rejected = 0, commands = 0, tickets = 0, requests = 0,
-           batches = 0, in = 0, outb = 0, perr = 0;
+           batches = 0, in = 0, outb = 0, perr = 0, auth_failed = 0, perm_denied = 0,
+           protected_refused = 0;
   for (uint32_t i = 0; i < node.shard_count(); ++i) {
     ShardStats& st = node.shard(i).stats();
     connected += st.connected.load(std::memory_order_relaxed);
@@ -541,6 +678,9 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
     in += st.bytes_in.load(std::memory_order_relaxed);
     outb += st.bytes_out.load(std::memory_order_relaxed);
     perr += st.protocol_errors.load(std::memory_order_relaxed);
+    auth_failed += st.auth_failures.load(std::memory_order_relaxed);
+    perm_denied += st.perm_denied.load(std::memory_order_relaxed);
+    protected_refused += st.protected_refused.load(std::memory_order_relaxed);
   }
   LogStats& ls = node.log_stats();
   const ServerOptions& o = node.opts();
@@ -566,6 +706,19 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
     appendf(r, "connected_clients:%llu", static_cast<unsigned long long>(connected));
     appendf(r, "maxclients:%u", o.max_clients);
     appendf(r, "blocked_clients:0");  // no command of ours blocks
+    // Who the clients are logged in as: users with at least one client, in table order.
+    const auth::UserTable& users = node.users();
+    std::string by_user;
+    for (size_t i = 0; i < users.size(); ++i) {
+      uint64_t n = node.user_clients(static_cast<uint32_t>(i)).load(std::memory_order_relaxed);
+      if (n == 0) continue;
+      if (!by_user.empty()) by_user += ',';
+      by_user += users.at(i).name + "=" + std::to_string(n);
+    }
+    r += "clients_by_user:" + by_user + "\r\n";
+    appendf(r, "unauthenticated_clients:%llu",
+            static_cast<unsigned long long>(node.unauthenticated_clients().load()));
+    appendf(r, "protected_mode:%d", node.protected_mode_active() ? 1 : 0);
     r += "\r\n";
   }
   if (want("memory")) {
@@ -609,6 +762,9 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
     appendf(r, "total_net_input_bytes:%llu", static_cast<unsigned long long>(in));
     appendf(r, "total_net_output_bytes:%llu", static_cast<unsigned long long>(outb));
     appendf(r, "total_error_replies:%llu", static_cast<unsigned long long>(perr));
+    appendf(r, "acl_access_denied_auth:%llu", static_cast<unsigned long long>(auth_failed));
+    appendf(r, "acl_access_denied_cmd:%llu", static_cast<unsigned long long>(perm_denied));
+    appendf(r, "protected_mode_refused:%llu", static_cast<unsigned long long>(protected_refused));
     appendf(r, "tickets_issued:%llu", static_cast<unsigned long long>(tickets));
     appendf(r, "ticket_requests:%llu", static_cast<unsigned long long>(requests));
     appendf(r, "ticket_batches:%llu", static_cast<unsigned long long>(batches));

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "shard.h"
+#include "ticketd/auth/acl.h"
 
 namespace ticketd::server {
 
@@ -22,6 +23,9 @@ class Commands {
   // The INFO text of the sections named (`default`, `all`, `everything`: every one), in
   // Redis's order; the raft section is added on shard 0.
   static std::string info_text(Shard& s, std::span<const std::string_view> sections);
+  // The command table as auth sees it: position i is permission bit i.
+  static const auth::CommandCatalog& catalog();
+  static size_t ticket_id();  // TICKET's position (the fast path's permission bit)
   // Does INFO with these section arguments include section `name`?
   static bool info_wants(std::span<const std::string_view> sections, std::string_view name);
 };

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <thread>
 
+#include "client_auth.h"
 #include "ticketd/io/loop.h"
 #include "ticketd/server/server.h"
 
@@ -98,6 +99,11 @@ void Node::log_line(const std::string& msg) {
 
 bool Node::start(std::string* err) {
   start_ms_ = now_ms();
+  // Users first: a refused ACL file stops the node before it listens or writes anything.
+  std::string auth_summary;
+  if (!load_users(opts_, &users_, &auth_summary, err)) return false;
+  user_clients_ = std::make_unique<std::atomic<uint64_t>[]>(users_.size());
+  protected_mode_active_ = opts_.protected_mode && users_.default_is_open();
   uint16_t port = 0;
   if (!io::parse_host_port(opts_.saddr, &service_host_, &port)) {
     *err = "bad --saddr '" + opts_.saddr + "' (want host:port or :port)";
@@ -157,6 +163,7 @@ bool Node::start(std::string* err) {
            std::to_string(service_port()) + " with " + std::to_string(shards_.size()) +
            " shard(s), durability " + durability_name(opts_.durability) + ", io_uring " +
            shards_[0]->loop()->setup_mode());
+  log_line(auth_summary);
   return true;
 }
 

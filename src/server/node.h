@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "shard.h"
+#include "ticketd/auth/acl.h"
 #include "ticketd/server/options.h"
 
 namespace ticketd::server {
@@ -92,6 +93,13 @@ class Node {
   uint16_t service_port() const { return service_port_.load(); }
   void set_service_port(uint16_t p) { service_port_.store(p); }
 
+  // The users clients log in as (built at start, then read-only) and the clients per user.
+  const auth::UserTable& users() const { return users_; }
+  std::atomic<uint64_t>& user_clients(uint32_t user_id) { return user_clients_[user_id]; }
+  std::atomic<uint64_t>& unauthenticated_clients() { return unauthenticated_clients_; }
+  // Protected mode is on and no password protects the default user: loopback clients only.
+  bool protected_mode_active() const { return protected_mode_active_; }
+
   uint64_t start_ms() const { return start_ms_; }
   std::atomic<uint64_t>& connections_total() { return conn_total_; }
 
@@ -114,6 +122,10 @@ class Node {
   std::vector<std::unique_ptr<Shard>> shards_;
   std::unique_ptr<TicketLog> log_;
   LogStats log_stats_;
+  auth::UserTable users_;
+  std::unique_ptr<std::atomic<uint64_t>[]> user_clients_;
+  std::atomic<uint64_t> unauthenticated_clients_{0};
+  bool protected_mode_active_ = false;
   std::string service_host_;
   std::atomic<uint16_t> service_port_{0};
   std::atomic<uint64_t> conn_total_{0};

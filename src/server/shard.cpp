@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "client_auth.h"
 #include "commands.h"
 #include "node.h"
 #include "ticketd/base/check.h"
@@ -42,6 +43,26 @@ bool replies_unacknowledged(int fd) {
   }
   int unacked = 0;
   return ::ioctl(fd, SIOCOUTQ, &unacked) == 0 && unacked > 0;
+}
+
+// Redis's protected-mode refusal, with ticketd's ways out.
+constexpr std::string_view kProtectedModeDenied =
+    "-DENIED ticketd is running in protected mode because protected mode is enabled and no "
+    "password is set for the default user. In this mode connections are only accepted from the "
+    "loopback interface. If you want to connect from external computers to ticketd you may "
+    "adopt one of the following solutions: 1) Set up an authentication password for the "
+    "default user: restart the server with '--requirepass-file FILE' (or the "
+    "TICKETD_REQUIREPASS environment variable, or '--requirepass PASSWORD'), or give it users "
+    "with '--aclfile FILE'. 2) If the server can be reached only from networks you trust, "
+    "restart it with the '--protected-mode no' option. NOTE: You only need to do one of the "
+    "above things in order for the server to start accepting connections from the outside.\r\n";
+
+// Refuses a connection at accept, as Redis does: one error line (it fits in a fresh
+// socket's buffer, so the send does not block), then close.
+void refuse_connection(int fd, std::string_view line) {
+  ssize_t n = ::send(fd, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  (void)n;
+  ::close(fd);
 }
 
 }  // namespace
@@ -236,13 +257,15 @@ void Shard::on_accept(io::Completion* comp, int32_t res, uint32_t flags) {
     ::close(fd);
     return;
   }
+  if (s->node_.protected_mode_active() && !io::peer_is_loopback(fd)) {
+    refuse_connection(fd, kProtectedModeDenied);
+    s->stats_.protected_refused.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
   uint64_t live = s->node_.connections_total().fetch_add(1, std::memory_order_relaxed) + 1;
   if (live > s->node_.opts().max_clients) {
     s->node_.connections_total().fetch_sub(1, std::memory_order_relaxed);
-    static const char kMsg[] = "-ERR max number of clients reached\r\n";
-    ssize_t n = ::send(fd, kMsg, sizeof(kMsg) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-    (void)n;
-    ::close(fd);
+    refuse_connection(fd, "-ERR max number of clients reached\r\n");
     s->stats_.rejected.fetch_add(1, std::memory_order_relaxed);
     return;
   }
@@ -324,6 +347,7 @@ void Shard::adopt(int fd) {
   c->fd = fd;
   c->id = (static_cast<uint64_t>(index_) << 48) | next_conn_id_++;
   c->created_ms = now_ms();
+  set_user(node_, c, node_.users().implicit_user());
   c->recv_c.owner = c;
   c->recv_c.fn = &Shard::on_recv;
   c->send_c.owner = c;
@@ -417,8 +441,9 @@ size_t Shard::run_commands(Connection* c, const char* data, size_t len) {
     off += consumed;
     ++commands;
     auto args = c->parser.args();
-    if (args.size() == 1 && resp::iequals(args[0], "TICKET")) {
-      // The hot path: consecutive TICKETs collapse into one request.
+    if (c->may_ticket && args.size() == 1 && resp::iequals(args[0], "TICKET")) {
+      // The hot path: consecutive TICKETs collapse into one request. Its permission is the
+      // one bool above (a connection that may not gets NOAUTH/NOPERM from Commands::run).
       ++c->ticket_run;
       continue;
     }
@@ -826,6 +851,7 @@ void Shard::start_close(Connection* c) {
   if (c->fd >= 0 && !c->recv_armed && !c->send_inflight) {
     ::close(c->fd);
     c->fd = -1;
+    forget_user(node_, c);
     stats_.connected.fetch_sub(1, std::memory_order_relaxed);
     node_.connections_total().fetch_sub(1, std::memory_order_relaxed);
   }

@@ -19,6 +19,10 @@
 #include "ticketd/io/loop.h"
 #include "ticketd/resp/parser.h"
 
+namespace ticketd::auth {
+struct User;
+}
+
 namespace ticketd::server {
 
 class Node;
@@ -78,6 +82,9 @@ struct ShardStats {
   std::atomic<uint64_t> bytes_in{0};
   std::atomic<uint64_t> bytes_out{0};
   std::atomic<uint64_t> protocol_errors{0};
+  std::atomic<uint64_t> auth_failures{0};      // AUTH / HELLO AUTH with a wrong pair
+  std::atomic<uint64_t> perm_denied{0};        // -NOPERM
+  std::atomic<uint64_t> protected_refused{0};  // -DENIED: not loopback, no password
 };
 
 struct Connection {
@@ -121,6 +128,11 @@ struct Connection {
   uint64_t next_admin_seq = 0;
   uint64_t ticket_run = 0;  // consecutive TICKETs of the current read, not yet queued
   std::string name;         // CLIENT SETNAME
+  // Who this connection is logged in as (null: nobody yet; only AUTH, HELLO, QUIT run).
+  // Users live as long as the node.
+  const auth::User* user = nullptr;
+  bool user_counted = false;  // counted in the node's per-user client counts
+  bool may_ticket = false;    // user may run TICKET: the fast path's only check
   uint64_t created_ms = 0;
   explicit Connection(const resp::Limits& l) : parser(l) {}
 };

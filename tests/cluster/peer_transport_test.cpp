@@ -110,6 +110,21 @@ uint16_t free_port() {
 
 std::string addr(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
 
+// A listener on loopback that nobody serves (it accepts only when the test does): its fd,
+// and its port in *port.
+int listen_raw(uint16_t* port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+  EXPECT_EQ(::listen(fd, 8), 0);
+  socklen_t len = sizeof(sa);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  *port = ntohs(sa.sin_port);
+  return fd;
+}
+
 bool any_contains(const std::vector<std::string>& logs, const std::string& needle) {
   return std::any_of(logs.begin(), logs.end(),
                      [&](const std::string& s) { return s.find(needle) != std::string::npos; });
@@ -829,15 +844,9 @@ TEST_F(PeerTransportTest, ShutdownLeavesNothingPending) {
   // Peer 3: nothing listens (backoff timer). Peer 4: listens but never accepts or reads, so a
   // large send stays in flight.
   a->t->set_peer(3, addr(free_port()));
-  int sink = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(sink, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
-  ASSERT_EQ(::listen(sink, 4), 0);
-  socklen_t len = sizeof(sa);
-  ::getsockname(sink, reinterpret_cast<sockaddr*>(&sa), &len);
-  a->t->set_peer(4, addr(ntohs(sa.sin_port)));
+  uint16_t sink_port = 0;
+  int sink = listen_raw(&sink_port);
+  a->t->set_peer(4, addr(sink_port));
   // A raw inbound connection that stays silent.
   int raw = connect_raw(a->t->listen_port());
   ASSERT_GE(raw, 0);
@@ -858,6 +867,189 @@ TEST_F(PeerTransportTest, ShutdownLeavesNothingPending) {
   EXPECT_TRUE(run_until([&] { return raw_closed(raw); }));
   ::close(raw);
   ::close(sink);
+}
+
+}  // namespace
+}  // namespace ticketd::cluster
+
+// ---- The cluster secret: a mutual challenge-response before any message ----
+
+namespace ticketd::cluster {
+namespace {
+
+auth::Digest key_of(const char* secret) { return auth::sha256(secret); }
+
+std::function<void(PeerTransport::Options&)> with_secret(const char* secret) {
+  return [secret](PeerTransport::Options& o) {
+    o.secret = key_of(secret);
+    o.hello_timeout_ms = 300;
+  };
+}
+
+// Reads what a raw client got within `ms`: whole frames, as (kind, payload).
+std::vector<std::pair<uint8_t, std::string>> raw_frames(int fd, std::string* buf) {
+  char tmp[4096];
+  for (;;) {
+    ssize_t n = ::recv(fd, tmp, sizeof(tmp), MSG_DONTWAIT);
+    if (n <= 0) break;
+    buf->append(tmp, static_cast<size_t>(n));
+  }
+  std::vector<std::pair<uint8_t, std::string>> out;
+  PeerFrameReader r(1u << 20);
+  r.feed(buf->data(), buf->size(), [&](uint8_t kind, std::string_view p) {
+    out.emplace_back(kind, std::string(p));
+    return true;
+  });
+  return out;
+}
+
+TEST(PeerFrames, HandshakeFramesRoundTripAndProofsDiffer) {
+  PeerHello h{7, 2, 99, "s", "r", 5};
+  h.has_nonce = true;
+  auth::random_bytes(h.nonce.data(), h.nonce.size());
+  std::string frame;
+  append_hello_frame(h, &frame);
+  PeerHello back;
+  ASSERT_EQ(decode_hello(std::string_view(frame).substr(kPeerFrameHeader), &back), "");
+  EXPECT_EQ(back, h);
+  EXPECT_EQ(static_cast<uint8_t>(frame[kPeerFrameHeader + 4]), 3);  // version 3: with a nonce
+  ASSERT_LE(frame.size() - 4, kMaxHelloFrameBytes);
+
+  PeerChallenge c{5, {}, {}};
+  auth::random_bytes(c.nonce.data(), c.nonce.size());
+  std::string payload = frame.substr(kPeerFrameHeader);
+  auth::Digest k = key_of("a cluster secret");
+  c.proof = handshake_proof(k, true, payload, 5, c.nonce);
+  std::string cf;
+  append_challenge_frame(c, &cf);
+  PeerChallenge cb;
+  ASSERT_EQ(decode_challenge(std::string_view(cf).substr(kPeerFrameHeader), &cb), "");
+  EXPECT_EQ(cb.listener_id, 5u);
+  EXPECT_EQ(cb.nonce, c.nonce);
+  EXPECT_EQ(cb.proof, c.proof);
+  EXPECT_NE(decode_challenge(std::string_view(cf).substr(kPeerFrameHeader + 1), &cb), "");
+  std::string pf;
+  append_proof_frame(c.proof, &pf);
+  auth::Digest pb{};
+  ASSERT_EQ(decode_proof(std::string_view(pf).substr(kPeerFrameHeader), &pb), "");
+  EXPECT_EQ(pb, c.proof);
+  EXPECT_NE(decode_proof("TKDAshort", &pb), "");
+
+  // Each input matters: the side, the hello (its nonce and ids), the listener id and nonce,
+  // and the key.
+  auth::Digest d = handshake_proof(k, false, payload, 5, c.nonce);
+  EXPECT_NE(d, c.proof);
+  EXPECT_NE(handshake_proof(k, true, payload, 6, c.nonce), c.proof);
+  PeerNonce other = c.nonce;
+  other[0] ^= 1;
+  EXPECT_NE(handshake_proof(k, true, payload, 5, other), c.proof);
+  std::string p2 = payload;
+  p2[p2.size() - 9] ^= 1;  // a byte of the dialer's nonce
+  EXPECT_NE(handshake_proof(k, true, p2, 5, c.nonce), c.proof);
+  EXPECT_NE(handshake_proof(key_of("another secret!!"), true, payload, 5, c.nonce), c.proof);
+}
+
+TEST_F(PeerTransportTest, SameSecretBothWaysMessagesFlow) {
+  TestNode* a = start(1, 7, 0, with_secret("the cluster secret"));
+  TestNode* b = start(2, 7, 0, with_secret("the cluster secret"));
+  link(a, b);
+  EXPECT_TRUE(retry_until_delivered(a, b, 1));
+  EXPECT_TRUE(retry_until_delivered(b, a, 1));
+  EXPECT_TRUE(a->t->connected(2));
+  EXPECT_EQ(a->t->stats().auth_failures + b->t->stats().auth_failures, 0u);
+}
+
+TEST_F(PeerTransportTest, WrongSecretNoSecretAndNoneAtAllAreRefusedBothWays) {
+  TestNode* a = start(1, 7, 0, with_secret("the cluster secret"));
+  TestNode* wrong = start(2, 7, 0, with_secret("a different secret"));
+  TestNode* none = start(3, 7);
+  link(a, wrong);
+  link(a, none);
+  for (int i = 0; i < 20; ++i) {
+    a->t->send(make_msg(MessageType::kHeartbeat, 1, 2, i));
+    a->t->send(make_msg(MessageType::kHeartbeat, 1, 3, i));
+    wrong->t->send(make_msg(MessageType::kHeartbeat, 2, 1, i));
+    none->t->send(make_msg(MessageType::kHeartbeat, 3, 1, i));
+    run_for(20);
+  }
+  EXPECT_TRUE(a->got.empty());
+  EXPECT_TRUE(wrong->got.empty());
+  EXPECT_TRUE(none->got.empty());
+  EXPECT_FALSE(a->t->connected(2));
+  EXPECT_FALSE(wrong->t->connected(1));
+  EXPECT_GE(a->t->stats().auth_failures, 1u);
+  EXPECT_GE(wrong->t->stats().auth_failures, 1u);
+  EXPECT_TRUE(any_contains(a->logs, "failed the cluster-secret proof"));
+  EXPECT_TRUE(any_contains(wrong->logs, "failed the cluster-secret proof"));
+  // A node without a secret is told why, and tells a secret-holder why.
+  EXPECT_TRUE(any_contains(none->logs, "refused our hello: this node requires the cluster secret"));
+  EXPECT_TRUE(any_contains(a->logs, "refused our hello: this node has no cluster secret"));
+  // Retries back off: a handful of attempts in 400 ms, not hundreds.
+  EXPECT_LT(a->t->stats().auth_failures, 40u);
+}
+
+TEST_F(PeerTransportTest, ReplayedHelloAndForgedProofAreClosedAndTheRealLinkServes) {
+  TestNode* a = start(1, 7, 0, with_secret("the cluster secret"));
+  TestNode* b = start(2, 7, 0, with_secret("the cluster secret"));
+  link(a, b);
+  ASSERT_TRUE(retry_until_delivered(a, b, 1));
+
+  // What a's hello to b looks like on the wire (as an eavesdropper recorded it): the same
+  // fields and a nonce. Replayed to b, it gets a fresh challenge it cannot answer.
+  PeerHello h{7, 1, 1001, "127.0.0.1:11001", "127.0.0.1:12001", 2};
+  h.has_nonce = true;
+  auth::random_bytes(h.nonce.data(), h.nonce.size());
+  std::string hello;
+  append_hello_frame(h, &hello);
+  std::vector<PeerChallenge> challenges;
+  for (int round = 0; round < 2; ++round) {
+    int fd = connect_raw(b->t->listen_port());
+    ASSERT_GE(fd, 0);
+    send_all(fd, hello);
+    std::string buf;
+    std::vector<std::pair<uint8_t, std::string>> frames;
+    ASSERT_TRUE(run_until([&] {
+      frames = raw_frames(fd, &buf);
+      return !frames.empty();
+    }));
+    ASSERT_EQ(frames[0].first, static_cast<uint8_t>(PeerFrameKind::kChallenge));
+    PeerChallenge ch;
+    ASSERT_EQ(decode_challenge(frames[0].second, &ch), "");
+    challenges.push_back(ch);
+    // Without the key: any proof, e.g. the listener's own, or one from a recorded handshake.
+    std::string proof;
+    append_proof_frame(round == 0 ? ch.proof : auth::Digest{}, &proof);
+    std::string msg;
+    ASSERT_TRUE(append_message_frame(make_msg(MessageType::kAppend, 1, 2, 99), 1u << 20, &msg));
+    send_all(fd, proof + msg);
+    ASSERT_TRUE(run_until([&] { return raw_closed(fd); }));
+    ::close(fd);
+  }
+  EXPECT_NE(challenges[0].nonce, challenges[1].nonce);  // fresh per connection
+  EXPECT_GE(b->t->stats().auth_failures, 2u);
+  for (const Message& m : b->got) EXPECT_NE(m.index, 99u);  // nothing forged got through
+  EXPECT_TRUE(any_contains(b->logs, "at 127.0.0.1:"));      // logged with its address
+  // The real link was never disturbed.
+  EXPECT_TRUE(retry_until_delivered(a, b, 200));
+}
+
+TEST_F(PeerTransportTest, APeerThatNeverChallengesIsDroppedAfterTheHelloTimeout) {
+  // A listener that takes the hello and says nothing: the dialer sends no message over it.
+  uint16_t port = 0;
+  int lfd = listen_raw(&port);
+  TestNode* a = start(1, 7, 0, with_secret("the cluster secret"));
+  a->t->set_peer(9, addr(port));
+  for (int i = 0; i < 5; ++i) a->t->send(make_msg(MessageType::kHeartbeat, 1, 9, i));
+  ASSERT_TRUE(run_until([&] { return a->t->stats().hello_timeouts >= 1; }, 3000));
+  int c = ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK);
+  ASSERT_GE(c, 0);
+  std::string buf;
+  auto frames = raw_frames(c, &buf);
+  ASSERT_FALSE(frames.empty());
+  for (auto& f : frames) EXPECT_EQ(f.first, static_cast<uint8_t>(PeerFrameKind::kHello));
+  EXPECT_FALSE(a->t->connected(9));
+  ::close(c);
+  ::close(lfd);
 }
 
 }  // namespace

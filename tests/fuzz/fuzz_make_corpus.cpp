@@ -207,6 +207,21 @@ void peer_frames_seeds() {
   std::string refuse;
   cluster::append_refuse_frame("node id 0 is not valid", &refuse);
   put_seed("fuzz_peer_frames", "refuse", 0x02, refuse);
+  // The cluster-secret handshake: a version 3 hello, the challenge and the proof.
+  cluster::PeerHello h3 = h;
+  h3.has_nonce = true;
+  h3.nonce.fill(0x5a);
+  std::string hs;
+  cluster::append_hello_frame(h3, &hs);
+  const std::string hello3 = hs.substr(cluster::kPeerFrameHeader);
+  auth::Digest key = auth::sha256("fuzz cluster secret");
+  cluster::PeerChallenge ch{2, {}, {}};
+  ch.nonce.fill(0xa5);
+  ch.proof = cluster::handshake_proof(key, true, hello3, 2, ch.nonce);
+  cluster::append_challenge_frame(ch, &hs);
+  cluster::append_proof_frame(cluster::handshake_proof(key, false, hello3, 2, ch.nonce), &hs);
+  put_seed("fuzz_peer_frames", "handshake-fix", 0x80, hs);
+  put_seed("fuzz_peer_frames", "handshake-chunks", 0x82, hs);
 }
 
 // One chunk of the WAL target's input: [u16 LE length][i8 name delta][bytes].

@@ -1,12 +1,13 @@
 // libFuzzer target for the peer transport's wire parsing: PeerFrameReader (frame reassembly
-// from a TCP byte stream) and decode_hello (the first frame of every link).
+// from a TCP byte stream), decode_hello (the first frame of every link; version 3 carries the
+// cluster-secret handshake's nonce) and the handshake's decode_challenge and decode_proof.
 // Input: [control byte][stream bytes]. The stream is fed whole to one reader and in chunks
 // (control-chosen sizes) to another; both must report the same frames and the same failure.
 // Each frame's payload also goes to decode_hello; with control bit 7 set, the harness first
 // rewrites a hello payload's trailing xxh3 so mutations reach the field decoder.
 // Traps on: a frame over the limit, a stash above max_frame + header, a payload outside its
-// source, a reader that goes on after failing, or a decoded hello that does not re-encode to the
-// same payload.
+// source, a reader that goes on after failing, or a decoded hello, challenge or proof that does
+// not re-encode to the same payload.
 #include <xxhash.h>
 
 #include <cstddef>
@@ -62,6 +63,23 @@ void check_hello(std::string_view payload, bool fix_checksum) {
   require(again == h);
 }
 
+// Every payload is also tried as a CHALLENGE and a PROOF: what decodes re-encodes to itself.
+void check_handshake(std::string_view payload) {
+  using namespace ticketd::cluster;
+  PeerChallenge c;
+  if (decode_challenge(payload, &c).empty()) {
+    std::string frame;
+    append_challenge_frame(c, &frame);
+    require(std::string_view(frame).substr(kPeerFrameHeader) == payload);
+  }
+  ticketd::auth::Digest proof{};
+  if (decode_proof(payload, &proof).empty()) {
+    std::string frame;
+    append_proof_frame(proof, &frame);
+    require(std::string_view(frame).substr(kPeerFrameHeader) == payload);
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
@@ -79,6 +97,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
       require(payload.data() >= data.data() &&
               payload.data() + payload.size() <= data.data() + data.size());
       check_hello(payload, fix);
+      check_handshake(payload);
       return take_frame(max_frame, kind, payload, &whole);
     });
     whole.failed = !ok;

@@ -58,7 +58,7 @@ class Node:
     """One ticketd process. Stopped only by its own PID."""
 
     def __init__(self, binary, node_id=1, dir=None, durability="high", threads=2,
-                 extra=None, port=None, rport=None, join=None):
+                 extra=None, port=None, rport=None, join=None, auth=None, env=None):
         self.binary = binary
         self.id = node_id
         self.own_dir = dir is None
@@ -69,6 +69,8 @@ class Node:
         self.threads = threads
         self.extra = extra or []
         self.join = join
+        self.auth = auth  # what the harness logs in with: "password" or ("user", "password")
+        self.env = env    # extra environment variables for the process
         self.proc = None
         self.log_path = os.path.join(self.dir, "node-%d.log" % node_id)
 
@@ -82,7 +84,12 @@ class Node:
 
     def start(self, wait=True):
         self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args(), stdout=self.logf, stderr=subprocess.STDOUT)
+        env = None
+        if self.env:
+            env = dict(os.environ)
+            env.update(self.env)
+        self.proc = subprocess.Popen(self.args(), stdout=self.logf, stderr=subprocess.STDOUT,
+                                     env=env)
         if wait:
             self.wait_ready()
         return self
@@ -94,7 +101,7 @@ class Node:
                 raise RuntimeError("ticketd exited early with %s; log:\n%s" %
                                    (self.proc.returncode, self.log()))
             try:
-                c = Client(self.port, timeout=2)
+                c = self.client(timeout=2)
                 r = c.call("PING")
                 c.close()
                 if r == "PONG":
@@ -103,6 +110,10 @@ class Node:
                 pass
             time.sleep(0.05)
         raise RuntimeError("ticketd did not become ready; log:\n" + self.log())
+
+    def client(self, timeout=10):
+        """A Client logged in as the harness's user for this node (if it has one)."""
+        return Client(self.port, timeout=timeout, auth=self.auth)
 
     def log(self):
         try:
@@ -183,10 +194,14 @@ class RespError(Exception):
 class Client:
     """A minimal blocking RESP2 client (stdlib only)."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=10):
+    def __init__(self, port, host="127.0.0.1", timeout=10, auth=None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
+        if auth is not None:
+            r = self.call("AUTH", *((auth,) if isinstance(auth, str) else auth))
+            if r != "OK":
+                raise RespError("AUTH refused: %s" % r)
 
     def close(self):
         try:
@@ -284,8 +299,12 @@ class Cluster:
     """N ticketd processes on loopback formed as the README says: node 1 bootstraps, the
     others --join it. Nodes are stopped only by their own PIDs."""
 
-    def __init__(self, binary, n=3, durability="high", threads=1):
+    def __init__(self, binary, n=3, durability="high", threads=1, extra=None, auth=None,
+                 env=None):
         self.binary = binary
+        self.extra = extra or []
+        self.auth = auth
+        self.env = env
         self.dir = tempfile.mkdtemp(prefix="ticketd-cluster-")
         self.nodes = {}
         self.durability = durability
@@ -299,7 +318,8 @@ class Cluster:
             j = self.nodes[join_id or 1]
             join = "127.0.0.1:%d" % j.port
         node = Node(self.binary, node_id=i, dir=self.dir, durability=self.durability,
-                    threads=self.threads, join=join)
+                    threads=self.threads, join=join, extra=list(self.extra), auth=self.auth,
+                    env=self.env)
         node.own_dir = False
         self.nodes[i] = node
         if start:
@@ -318,7 +338,7 @@ class Cluster:
     def config(self, via=None, timeout=2):
         for n in ([via] if via else self.alive()):
             try:
-                c = Client(n.port, timeout=timeout)
+                c = n.client(timeout=timeout)
                 r = c.call("RAFT.CONFIGURATION")
                 c.close()
                 if isinstance(r, list):
@@ -344,7 +364,7 @@ class Cluster:
         while time.time() < deadline:
             for n in self.alive():
                 try:
-                    c = Client(n.port, timeout=1)
+                    c = n.client(timeout=1)
                     r = c.call("RAFT.LEADER")
                     c.close()
                 except OSError:
@@ -353,7 +373,7 @@ class Cluster:
                     for m in self.alive():
                         if "127.0.0.1:%d" % m.port == r:
                             try:
-                                c = Client(m.port, timeout=1)
+                                c = m.client(timeout=1)
                                 st = c.call("RAFT.STATS")
                                 c.close()
                             except OSError:
@@ -377,7 +397,7 @@ class Cluster:
         return None
 
     def stats(self, node):
-        c = Client(node.port, timeout=3)
+        c = node.client(timeout=3)
         st = c.call("RAFT.STATS")
         c.close()
         return dict(zip(st[0::2], st[1::2]))

@@ -3,8 +3,6 @@ a peer with a valid hello that sends well-formed, checksummed but semantically b
 messages, and 10,000 client connections held open. The node keeps serving everyone else and
 its memory stays bounded; the figures are printed for docs/RELIABILITY.md."""
 
-import ctypes
-import ctypes.util
 import random
 import resource
 import socket
@@ -12,29 +10,7 @@ import struct
 import time
 
 from harness import Client, Cluster, check, free_port, membership_call, run_main
-
-
-# The peer wire format (src/cluster/peer_transport.h, src/raft/codec.cpp), checksummed with the
-# same libxxhash the server links.
-_xxh = ctypes.CDLL(ctypes.util.find_library("xxhash") or "libxxhash.so.0")
-_xxh.XXH3_64bits.restype = ctypes.c_uint64
-_xxh.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-
-
-def xxh3(b):
-    return _xxh.XXH3_64bits(b, len(b))
-
-
-def frame(kind, payload):
-    return struct.pack("<IB", 1 + len(payload), kind) + payload
-
-
-def hello(cluster, node, raft_addr, target=0):
-    b = b"TKDP" + struct.pack("<BQQQ", 2, cluster, node, 1)
-    for a in (b"127.0.0.1:1", raft_addr.encode()):
-        b += struct.pack("<H", len(a)) + a
-    b += struct.pack("<Q", target)
-    return frame(1, b + struct.pack("<Q", xxh3(b)))
+from peer_wire import frame, hello, xxh3
 
 
 APPEND, APPEND_RESP, HEARTBEAT, VOTE, PRE_VOTE, SNAPSHOT = 4, 5, 6, 2, 0, 8

@@ -203,5 +203,47 @@ TEST(Listen, ReuseportTwiceAndRefusesTaken) {
   if (b >= 0) ::close(b);
 }
 
+// Connects to a listener on `host` and returns {accepted, connecting} fds, or {-1, -1}.
+std::pair<int, int> loopback_pair(const char* host, int family) {
+  std::string err;
+  int l = listen_tcp(host, 0, false, &err);
+  if (l < 0) return {-1, -1};
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  ::getsockname(l, reinterpret_cast<sockaddr*>(&ss), &len);
+  int c = ::socket(family, SOCK_STREAM, 0);
+  if (c < 0 || ::connect(c, reinterpret_cast<sockaddr*>(&ss), len) < 0) {
+    ::close(l);
+    if (c >= 0) ::close(c);
+    return {-1, -1};
+  }
+  int a = ::accept(l, nullptr, nullptr);
+  ::close(l);
+  return {a, c};
+}
+
+TEST(Peer, LoopbackPeersAreLoopback) {
+  for (const char* host : {"127.0.0.1", "127.0.0.2"}) {
+    auto [a, c] = loopback_pair(host, AF_INET);
+    ASSERT_GE(a, 0) << host;
+    EXPECT_TRUE(peer_is_loopback(a)) << host;
+    EXPECT_TRUE(peer_is_loopback(c)) << host;
+    ::close(a);
+    ::close(c);
+  }
+  auto [a6, c6] = loopback_pair("::1", AF_INET6);
+  if (a6 >= 0) {  // a machine without IPv6 has no ::1
+    EXPECT_TRUE(peer_is_loopback(a6));
+    ::close(a6);
+    ::close(c6);
+  }
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  EXPECT_FALSE(peer_is_loopback(sv[0]));  // not an IP peer: refused, not assumed
+  ::close(sv[0]);
+  ::close(sv[1]);
+  EXPECT_FALSE(peer_is_loopback(-1));
+}
+
 }  // namespace
 }  // namespace ticketd::io

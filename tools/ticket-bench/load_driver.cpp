@@ -38,6 +38,38 @@ int64_t NowNs() {
   return static_cast<int64_t>(ts.tv_sec) * kNsPerSec + ts.tv_nsec;
 }
 
+namespace {
+// Sends `login` (AUTH) on the fresh non-blocking `fd` and waits for exactly "+OK\r\n".
+bool LogIn(int fd, const std::string& login, int timeout_ms, const std::string& where,
+           std::string& error) {
+  int64_t deadline = NowNs() + static_cast<int64_t>(timeout_ms) * 1'000'000;
+  size_t sent = 0;
+  std::string reply;
+  while (reply.find("\r\n") == std::string::npos && reply.size() < 512) {
+    int left_ms = static_cast<int>((deadline - NowNs()) / 1'000'000);
+    if (left_ms <= 0) {
+      error = "AUTH on " + where + ": no answer";
+      return false;
+    }
+    pollfd p{fd, static_cast<short>(sent < login.size() ? POLLOUT : POLLIN), 0};
+    if (poll(&p, 1, left_ms) <= 0) continue;
+    if (sent < login.size()) {
+      ssize_t n = send(fd, login.data() + sent, login.size() - sent, MSG_NOSIGNAL);
+      if (n > 0) sent += static_cast<size_t>(n);
+      if (n < 0 && errno != EAGAIN) break;
+      continue;
+    }
+    char buf[256];
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n == 0 || (n < 0 && errno != EAGAIN)) break;
+    if (n > 0) reply.append(buf, static_cast<size_t>(n));
+  }
+  if (reply == "+OK\r\n") return true;
+  error = "AUTH on " + where + " refused: " + reply.substr(0, reply.find("\r\n"));
+  return false;
+}
+}  // namespace
+
 int ConnectTcp(const ConnectTarget& target, int timeout_ms, std::string& error) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -76,6 +108,10 @@ int ConnectTcp(const ConnectTarget& target, int timeout_ms, std::string& error) 
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       freeaddrinfo(list);
+      if (!target.login.empty() && !LogIn(fd, target.login, timeout_ms, where, error)) {
+        close(fd);
+        return -1;
+      }
       return fd;
     }
     error = "cannot connect to " + where + ": " + strerror(err);
@@ -231,7 +267,7 @@ void LoadDriver::Redirect(Connection& c, std::string_view moved_text) {
     return;
   }
   result_.moved++;
-  ConnectTarget to{std::string(addr.substr(0, colon)), static_cast<uint16_t>(port)};
+  ConnectTarget to{std::string(addr.substr(0, colon)), static_cast<uint16_t>(port), target_.login};
   if (to.host.size() > 2 && to.host.front() == '[' && to.host.back() == ']') {
     to.host = to.host.substr(1, to.host.size() - 2);
   }

@@ -48,10 +48,11 @@ struct DriverResult {
 struct ConnectTarget {
   std::string host;
   uint16_t port = 0;
+  std::string login;  // an encoded AUTH request sent first on every connection, or empty
 };
 
-// Connects a non-blocking TCP socket with TCP_NODELAY within `timeout_ms`; returns the fd,
-// or -1 with a message in `error`.
+// Connects a non-blocking TCP socket with TCP_NODELAY within `timeout_ms` and, with a
+// login, sends it and waits for its +OK; returns the fd, or -1 with a message in `error`.
 int ConnectTcp(const ConnectTarget& target, int timeout_ms, std::string& error);
 
 class LoadDriver {

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -173,7 +174,11 @@ int main(int argc, char** argv) {
   std::string json_path;
   bool quiet = false;
   bool self_test = false;
+  std::string password, user;
   app.add_option("-h,--host", host, "Server host")->capture_default_str();
+  app.add_option("-a,--pass", password,
+                 "Password: every connection sends AUTH first (also TICKETD_PASSWORD)");
+  app.add_option("--user", user, "User name for AUTH (default: the default user)");
   app.add_option("-p,--port", port, "Server port")->capture_default_str()->check(CLI::Range(1, 65535));
   app.add_option("-c,--connections", connections, "Connections in total")
       ->capture_default_str()->check(CLI::Range(1, 100000));
@@ -241,7 +246,14 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   // Connect everything first, so a refused connection fails before any load starts.
-  ConnectTarget target{host, static_cast<uint16_t>(port)};
+  if (password.empty()) {
+    if (const char* e = std::getenv("TICKETD_PASSWORD"); e != nullptr) password = e;
+  }
+  ConnectTarget target{host, static_cast<uint16_t>(port), {}};
+  if (!password.empty()) {
+    target.login = EncodeCommand(user.empty() ? std::vector<std::string>{"AUTH", password}
+                                              : std::vector<std::string>{"AUTH", user, password});
+  }
   std::vector<std::vector<int>> fds(static_cast<size_t>(threads));
   for (int i = 0; i < connections; ++i) {
     std::string error;

@@ -139,6 +139,9 @@ bool parse_host_port(const std::string& s, std::string* host, uint16_t* port);
 // Returns the fd, or -errno with *err set.
 int listen_tcp(const std::string& host, uint16_t port, bool reuseport, std::string* err);
 uint16_t local_port(int fd);
+// True if the peer of connected socket `fd` is a loopback address (127.0.0.0/8, ::1, or
+// ::ffff:127.0.0.0/104); false for anything else, or when it cannot be asked.
+bool peer_is_loopback(int fd);
 // True if a TCP connect to host:port (an empty host: 127.0.0.1) succeeds right now.
 bool something_listens(const std::string& host, uint16_t port);
 

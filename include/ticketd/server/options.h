@@ -3,7 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+
+#include "ticketd/auth/digest.h"
 
 namespace ticketd::server {
 
@@ -29,6 +32,17 @@ struct ServerOptions {
   uint64_t snapshot_every = 10000;  // entries between automatic snapshots + WAL compaction
   uint64_t wal_segment_bytes = 16ull << 20;  // ~300k Allocate records; disk use is bounded by two
   uint64_t max_sequences = 10000;  // TICKET.CREATE refuses past this many (default included)
+  // Clients. The default user's password, as its SHA-256 digest only (--requirepass*).
+  std::optional<auth::Digest> requirepass;
+  std::string aclfile;           // users and roles; read (and checked) at start
+  bool protected_mode = true;    // no password for the default user: loopback clients only
+  // What --join logs in as on the member it joins (like Redis's masteruser/masterauth): the
+  // one secret kept in clear, since it is sent. Empty password: no AUTH is sent.
+  std::string join_user = "default";
+  std::string join_password;
+  // Peers. The cluster key (SHA-256 of --cluster-secret-file's secret): every peer link and
+  // every RAFT.JOIN must prove it. None: the raft port is unauthenticated (as before).
+  std::optional<auth::Digest> cluster_secret;
 };
 
 }  // namespace ticketd::server
