@@ -14,7 +14,7 @@ import os
 import subprocess
 import tempfile
 
-from harness import Client, Node, RespError, check, run_main
+from harness import Client, Node, RespError, check, run_main, wait_for
 
 NOAUTH = "NOAUTH Authentication required."
 WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
@@ -244,7 +244,7 @@ def check_no_password(args):
         f = info_fields(c, "clients")
         check(f["protected_mode"] == "1" and f["clients_by_user"] == "default=1",
               "INFO clients: protected mode on (%r)" % f)
-        check("protected mode" in node.log(), "the start-up log names protected mode")
+        check(wait_for(lambda: "protected mode" in node.log(), 5), "the start-up log names protected mode")
     finally:
         node.cleanup()
 

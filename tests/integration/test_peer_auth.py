@@ -121,7 +121,7 @@ def main(args):
         cl.start()
         leader = cl.leader()
         follower = [n for n in cl.alive() if n is not leader][0]
-        check(all("peers must prove the cluster secret" in n.log() for n in cl.alive()),
+        check(wait_for(lambda: all("peers must prove the cluster secret" in n.log() for n in cl.alive()), 5),
               "every node says its peers must prove the secret")
         info = Client(leader.port).call("INFO", "raft")
         cid = int([l for l in info.split("\r\n") if l.startswith("raft_cluster_id:")][0]

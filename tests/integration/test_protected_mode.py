@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import Client, Node, check, free_port, run_main
+from harness import Client, Node, check, free_port, run_main, wait_for
 
 DENIED = ("DENIED ticketd is running in protected mode because protected mode is enabled and "
           "no password is set for the default user.")
@@ -162,7 +162,9 @@ def main(args):
         c = Client(node.port, host=outside)
         check(int(c.call("TICKET")) > 1, "--protected-mode no: a client from outside is served")
         c.close()
-        check("--protected-mode no: any client" in node.log(), "... and the log says so")
+        # The start-up line comes right after the listeners open: wait for it (ASan is slow).
+        check(wait_for(lambda: "--protected-mode no: any client" in node.log(), 5),
+              "... and the log says so:\n" + node.log())
         node.terminate()
 
         node = NsNode(args.binary, netns, tmp, ["--requirepass", "pm-pw"]).start()
