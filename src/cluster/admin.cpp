@@ -223,8 +223,14 @@ std::string RaftTicketLog::stats_reply() {
   std::string conf = "[";
   for (const raft::Server& s : raft_->configuration().servers) {
     if (conf.size() > 1) conf += " ";
-    conf += "{" + std::string(s.suffrage == raft::Suffrage::kVoter ? "Voter" : "Nonvoter") + " " +
-            std::to_string(s.id) + " " + decode_context(s.context).raft_addr + "}";
+    // Appended piece by piece: GCC 12's -O3 reports a false -Wrestrict on "{" + std::string(..).
+    conf += '{';
+    conf += s.suffrage == raft::Suffrage::kVoter ? "Voter" : "Nonvoter";
+    conf += ' ';
+    conf += std::to_string(s.id);
+    conf += ' ';
+    conf += decode_context(s.context).raft_addr;
+    conf += '}';
   }
   conf += "]";
   add("latest_configuration", conf);

@@ -20,9 +20,8 @@ void wrong_args(std::string& out, const char* cmd) {
 
 // The sequence name argument: true if it may name a sequence, else the error is sent.
 bool check_name(std::string& out, std::string_view name) {
-  std::string bad = tickets::check_name(name);
-  if (bad.empty()) return true;
-  resp::append_error(out, "ERR " + bad);
+  if (tickets::name_ok(name)) return true;
+  resp::append_error(out, "ERR " + tickets::check_name(name));
   return false;
 }
 

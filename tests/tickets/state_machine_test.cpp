@@ -135,6 +135,25 @@ std::string with_checksum(std::string body) {
   return body;
 }
 
+// name_ok (the per-request test) and check_name (the message) accept exactly the same names:
+// every byte value alone and inside a name, and the length bounds.
+TEST(Tickets, NameOkAgreesWithCheckName) {
+  for (int b = 0; b < 256; ++b) {
+    std::string one(1, static_cast<char>(b));
+    std::string mid = "ab" + one + "cd";
+    bool printable = b > ' ' && b <= '~';
+    EXPECT_EQ(name_ok(one), printable) << b;
+    EXPECT_EQ(check_name(one).empty(), printable) << b;
+    EXPECT_EQ(name_ok(mid), printable) << b;
+    EXPECT_EQ(check_name(mid).empty(), printable) << b;
+  }
+  EXPECT_FALSE(name_ok(""));
+  EXPECT_FALSE(check_name("").empty());
+  EXPECT_TRUE(name_ok(std::string(kMaxNameBytes, 'x')));
+  EXPECT_FALSE(name_ok(std::string(kMaxNameBytes + 1, 'x')));
+  EXPECT_FALSE(check_name(std::string(kMaxNameBytes + 1, 'x')).empty());
+}
+
 TEST(Tickets, DecodeRefusesNamesTheRulesRefuse) {
   for (const std::string& name : {std::string(kMaxNameBytes + 1, 'x'), std::string("a b"),
                                   std::string()}) {

@@ -28,6 +28,8 @@ inline constexpr uint64_t kMaxBlock = 1'000'000;      // tickets in one TICKET.B
 
 // "" if `name` may name a sequence: 1..kMaxNameBytes printable ASCII bytes, no spaces.
 std::string check_name(std::string_view name);
+// The same test without the message (the per-request path).
+bool name_ok(std::string_view name);
 
 struct Sequence {
   uint64_t last = 0;           // the last ticket handed out (the next is last + 1)
