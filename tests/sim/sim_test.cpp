@@ -100,6 +100,11 @@ SimResult first_failure(int budget, int nodes, int steps) {
   return SimResult{};
 }
 
+// The teeth measure the simulator's power, not memory safety: the release build runs them in
+// full; the sanitizer build (TICKETD_TEST_QUICK) skips them (one alone took 3 minutes there).
+#define SKIP_TEETH_IF_QUICK() \
+  if (quick()) GTEST_SKIP() << "teeth run in the release build (TICKETD_TEST_QUICK is set)"
+
 void expect_caught(bool raft::testing::Bugs::*flag, const char* name, int budget, int nodes) {
   BugGuard guard(flag);
   SimResult r = first_failure(budget, nodes, 5000);
@@ -108,20 +113,25 @@ void expect_caught(bool raft::testing::Bugs::*flag, const char* name, int budget
 }
 
 TEST(SimTeeth, CatchesCommittingAnOldTermEntryByCounting) {
+  SKIP_TEETH_IF_QUICK();
   expect_caught(&raft::testing::Bugs::commit_old_term_by_counting, "commit-old-term", 2000, 3);
 }
 TEST(SimTeeth, CatchesForgettingToPersistTheVote) {
+  SKIP_TEETH_IF_QUICK();
   expect_caught(&raft::testing::Bugs::forget_to_persist_vote, "forget-vote", 200, 3);
 }
 TEST(SimTeeth, CatchesVotingWithoutTheLogCheck) {
+  SKIP_TEETH_IF_QUICK();
   expect_caught(&raft::testing::Bugs::vote_without_log_check, "no-log-check", 100, 3);
 }
 // TICKET.LAST answered from the leader's state without confirming leadership: a deposed leader
 // that still believes it leads answers a value older than tickets acknowledged meanwhile.
 TEST(SimTeeth, CatchesALinearizableReadWithoutTheQuorumRound) {
+  SKIP_TEETH_IF_QUICK();
   expect_caught(&raft::testing::Bugs::read_without_quorum, "read-without-quorum", 300, 3);
 }
 TEST(SimTeeth, CatchesAcknowledgingAppendsBeforeTheyAreDurable) {
+  SKIP_TEETH_IF_QUICK();
   expect_caught(&raft::testing::Bugs::ack_before_persist, "ack-before-persist", 300, 3);
 }
 
@@ -142,9 +152,11 @@ void expect_tickets_bug_caught(bool tickets::testing::Bugs::*flag, const char* n
 }
 
 TEST(SimTeeth, CatchesAnAllocateThatIgnoresTheFloor) {
+  SKIP_TEETH_IF_QUICK();
   expect_tickets_bug_caught(&tickets::testing::Bugs::allocate_ignores_floor, "allocate-ignores-floor", 20);
 }
 TEST(SimTeeth, CatchesASnapshotThatForgetsFloors) {
+  SKIP_TEETH_IF_QUICK();
   expect_tickets_bug_caught(&tickets::testing::Bugs::snapshot_forgets_floors, "snapshot-forgets-floors", 50);
 }
 
@@ -155,9 +167,11 @@ void expect_driver_bug_caught(bool driver::testing::Bugs::*flag, const char* nam
 }
 
 TEST(SimTeeth, CatchesADriverThatReleasesBeforeTheWriteIsDurable) {
+  SKIP_TEETH_IF_QUICK();
   expect_driver_bug_caught(&driver::testing::Bugs::release_before_durable, "release-before-durable", 200);
 }
 TEST(SimTeeth, CatchesADriverThatAppliesEarlyOutOfOrder) {
+  SKIP_TEETH_IF_QUICK();
   expect_driver_bug_caught(&driver::testing::Bugs::early_apply_out_of_order, "early-apply-out-of-order", 200);
 }
 
