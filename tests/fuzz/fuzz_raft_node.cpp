@@ -6,12 +6,14 @@
 // state) instead of a voter of {1,2,3}; 2 pre_vote off; 4 check_quorum off.
 // Ops (first byte % 8): 0 tick (1 + byte/8 ticks), 1 a message from fields, 2 a message through
 // the codec ([u16 len][bytes], checksum rewritten), 3 handle one Ready (bit 3: defer
-// on_persisted), 4 report the oldest deferred write, 5 propose, 6 restart from the disk,
-// 7 compact at the applied index.
+// on_persisted), 4 report the oldest deferred write, 5 propose (bit 3 set: a linearizable read,
+// read_index), 6 restart from the disk, 7 compact at the applied index.
 // Traps on: a crash of course, and commit > last index, applied > commit, term or commit going
 // backwards within one process, a term above kMaxTerm + ticks, Ready entries that do not
 // continue the disk after its truncation, committed entries out of order or an index handed
-// out as committed with two different terms, has_ready() that never settles.
+// out as committed with two different terms, has_ready() that never settles; a read released
+// twice or never asked for, or released ok at an index below the commit index when it was
+// asked or above what was handed out as committed.
 #include <xxhash.h>
 
 #include <cstddef>
@@ -103,7 +105,13 @@ class Harness {
         case 2: codec_message(in); break;
         case 3: handle_ready((op & 8) != 0); break;
         case 4: report_oldest(); break;
-        case 5: node_->propose(std::string(8, static_cast<char>(op))); break;
+        case 5:
+          if (op & 8) {
+            read();
+          } else {
+            node_->propose(std::string(8, static_cast<char>(op)));
+          }
+          break;
         case 6: start(); break;
         case 7:
           if (node_->applied_index() > node_->snapshot_index()) {
@@ -127,6 +135,7 @@ class Harness {
     InitialState st{disk_.hs, disk_.snap, disk_.entries};
     node_ = std::make_unique<Node>(cfg_, std::move(st));
     deferred_.clear();
+    reads_.clear();  // a restart forgets its reads (the driver answers them with an error)
     last_term_ = node_->term();
     last_commit_ = node_->commit_index();
     applied_ = node_->applied_index();
@@ -249,6 +258,20 @@ class Harness {
       auto [it, fresh] = committed_.try_emplace(e.index, e.term);
       require(fresh || it->second == e.term);
     }
+    for (const ReadState& rs : rd.read_states) {
+      auto it = reads_.find(rs.ctx);
+      require(it != reads_.end());  // asked for, and released once
+      if (rs.ok) require(rs.index >= it->second && rs.index <= applied_);
+      reads_.erase(it);
+    }
+    require(reads_.size() <= cfg_.max_pending_reads);
+  }
+
+  void read() {
+    uint64_t ctx = ++next_ctx_;
+    uint64_t commit = node_->commit_index();
+    ReadIndexResult r = node_->read_index(ctx);
+    if (r.status == ReadIndexStatus::kOk) reads_.emplace(ctx, commit);
   }
 
   void report_oldest() {
@@ -274,6 +297,8 @@ class Harness {
   std::unique_ptr<Node> node_;
   std::deque<LogPosition> deferred_;
   std::map<uint64_t, uint64_t> committed_;  // index -> term of every entry handed out committed
+  std::map<uint64_t, uint64_t> reads_;      // read ctx -> the commit index when it was asked
+  uint64_t next_ctx_ = 0;
   uint64_t applied_ = 0;
   uint64_t last_term_ = 0;
   uint64_t last_commit_ = 0;
