@@ -108,6 +108,7 @@ void RaftTicketLog::publish() {
   uint64_t leader = raft_->leader_id();
   if (leader != last_leader_) {
     if (leader != raft::kNoId) leader_changes_++;
+    if (leader != raft::kNoId) known_leader_ = leader;  // CLUSTER SLOTS shows it during elections
     last_leader_ = leader;
     node_.log_line(leader == raft::kNoId
                        ? std::string("no leader known (term ") + std::to_string(raft_->term()) + ")"

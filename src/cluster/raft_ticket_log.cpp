@@ -71,6 +71,7 @@ void RaftTicketLog::on_tick() {
     }
   }
   update_member_addresses();
+  if (ticks_ % 10 == 0) publish_replication();  // INFO replication (cluster_commands.cpp)
   check_awaited_members();
   note_removal();
   // Periodic snapshot even when the load is light, so the log stays short.
