@@ -21,9 +21,10 @@ PKGS=(
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NODE_CLIENTS="$ROOT/tests/integration/node"
 
-# The Node.js clients the integration tests log in with (ioredis), pinned by the lock file.
+# The Node.js clients the integration tests use (ioredis; node-redis for its createCluster),
+# pinned by the lock file.
 node_clients() {
-  [[ -d "$NODE_CLIENTS/node_modules/ioredis" ]] && return 0
+  [[ -d "$NODE_CLIENTS/node_modules/ioredis" && -d "$NODE_CLIENTS/node_modules/redis" ]] && return 0
   if [[ "${1:-}" == "--check" ]]; then
     echo "missing: node clients (npm ci in tests/integration/node)"
     return 1

@@ -26,6 +26,8 @@ constexpr CommandCategories kTable[] = {
     {"command", kConnection},
     {"config", kConnection},  // CONFIG GET answers nothing (redis-benchmark asks at start)
     {"acl", kConnection},     // ACL WHOAMI, ACL CAT: about oneself and the categories
+    {"readonly", kConnection},   // cluster clients send them to replicas; they change nothing
+    {"readwrite", kConnection},
     // Taking tickets.
     {"ticket", kTicket},
     {"ticket.block", kTicket},
@@ -34,6 +36,8 @@ constexpr CommandCategories kTable[] = {
     {"ticket.list", kRead},
     {"ticket.info", kRead},
     {"raft.leader", kRead},
+    {"cluster", kRead},  // CLUSTER SLOTS, NODES, ...: where the leader is, for cluster clients
+    {"role", kRead},
     // Monitoring (addresses, log positions, counters). INFO is also a read (it shows the
     // last ticket, and ioredis's ready check asks for it on connect).
     {"info", kStatus | kRead},

@@ -1,6 +1,7 @@
 // Admin commands (run on shard 0): RAFT.* and the INFO raft section.
 #include "raft_ticket_log.h"
 
+#include "../server/cluster_api.h"
 #include "ticketd/resp/parser.h"
 #include "ticketd/resp/writer.h"
 
@@ -13,7 +14,11 @@ bool RaftTicketLog::redirect_if_follower(const AdminRequest& req) {
   if (addr.empty()) {
     reply_error(req, "CLUSTERDOWN no leader");
   } else {
-    reply_error(req, "MOVED 0 " + addr);
+    // The slot of the command's key (a sequence name), else plain TICKET's: cluster clients
+    // remember the new owner of that slot.
+    bool keyed = is_sequence_command(req.args[0]) && req.args.size() > 1;
+    uint16_t slot = keyed ? server::key_hash_slot(req.args[1]) : server::default_slot();
+    reply_error(req, "MOVED " + std::to_string(slot) + " " + addr);
   }
   return true;
 }
@@ -339,6 +344,8 @@ void RaftTicketLog::admin(AdminRequest&& req) {
     reply(req, std::move(out));
   } else if (is("RAFT.JOIN")) {
     admin_join(std::move(req));
+  } else if (is_cluster_command(cmd)) {
+    admin_cluster(std::move(req));  // CLUSTER ..., ROLE (cluster_commands.cpp)
   } else if (is_sequence_command(cmd)) {
     admin_sequence(std::move(req));  // TICKET.CREATE/DROP/FLOOR/LIST/INFO (sequences_admin.cpp)
   } else if (is("INFO")) {

@@ -108,6 +108,7 @@ void RaftTicketLog::publish() {
   uint64_t leader = raft_->leader_id();
   if (leader != last_leader_) {
     if (leader != raft::kNoId) leader_changes_++;
+    if (leader != raft::kNoId) known_leader_ = leader;  // CLUSTER SLOTS shows it during elections
     last_leader_ = leader;
     node_.log_line(leader == raft::kNoId
                        ? std::string("no leader known (term ") + std::to_string(raft_->term()) + ")"
@@ -119,6 +120,8 @@ void RaftTicketLog::publish() {
     role = ClusterRole::kLeader;
   } else if (leader != raft::kNoId && leader != node_.opts().id) {
     role = ClusterRole::kFollower;
+  } else if (!shutting_down_ && raft_->configuration().find(node_.opts().id) != nullptr) {
+    role = ClusterRole::kElection;  // TICKETs wait for a leader (propose_staged)
   }
   // Cheap when nothing changed (every turn): the address is looked up only when the role,
   // the leader, the configuration or what peers told us changed.

@@ -56,6 +56,10 @@ constexpr int64_t kTickNs = 10'000'000;         // one raft tick = 10 ms
 constexpr int kElectionTicks = 25;              // election timeout 250..500 ms
 constexpr int kHeartbeatTicks = 5;              // heartbeat every 50 ms
 constexpr uint64_t kProposalTimeoutMs = 5000;   // a proposal never committed fails after this
+// While a member knows no leader (an election), its TICKETs wait this long for one before
+// they fail -CLUSTERDOWN: twice the longest election timeout, so a failover or a transfer
+// costs cluster clients a pause, not an error (most hand -CLUSTERDOWN to the application).
+constexpr uint64_t kElectionHoldMs = 1000;
 
 constexpr int64_t kBackgroundSyncNs = 200'000'000;
 constexpr uint16_t kPeerBufGroup = 2;
@@ -233,6 +237,29 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   std::map<uint64_t, PendingRead> reads_;  // by ctx (read_index's id), oldest first
   uint64_t next_read_ctx_ = 1;
 
+  // CLUSTER and ROLE (cluster_commands.cpp): this cluster as ONE Redis Cluster shard owning
+  // every slot, its master the leader (or, while none is known, the last one known) and its
+  // replicas the followers, each at its client address; and INFO replication's figures.
+  struct ShardMember {
+    uint64_t id = 0;
+    std::string host;
+    uint16_t port = 0;
+    uint16_t bus_port = 0;  // its raft port, shown where Redis shows the cluster bus port
+    bool master = false;
+    bool myself = false;
+    bool link_up = false;   // myself, or our link to it is up
+    uint64_t offset = 0;    // what we know of its log: our last index, a follower's match
+  };
+  static bool is_cluster_command(std::string_view cmd);
+  void admin_cluster(AdminRequest&& req);
+  std::vector<ShardMember> shard_members() const;
+  std::string node_name(uint64_t id) const;  // the stable 40-hex node id CLUSTER NODES shows
+  std::string cluster_nodes_text(const std::vector<ShardMember>& members) const;
+  std::string cluster_info_text(const std::vector<ShardMember>& members) const;
+  server::ReplicationView replication_view() const;
+  void publish_replication();
+  uint64_t known_leader_ = raft::kNoId;  // the last leader this node knew of (peers.cpp)
+
   void on_tick();
 
   Node& node_;
@@ -268,6 +295,7 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   // ticket in staged_, all sequences; 0 iff nothing is staged).
   std::vector<Waiter> staged_;
   uint64_t staged_total_ = 0;
+  uint64_t staged_since_ms_ = 0;  // when the oldest staged batch came (the election hold)
   EntryStaging staging_;
   std::vector<ShardOutcomes> outcomes_;
   std::deque<Proposal> proposals_;

@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "client_auth.h"
+#include "cluster_api.h"
 #include "node.h"
 #include "sequence_commands.h"
 #include "ticketd/resp/parser.h"
@@ -51,6 +52,8 @@ std::string upper(std::string_view s) {
   return r;
 }
 
+}  // namespace
+
 void unknown_subcommand(std::string& out, std::string_view cmd, std::string_view sub) {
   std::string msg = "ERR unknown subcommand '";
   msg.append(sub.substr(0, 128));
@@ -59,6 +62,8 @@ void unknown_subcommand(std::string& out, std::string_view cmd, std::string_view
   msg += " HELP.";
   resp::append_error(out, msg);
 }
+
+namespace {
 
 // `CMD HELP`: an array of status lines, as Redis answers it.
 void append_help(std::string& out, std::string_view cmd, std::span<const char* const> lines) {
@@ -71,6 +76,8 @@ void append_help(std::string& out, std::string_view cmd, std::span<const char* c
   resp::append_simple(out, "    Print this help.");
 }
 
+}  // namespace
+
 // `CMD HELP`: true once it answered (the help, or Redis's arity error for `CMD HELP x`).
 bool answer_help(std::string& out, Args args, std::span<const char* const> lines) {
   if (!resp::iequals(args[1], "HELP")) return false;
@@ -81,6 +88,8 @@ bool answer_help(std::string& out, Args args, std::span<const char* const> lines
   }
   return true;
 }
+
+namespace {
 
 constexpr const char* kClientHelp[] = {
     "GETNAME",
@@ -237,7 +246,7 @@ void hello_reply(Shard& s, Connection* c, std::string& out) {
   resp::append_bulk(out, "id");
   resp::append_integer(out, static_cast<int64_t>(c->id));
   resp::append_bulk(out, "mode");
-  resp::append_bulk(out, "standalone");
+  resp::append_bulk(out, "cluster");
   resp::append_bulk(out, "role");
   // The ticket log publishes the role (Node::publish_role). Only the leader takes TICKETs;
   // a follower, or a node that knows no leader, is a replica to a client.
@@ -518,6 +527,11 @@ const CommandSpec kCommands[] = {
     {"ticket.last", -1, "readonly fast", &sequences::cmd_last, 1, 1, 1},
     {"auth", -2, "noscript loading stale fast no-auth", &cmd_auth},
     {"acl", -2, "", &cmd_acl},
+    // Cluster-aware clients (issue 14; src/server/cluster_api.cpp, src/cluster/cluster_commands.cpp).
+    {"cluster", -2, "", &cluster_api::cmd_cluster},
+    {"role", 1, "noscript loading stale fast", &cluster_api::cmd_role},
+    {"readonly", 1, "loading stale fast", &cluster_api::cmd_readonly},
+    {"readwrite", 1, "loading stale fast", &cluster_api::cmd_readwrite},
 };
 
 std::span<const CommandSpec> command_table() { return kCommands; }
@@ -605,16 +619,18 @@ BatchStatus Commands::ticket_admission(Shard& s) {
     case ClusterRole::kLeader: return BatchStatus::kOk;
     case ClusterRole::kFollower: return BatchStatus::kNotLeader;
     case ClusterRole::kNoLeader: return BatchStatus::kNoLeader;
+    case ClusterRole::kElection: return BatchStatus::kOk;  // the log holds it for a leader
   }
   return BatchStatus::kNoLeader;
 }
 
-void Commands::append_refusal(Shard& s, std::string& out, BatchStatus why) {
+void Commands::append_refusal(Shard& s, std::string& out, BatchStatus why, std::string_view key) {
   if (why == BatchStatus::kNotLeader) {
-    // -MOVED sends redis-cli -c and cluster-aware clients to the leader.
+    // -MOVED <the key's slot> sends redis-cli -c and cluster-aware clients to the leader.
     std::string addr = s.node().leader_service_addr();
     if (!addr.empty()) {
-      std::string msg = "MOVED 0 " + addr;
+      uint16_t slot = key == "default" ? default_slot() : key_hash_slot(key);
+      std::string msg = "MOVED " + std::to_string(slot) + " " + addr;
       resp::append_error(out, msg);
       return;
     }
@@ -689,7 +705,7 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
     r += "# Server\r\n";
     appendf(r, "redis_version:7.0.0");
     appendf(r, "ticketd_version:%s", TICKETD_VERSION);
-    appendf(r, "redis_mode:standalone");
+    appendf(r, "redis_mode:cluster");
     appendf(r, "os:Linux");
     appendf(r, "process_id:%d", static_cast<int>(::getpid()));
     appendf(r, "tcp_port:%u", static_cast<unsigned>(node.service_port()));
@@ -774,6 +790,8 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
         w == 0 ? 0.0 : static_cast<double>(ls.batched_tickets.load()) / static_cast<double>(w));
     r += "\r\n";
   }
+  if (want("replication")) r += cluster_api::info_replication(node);
+  if (want("cluster")) r += cluster_api::info_cluster();
   if (want("keyspace")) {
     // One "database" holding the sequences, so redis-cli --stat's keys column counts them.
     r += "# Keyspace\r\n";

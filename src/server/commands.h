@@ -18,8 +18,10 @@ class Commands {
   static void run(Shard& s, Connection* c, std::span<const std::string_view> args);
   // May this node take TICKETs now? kOk, or why not (follower, no leader, stopping).
   static BatchStatus ticket_admission(Shard& s);
-  // The reply for one TICKET refused with `why` (e.g. -MOVED to the leader).
-  static void append_refusal(Shard& s, std::string& out, BatchStatus why);
+  // The reply for one TICKET of sequence `key` refused with `why` (e.g. -MOVED <key's slot>
+  // to the leader; plain TICKET is `TICKET default`).
+  static void append_refusal(Shard& s, std::string& out, BatchStatus why,
+                             std::string_view key = "default");
   // The INFO text of the sections named (`default`, `all`, `everything`: every one), in
   // Redis's order; the raft section is added on shard 0.
   static std::string info_text(Shard& s, std::span<const std::string_view> sections);
@@ -29,5 +31,11 @@ class Commands {
   // Does INFO with these section arguments include section `name`?
   static bool info_wants(std::span<const std::string_view> sections, std::string_view name);
 };
+
+// Redis's texts for `CMD HELP` (true once answered) and an unknown subcommand, for commands
+// that live in files of their own (commands.cpp).
+bool answer_help(std::string& out, std::span<const std::string_view> args,
+                 std::span<const char* const> lines);
+void unknown_subcommand(std::string& out, std::string_view cmd, std::string_view sub);
 
 }  // namespace ticketd::server

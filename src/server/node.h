@@ -33,6 +33,25 @@ struct LogStats {
   std::atomic<uint64_t> sequences{1};       // named sequences, `default` included (applied state)
 };
 
+// What INFO replication shows (src/server/cluster_api.cpp), published by the ticket log on
+// shard 0 every 100 ms (RaftTicketLog::publish_replication). Offsets are Raft log indexes.
+struct ReplicationView {
+  struct Replica {
+    std::string host;
+    uint16_t port = 0;
+    uint64_t offset = 0;  // its match index: the last entry it has durable
+    uint64_t lag_s = 0;   // seconds since it last answered
+  };
+  bool master = false;            // this node leads
+  std::string master_host;        // a follower's leader (its client address); empty: none known
+  uint16_t master_port = 0;
+  bool master_link_up = false;    // heard from the leader within an election timeout
+  uint64_t master_last_io_s = 0;  // seconds since it last heard from the leader
+  uint64_t offset = 0;            // this node's last log index
+  std::string replid;             // the shard id (40 hex): the same on every member
+  std::vector<Replica> replicas;  // the leader's followers that answered recently
+};
+
 // A command that must run on shard 0 (Raft admin, status). The reply goes back with
 // Node::reply_admin, which keeps it in its place in the connection's pipeline.
 struct AdminRequest {
@@ -69,8 +88,10 @@ class TicketLog {
 
 std::unique_ptr<TicketLog> make_raft_ticket_log(Node& node);
 
-// What shards need to know to admit or redirect a TICKET.
-enum class ClusterRole : int { kNoLeader = 0, kLeader = 1, kFollower = 2 };
+// What shards need to know to admit or redirect a TICKET. kElection: this member knows no
+// leader yet; its TICKETs wait in the log for one (at most kElectionHoldMs, raft_ticket_log.h),
+// then leave as -MOVED to it, are proposed here, or fail -CLUSTERDOWN.
+enum class ClusterRole : int { kNoLeader = 0, kLeader = 1, kFollower = 2, kElection = 3 };
 
 class Node {
  public:
@@ -116,6 +137,15 @@ class Node {
   void publish_role(ClusterRole role, const std::string& leader_service_addr);
   ClusterRole role() const { return static_cast<ClusterRole>(role_.load(std::memory_order_acquire)); }
   std::string leader_service_addr();
+  // INFO replication's figures (cluster_api.h), published by shard 0, read by any shard.
+  void publish_replication(ReplicationView v) {
+    std::lock_guard<std::mutex> g(replication_mu_);
+    replication_ = std::move(v);
+  }
+  ReplicationView replication() {
+    std::lock_guard<std::mutex> g(replication_mu_);
+    return replication_;
+  }
 
  private:
   ServerOptions opts_;
@@ -138,6 +168,8 @@ class Node {
   std::atomic<int> role_{0};
   std::mutex leader_mu_;  // guards leader_addr_: read only when refusing a TICKET
   std::string leader_addr_;
+  std::mutex replication_mu_;  // INFO replication only, never the ticket path
+  ReplicationView replication_;
 };
 
 uint64_t now_ms();

@@ -481,7 +481,7 @@ void Shard::queue_sequence_request(Connection* c, std::string_view name, uint64_
   }
   if (refuse != BatchStatus::kOk) {
     std::string& out = reply_buffer(c);
-    for (uint64_t i = 0; i < (block ? 1 : n); ++i) Commands::append_refusal(*this, out, refuse);
+    for (uint64_t i = 0; i < (block ? 1 : n); ++i) Commands::append_refusal(*this, out, refuse, name);
     return;
   }
   push_segment(c, Connection::Segment{n, false, true, 0, {}, 0, block});
@@ -698,7 +698,7 @@ void Shard::append_ticket_error(std::string& out, BatchStatus st, const std::str
     // Names are checked (printable, no spaces, bounded) before they are queued.
     resp::append_error(out, "ERR no such sequence '" + *name + "'");
   } else {
-    Commands::append_refusal(*this, out, st);
+    Commands::append_refusal(*this, out, st, name != nullptr ? std::string_view(*name) : "default");
   }
 }
 

@@ -406,3 +406,22 @@ class Cluster:
         for n in self.nodes.values():
             n.kill9()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def key_slot(key):
+    """Redis Cluster's hash slot of a key (CRC16-XMODEM of its {hash tag} if any, mod 16384):
+    the slot a follower's -MOVED names for a command on sequence `key` (plain TICKET:
+    "default")."""
+    if isinstance(key, str):
+        key = key.encode()
+    s = key.find(b"{")
+    if s >= 0:
+        e = key.find(b"}", s + 1)
+        if e > s + 1:
+            key = key[s + 1:e]
+    crc = 0
+    for b in key:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc % 16384

@@ -7,11 +7,12 @@ cluster of its own, so adding it to another cluster can never work; before, the 
   - a node that founded its own cluster: -ERR naming the reason, and it is removed again;
   - nothing listening at the address: -ERR after the contact timeout, removed again;
   - a node started with --no-bootstrap: +OK once it answered; it catches up, becomes a voter,
-    and (added without a service address) is still a redirect target, learned from its hello.
+    and (added without a service address) is still a redirect target, learned from its hello:
+    -MOVED, CLUSTER NODES and CLUSTER SLOTS name its client address.
 """
 import time
 
-from harness import Client, Node, check, free_port, membership_call, run_main, wait_for
+from harness import Client, Node, check, free_port, key_slot, membership_call, run_main, wait_for
 
 
 def members(port):
@@ -66,13 +67,19 @@ def main(args):
         # Added without a service address: the leader learns it from node 4's hello.
         check(wait_for(lambda: members(n1.port)[4]["service_address"] == "127.0.0.1:%d" % n4.port, 10),
               "node 4's service address was learned (%r)" % members(n1.port).get(4))
+        listing = Client(n1.port).call("CLUSTER", "NODES")
+        check(" 127.0.0.1:%d@%d slave " % (n4.port, n4.rport) in listing,
+              "CLUSTER NODES lists node 4 as a replica at its client address:\n" + listing)
         r = Client(n1.port).call("RAFT.TRANSFERLEADER", "4")
         check(r == "OK", "leadership moves to node 4 (%r)" % r)
 
         def redirected():
             r = Client(n1.port).call("TICKET")
-            return isinstance(r, Exception) and str(r) == "MOVED 0 127.0.0.1:%d" % n4.port
+            return isinstance(r, Exception) and str(r) == "MOVED %d 127.0.0.1:%d" % (key_slot("default"), n4.port)
         check(wait_for(redirected, 10), "node 1 redirects to node 4's service address")
+        slots = Client(n1.port).call("CLUSTER", "SLOTS")
+        check(slots[0][2][:2] == ["127.0.0.1", n4.port],
+              "node 1's CLUSTER SLOTS names node 4's client address as the master (%r)" % slots)
         after = Client(n4.port).tickets(5)
         check(after[0] > first[-1], "node 4 continues the cluster's tickets (%r after %r)" % (after, first))
     finally:

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from harness import Client, Cluster, RespError, check, run_main
+from harness import Client, Cluster, RespError, check, key_slot, run_main
 
 
 def redis_cli(port, *args):
@@ -63,7 +63,7 @@ def main(args):
         vals = [int(redis_cli(leader.port, "TICKET")) for _ in range(3)]
         check(vals == sorted(vals) and len(set(vals)) == 3, "TICKET rises on the leader: %r" % vals)
         r = redis_cli(followers[0].port, "TICKET")
-        check(r == "MOVED 0 127.0.0.1:%d" % leader.port, "a follower redirects: %r" % r)
+        check(r == "MOVED %d 127.0.0.1:%d" % (key_slot("default"), leader.port), "a follower redirects: %r" % r)
         r = redis_cli(followers[0].port, "-c", "TICKET") if False else subprocess.run(
             ["redis-cli", "-c", "-p", str(followers[0].port), "TICKET"], capture_output=True,
             text=True, timeout=20).stdout.strip().splitlines()[-1]

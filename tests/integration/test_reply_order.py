@@ -10,7 +10,7 @@ shard 0 and finish in any order: their replies must still land in their own slot
 
 import random
 
-from harness import Client, Cluster, Node, RespError, check, run_main
+from harness import Client, Cluster, Node, RespError, check, key_slot, run_main
 
 SEED = 20240611
 
@@ -32,7 +32,7 @@ def is_err(r, prefix):
 
 
 def moved(ctx):
-    return "MOVED 0 " + ctx.leader_addr
+    return "MOVED %d %s" % (key_slot("default"), ctx.leader_addr)
 
 
 def make_command(rnd, ctx, conn_no):

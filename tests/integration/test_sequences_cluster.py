@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 
-from harness import Client, Cluster, RespError, check, run_main
+from harness import Client, Cluster, RespError, check, key_slot, run_main
 
 SEQS = ["orders", "users", "invoices"]
 
@@ -101,12 +101,13 @@ def main(args):
         for s in SEQS:
             check(c.call("TICKET.CREATE", s, "START", "100") == "OK", "create %s on the leader" % s)
         follower = [n for n in cl.alive() if n is not leader][0]
-        moved = "MOVED 0 127.0.0.1:%d" % leader.port
         f = Client(follower.port)
         for cmd in (("TICKET", "orders"), ("TICKET.BLOCK", "orders", "5"), ("TICKET.CREATE", "x"),
                     ("TICKET.FLOOR", "orders", "7"), ("TICKET.DROP", "orders"), ("TICKET.LIST",),
                     ("TICKET.INFO", "orders"), ("TICKET.LAST",), ("TICKET.LAST", "orders")):
             r = f.call(*cmd)
+            # -MOVED names the slot of the sequence (the key), plain TICKET's without one.
+            moved = "MOVED %d 127.0.0.1:%d" % (key_slot(cmd[1] if len(cmd) > 1 else "default"), leader.port)
             check(str(r) == moved, "a follower redirects %s: %s" % (cmd[0], r))
         out = subprocess.run(["redis-cli", "-c", "-p", str(follower.port), "TICKET.BLOCK", "orders", "4"],
                              capture_output=True, text=True, timeout=20).stdout.split()

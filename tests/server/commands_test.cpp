@@ -28,7 +28,8 @@ TEST(CommandTable, RolesSplitTheCommands) {
   auth::CommandSet app = cat.in(auth::kApplicationRole);
   auth::CommandSet ops = cat.in(auth::kOperatorRole);
   EXPECT_EQ(ops, cat.all()) << "an operator may run every command the server has";
-  for (std::string_view name : {"ticket", "ping", "hello", "auth", "acl", "client", "raft.leader", "info"}) {
+  for (std::string_view name : {"ticket", "ping", "hello", "auth", "acl", "client", "raft.leader", "info",
+                                "cluster", "role", "readonly", "readwrite"}) {
     ASSERT_TRUE(cat.find(name).has_value()) << name;
     EXPECT_TRUE(app.test(*cat.find(name))) << name;
   }
