@@ -54,11 +54,13 @@ const Settable* settable(std::string_view name) {
 }
 
 constexpr const char* kConfigHelp[] = {
-    "GET <pattern> [<pattern> ...]",
-    "    Return parameters matching the glob-like <pattern> and their values.",
-    "SET <directive> <value> [<directive> <value> ...]",
-    "    Set the configuration <directive> to <value> (only loglevel can change",
-    "    while the node runs; every other setting is fixed at start).",
+    "GET <pattern>",
+    "    Return parameters matching the glob-like <pattern> and their values",
+    "    (several patterns may be given).",
+    "SET <directive> <value>",
+    "    Set the configuration <directive> to <value> (several pairs may be given;",
+    "    only loglevel can change while the node runs, every other setting is fixed",
+    "    at start).",
     "REWRITE",
     "    Not supported: edit the --config file and restart the node.",
 };
