@@ -14,6 +14,8 @@
 #include <string>
 
 #include "ticketd/auth/digest.h"
+#include "ticketd/base/log.h"
+#include "ticketd/server/config_params.h"
 
 #include "ticketd/io/loop.h"
 #include "ticketd/server/server.h"
@@ -33,6 +35,16 @@ int usage_error(const std::string& msg) {
   return 2;
 }
 
+// A file that holds a secret should be mode 600.
+void warn_if_readable(const std::string& flag, const std::string& path, int fd = -1) {
+  struct stat st{};
+  int r = fd >= 0 ? ::fstat(fd, &st) : ::stat(path.c_str(), &st);
+  if (r == 0 && (st.st_mode & 077) != 0) {
+    std::fprintf(stderr, "ticketd: warning: %s %s is readable by group or others (chmod 600 it)\n",
+                 flag.c_str(), path.c_str());
+  }
+}
+
 // The first line of a secret file (without its line end). False with *err; the secret's
 // text is never part of *err.
 bool read_secret_file(const std::string& flag, const std::string& path, std::string* secret,
@@ -42,11 +54,7 @@ bool read_secret_file(const std::string& flag, const std::string& path, std::str
     *err = "cannot open " + flag + " " + path + ": " + std::strerror(errno);
     return false;
   }
-  struct stat st{};
-  if (::fstat(fd, &st) == 0 && (st.st_mode & 077) != 0) {
-    std::fprintf(stderr, "ticketd: warning: %s %s is readable by group or others (chmod 600 it)\n",
-                 flag.c_str(), path.c_str());
-  }
+  warn_if_readable(flag, path, fd);
   char buf[4097];
   ssize_t n = ::read(fd, buf, sizeof(buf));
   ::close(fd);
@@ -114,6 +122,8 @@ int main(int argc, char** argv) {
   std::string cluster_secret_file;
 
   CLI::App app{"ticketd: unique, strictly increasing 64-bit tickets over the Redis protocol"};
+  // Every option's default is recorded, so CONFIG GET can answer the ones not given.
+  app.option_defaults()->always_capture_default();
   app.set_version_flag("--version", std::string("ticketd ") + TICKETD_VERSION);
   app.add_option("--id", opts.id, "node id (a positive integer, unique in the cluster)")
       ->capture_default_str()
@@ -167,6 +177,20 @@ int main(int argc, char** argv) {
                  "file whose first line is the cluster secret every member holds (at least 16 "
                  "bytes, e.g. from openssl rand -hex 32): peers and RAFT.JOIN must prove it");
 
+  // Operations (issue 14): every flag above also from a file, and the log level.
+  std::string loglevel = "notice";
+  app.add_option("--loglevel", loglevel,
+                 "debug, verbose, notice or warning (Redis's levels; CONFIG SET loglevel "
+                 "changes it while the node runs)")
+      ->check(CLI::IsMember({"debug", "verbose", "notice", "warning"}, CLI::ignore_case));
+  bool config_has_secret = false;
+  app.set_config("--config", "",
+                 "read flags from FILE, one `name = value` per line (names without dashes, "
+                 "strings in quotes, flags as true/false: TOML as CLI11 reads it); flags on "
+                 "the command line win over the file");
+  app.config_formatter(ticketd::server::make_config_reader(app, &config_has_secret));
+  app.allow_config_extras(CLI::config_extras_mode::error);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -174,9 +198,23 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    const CLI::Option* cfg = app.get_config_ptr();
+    if (cfg != nullptr && cfg->count() > 0) {
+      std::string path = cfg->as<std::string>();
+      if (dynamic_cast<const CLI::ConfigError*>(&e) != nullptr ||
+          dynamic_cast<const CLI::FileError*>(&e) != nullptr) {
+        return usage_error("--config " + path + ": " + e.what());
+      }
+      return usage_error(std::string(e.what()) + " (on the command line or in --config " + path + ")");
+    }
     app.exit(e);
     return 2;
   }
+  ticketd::logging::Level level = ticketd::logging::Level::kNotice;
+  ticketd::logging::parse_level(loglevel, &level);
+  ticketd::logging::set_level(level);
+  opts.config_params = ticketd::server::describe_options(app);
+  if (config_has_secret) warn_if_readable("--config", app.get_config_ptr()->as<std::string>());
 
   if (!ticketd::server::parse_durability(durability, &opts.durability)) {
     return usage_error("bad --durability '" + durability + "' (want high, medium or low)");
@@ -247,12 +285,14 @@ int main(int argc, char** argv) {
 
   ticketd::server::Server server(opts);
   if (!server.start(&err)) {
-    std::fprintf(stderr, "ticketd: cannot start: %s\n", err.c_str());
+    ticketd::logging::write(ticketd::logging::Level::kWarning, opts.id, "cannot start: " + err);
     return 1;
   }
   int sig = 0;
   sigwait(&set, &sig);
-  std::fprintf(stderr, "ticketd: signal %d: stopping\n", sig);
+  ticketd::logging::write(ticketd::logging::Level::kNotice, opts.id,
+                          std::string("signal ") + std::to_string(sig) + " (SIG" + sigabbrev_np(sig) +
+                              "): stopping");
   server.stop();
   return 0;
 }

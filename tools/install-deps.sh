@@ -17,6 +17,9 @@ PKGS=(
   netcat-openbsd iproute2 procps python3 python3-redis nftables e2fsprogs
   clang libclang-rt-14-dev
   python3-redis
+  # test_systemd_unit: systemd-analyze verifies deploy/ticketd.service; strace lists the
+  # system calls a node makes, checked against the unit's SystemCallFilter.
+  systemd strace
 )
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NODE_CLIENTS="$ROOT/tests/integration/node"

@@ -24,7 +24,6 @@ constexpr CommandCategories kTable[] = {
     {"select", kConnection},
     {"client", kConnection},
     {"command", kConnection},
-    {"config", kConnection},  // CONFIG GET answers nothing (redis-benchmark asks at start)
     {"acl", kConnection},     // ACL WHOAMI, ACL CAT: about oneself and the categories
     {"readonly", kConnection},   // cluster clients send them to replicas; they change nothing
     {"readwrite", kConnection},
@@ -44,6 +43,9 @@ constexpr CommandCategories kTable[] = {
     {"raft.stats", kStatus},
     {"raft.configuration", kStatus},
     {"raft.lastcontact", kStatus},
+    // CONFIG GET shows the settings (paths, addresses), CONFIG SET loglevel changes one: an
+    // operator's, as in Redis (@admin). redis-benchmark's CONFIG GET at start tolerates -NOPERM.
+    {"config", kStatus},
     // Changing who is in the cluster (RAFT.JOIN is what --join sends).
     {"raft.addvoter", kMembership},
     {"raft.removeserver", kMembership},
@@ -61,7 +63,7 @@ constexpr CategoryInfo kCategories[] = {
     {"connection", kConnection, "being a client: PING, AUTH, HELLO, CLIENT, COMMAND, ACL WHOAMI"},
     {"ticket", kTicket, "taking tickets"},
     {"read", kRead, "reading tickets, the leader's address and INFO"},
-    {"status", kStatus, "monitoring: INFO, RAFT.STATS, RAFT.CONFIGURATION, RAFT.LASTCONTACT"},
+    {"status", kStatus, "monitoring: INFO, RAFT.STATS, RAFT.CONFIGURATION, RAFT.LASTCONTACT, CONFIG"},
     {"membership", kMembership, "adding, removing and joining members; moving leadership"},
     {"snapshot", kSnapshot, "taking a snapshot"},
     {"sequence", kSequence, "creating, dropping and raising sequences"},

@@ -133,7 +133,7 @@ bool RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
 
 void RaftTicketLog::note_storage_trouble(const std::string& what) {
   // Said once per trouble spell, not on every retry.
-  if (!storage_trouble_) node_.log_line(what + " (retrying; nothing is acknowledged meanwhile)");
+  if (!storage_trouble_) node_.log_warning(what + " (retrying; nothing is acknowledged meanwhile)");
   storage_trouble_ = true;
 }
 
@@ -204,7 +204,7 @@ void RaftTicketLog::note_wal_stall() {
   if (!wal_stalled_) {
     wal_stalled_ = true;
     node_.log_stats().wal_stalled.store(true, std::memory_order_relaxed);
-    node_.log_line("wal: cannot start a new segment (" + wal_->blocked().message() +
+    node_.log_warning("wal: cannot start a new segment (" + wal_->blocked().message() +
                    "); acknowledging nothing and refusing tickets until it can (retried every "
                    "second)");
   }
@@ -233,7 +233,7 @@ void RaftTicketLog::hand_over_while_stalled() {
   // before this loop turn can acknowledge anything more; a restart's recovery keeps exactly
   // the valid prefix, and the node catches up from the cluster.
   node_.log_stats().write_errors.fetch_add(1, std::memory_order_relaxed);
-  node_.log_line("wal: " + what + ": " + wal_->error().message() +
+  node_.log_warning("wal: " + what + ": " + wal_->error().message() +
                  "; stopping now (exit status " + std::to_string(kExitWalFailed) +
                  ") so that nothing more is acknowledged; restart the node to recover");
   std::_Exit(kExitWalFailed);

@@ -12,7 +12,7 @@ void RaftTicketLog::note_refusal(const raft::Message& m, const raft::StepResult&
   ++l.count;
   uint64_t now = now_ms();
   if (l.logged_ms != 0 && now - l.logged_ms < 10'000) return;
-  node_.log_line("raft: refused " + std::string(raft::to_string(m.type)) + " from node " +
+  node_.log_warning("raft: refused " + std::string(raft::to_string(m.type)) + " from node " +
                  std::to_string(m.from) + " (" + raft::to_string(r.status) + "): " + r.why +
                  (l.count > 1 ? " (" + std::to_string(l.count) + " refusals so far)" : ""));
   l.logged_ms = now;
@@ -24,11 +24,11 @@ void RaftTicketLog::note_removal() {
   if (!n || (logged_removal_ && *logged_removal_ == *n)) return;
   logged_removal_ = n;
   if (n->from == node_.opts().id) {
-    node_.log_line("this node was removed from the cluster (its committed configuration at index " +
-                   std::to_string(n->at_index) + " no longer holds it): stop it, or wipe its "
-                   "data directory and --join it again");
+    node_.log_warning("this node was removed from the cluster (its committed configuration at "
+                      "index " + std::to_string(n->at_index) + " no longer holds it): stop it, "
+                      "or wipe its data directory and --join it again");
   } else {
-    node_.log_line("node " + std::to_string(n->from) + " says this node is not in the cluster's "
+    node_.log_warning("node " + std::to_string(n->from) + " says this node is not in the cluster's "
                    "committed configuration (its commit index " + std::to_string(n->at_index) +
                    "): it was removed; stop it, or wipe its data directory and --join it again");
   }
@@ -105,15 +105,12 @@ void RaftTicketLog::update_member_addresses() {
 }
 
 void RaftTicketLog::publish() {
+  log_role_changes();
   uint64_t leader = raft_->leader_id();
   if (leader != last_leader_) {
     if (leader != raft::kNoId) leader_changes_++;
     if (leader != raft::kNoId) known_leader_ = leader;  // CLUSTER SLOTS shows it during elections
     last_leader_ = leader;
-    node_.log_line(leader == raft::kNoId
-                       ? std::string("no leader known (term ") + std::to_string(raft_->term()) + ")"
-                       : "leader is node " + std::to_string(leader) + " (term " +
-                             std::to_string(raft_->term()) + ")");
   }
   ClusterRole role = ClusterRole::kNoLeader;
   if (raft_->role() == raft::Role::kLeader && !shutting_down_) {

@@ -148,7 +148,7 @@ void RaftTicketLog::apply(const raft::Entry& e) {
       }
     }
     if (!bad.empty()) {
-      node_.log_line("log entry " + std::to_string(e.index) + " allocates nothing" +
+      node_.log_warning("log entry " + std::to_string(e.index) + " allocates nothing" +
                      (applied ? " for some sequence: " : ": ") + bad);
     }
   }
@@ -306,9 +306,9 @@ void RaftTicketLog::close() {
     // What is staged goes out (not past a write still in flight: its buffer is in use), then
     // one fdatasync covers every written record, whatever background sync is outstanding.
     storage::Status st = writing_ ? storage::Status::ok() : wal_->sync_write(true);
-    if (!st) node_.log_line("wal: final flush failed: " + st.message());
+    if (!st) node_.log_warning("wal: final flush failed: " + st.message());
     st = wal_->sync_now();  // also after a refused write (a stalled WAL): what is written
-    if (!st) node_.log_line("wal: final fdatasync failed: " + st.message());
+    if (!st) node_.log_warning("wal: final fdatasync failed: " + st.message());
   }
   if (join_) join_->stop();
 }

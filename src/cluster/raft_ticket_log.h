@@ -189,6 +189,8 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   void on_peer_hello(const PeerHello& h);
   void note_refusal(const raft::Message& m, const raft::StepResult& r);
   void note_removal();
+  // leadership_log.cpp: one log line per leadership change, saying why (raft::RoleChange).
+  void log_role_changes();
   // member_contact.cpp
   void await_contact(AdminWaiter&& w);
   void note_refused_by(uint64_t peer, std::string_view reason);
@@ -344,6 +346,13 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   PublishKey published_key_;
   std::string published_addr_;
   uint64_t last_leader_ = raft::kNoId;
+  // What the leadership log said last (leadership_log.cpp).
+  raft::Role logged_role_ = raft::Role::kFollower;
+  uint64_t logged_leader_ = raft::kNoId;
+  uint64_t known_leader_ = raft::kNoId;  // the last leader known (for "was node N")
+  std::string campaign_why_;  // why the current campaign started
+  std::string drop_why_;      // why the last known leader was lost
+  uint64_t role_changes_dropped_logged_ = 0;
 };
 
 }  // namespace ticketd::cluster

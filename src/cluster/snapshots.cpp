@@ -49,7 +49,7 @@ void RaftTicketLog::finish_snapshot() {
   std::vector<AdminRequest> waiters;
   waiters.swap(snapshot_waiters_);
   if (!snapshot_writer_.status().is_ok()) {
-    node_.log_line("snapshot save failed: " + snapshot_writer_.status().message() +
+    node_.log_warning("snapshot save failed: " + snapshot_writer_.status().message() +
                    " (next try in 1 s)");
     snapshot_retry_ms_ = now_ms() + 1000;
     for (const AdminRequest& w : waiters) {
@@ -68,7 +68,7 @@ void RaftTicketLog::finish_snapshot() {
   raft_->compact(index, snapshot_data_);
   snapshot_index_ = index;
   storage::Status st = wal_->compact_prefix(snapshot_index_);
-  if (!st) node_.log_line("wal compaction failed: " + st.message());
+  if (!st) node_.log_warning("wal compaction failed: " + st.message());
   LogStats& ls = node_.log_stats();
   ls.snapshot_index.store(snapshot_index_);
   ls.snapshots.fetch_add(1);

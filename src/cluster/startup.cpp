@@ -81,7 +81,7 @@ bool RaftTicketLog::load_state(raft::InitialState* st, bool* fresh, std::string*
   // next entry is snapshot.index + 1, which such a WAL could not take.
   if (snap && wal_->last_index() != 0 && wal_->last_index() < base) discard = true;
   if (discard) {
-    node_.log_line("wal does not continue the snapshot at index " + std::to_string(base) +
+    node_.log_warning("wal does not continue the snapshot at index " + std::to_string(base) +
                    ": discarding the log after it (the leader will send it again)");
     entries.clear();
     if (wal_->last_index() != 0) {
@@ -114,7 +114,7 @@ bool RaftTicketLog::write_hard_state(const raft::HardState& hs) {
   std::memcpy(out.blob.data() + 8, &cluster_id_, 8);
   storage::Status s = hs_file_->save(out);
   if (!s) {
-    node_.log_line("hard state save failed: " + s.message());
+    node_.log_warning("hard state save failed: " + s.message());
     return false;
   }
   saved_hs_ = hs;
@@ -324,11 +324,11 @@ void RaftTicketLog::attach(io::Loop* loop) {
   std::string err;
   if (!transport_->listen(&err)) {
     // The raft port is part of the node's identity: refuse to run without it.
-    node_.log_line("cannot listen on the raft address " + node_.opts().raddr + ": " + err);
+    node_.log_warning("cannot listen on the raft address " + node_.opts().raddr + ": " + err);
     std::_Exit(1);
   }
   if (!po.secret) {
-    node_.log_line("the raft port " + node_.opts().raddr + " is unauthenticated (no "
+    node_.log_warning("the raft port " + node_.opts().raddr + " is unauthenticated (no "
                    "--cluster-secret-file): anyone who reaches it can speak Raft to this node");
   } else {
     node_.log_line("peers must prove the cluster secret (--cluster-secret-file)");

@@ -27,6 +27,23 @@ const char* to_string(Role r) {
   return "?";
 }
 
+const char* to_string(RoleChangeReason r) {
+  switch (r) {
+    case RoleChangeReason::kStart: return "start";
+    case RoleChangeReason::kElectionTimeout: return "election timeout";
+    case RoleChangeReason::kCampaignCalled: return "campaign at start";
+    case RoleChangeReason::kPreVoteWon: return "pre-vote won";
+    case RoleChangeReason::kTransfer: return "leadership transfer";
+    case RoleChangeReason::kElectionWon: return "election won";
+    case RoleChangeReason::kElectionLost: return "election lost";
+    case RoleChangeReason::kHigherTerm: return "higher term seen";
+    case RoleChangeReason::kLeaderHeard: return "leader heard";
+    case RoleChangeReason::kLostQuorum: return "lost quorum";
+    case RoleChangeReason::kRemoved: return "removed";
+  }
+  return "?";
+}
+
 const char* to_string(ProposeStatus s) {
   switch (s) {
     case ProposeStatus::kOk: return "ok";
@@ -127,7 +144,7 @@ Node::Node(const Config& cfg, InitialState st) : cfg_(cfg) {
   unsent_from_ = log_.last_index() + 1;
   handed_last_ = log_.last_index();
   recompute_config();
-  become_follower(term_, kNoId);
+  become_follower(term_, kNoId, RoleChangeReason::kStart);
 }
 
 uint64_t Node::next_random() {
@@ -164,14 +181,36 @@ void Node::reset(uint64_t term) {
   fail_pending_reads();
 }
 
-void Node::become_follower(uint64_t term, uint64_t leader) {
+void Node::note_role_change(RoleChange c) {
+  if (role_changes_.size() >= kMaxRoleChanges) {
+    role_changes_.pop_front();
+    ++role_changes_dropped_;
+  }
+  role_changes_.push_back(c);
+}
+
+std::vector<RoleChange> Node::take_role_changes() {
+  std::vector<RoleChange> out(role_changes_.begin(), role_changes_.end());
+  role_changes_.clear();
+  return out;
+}
+
+void Node::note_leader_heard(uint64_t from) {
+  // A follower that learns its term's leader (after a higher-term vote request, say).
+  if (leader_ == from) return;
+  leader_ = from;
+  note_role_change({role_, term_, leader_, RoleChangeReason::kLeaderHeard, from});
+}
+
+void Node::become_follower(uint64_t term, uint64_t leader, RoleChangeReason why, uint64_t peer) {
   reset(term);
   role_ = Role::kFollower;
   leader_ = leader;
   if (leader != kNoId) ticks_since_leader_ = 0;
+  note_role_change({role_, term_, leader_, why, peer});
 }
 
-void Node::become_pre_candidate() {
+void Node::become_pre_candidate(RoleChangeReason why, uint64_t peer) {
   // A pre-candidate changes neither term nor vote: a partitioned node cannot inflate terms.
   votes_.clear();
   progress_.clear();
@@ -179,20 +218,24 @@ void Node::become_pre_candidate() {
   leader_ = kNoId;
   election_elapsed_ = 0;
   reset_randomized_timeout();
+  note_role_change({role_, term_, leader_, why, peer});
 }
 
-void Node::become_candidate() {
+void Node::become_candidate(RoleChangeReason why, uint64_t peer) {
   reset(term_ + 1);
   role_ = Role::kCandidate;
   vote_ = cfg_.id;
+  note_role_change({role_, term_, leader_, why, peer, why == RoleChangeReason::kTransfer});
 }
 
-void Node::become_leader() {
+void Node::become_leader(uint64_t votes) {
   TICKETD_CHECK(role_ == Role::kCandidate);
   reset(term_);
   role_ = Role::kLeader;
   leader_ = cfg_.id;
   ticks_since_leader_ = 0;
+  note_role_change({role_, term_, leader_, RoleChangeReason::kElectionWon, kNoId, false, votes,
+                    config_.voter_count()});
   sync_progress_with_config();
   for (auto& [id, pr] : progress_) pr.recent_active = true;
   // The no-op commits this term, and with it every earlier entry (Raft §5.4.2, §8).
@@ -211,16 +254,16 @@ bool Node::promotable() const {
 
 void Node::campaign() {
   if (role_ == Role::kLeader || !promotable()) return;
-  campaign_internal(cfg_.pre_vote, false);
+  campaign_internal(cfg_.pre_vote, false, RoleChangeReason::kCampaignCalled);
 }
 
-void Node::campaign_internal(bool pre, bool transfer) {
+void Node::campaign_internal(bool pre, bool transfer, RoleChangeReason why, uint64_t peer) {
   uint64_t vote_term;
   if (pre) {
-    become_pre_candidate();
+    become_pre_candidate(why, peer);
     vote_term = term_ + 1;
   } else {
-    become_candidate();
+    become_candidate(why, peer);
     vote_term = term_;
   }
   if (pre) {
@@ -228,7 +271,7 @@ void Node::campaign_internal(bool pre, bool transfer) {
     int granted = 0, rejected = 0;
     tally_votes(&granted, &rejected);
     if (static_cast<size_t>(granted) >= quorum()) {
-      campaign_internal(false, transfer);
+      campaign_internal(false, transfer, RoleChangeReason::kPreVoteWon);
       return;
     }
   } else {
@@ -276,7 +319,7 @@ void Node::tick() {
     ++election_elapsed_;
     if (promotable() && election_elapsed_ >= randomized_election_timeout_) {
       election_elapsed_ = 0;
-      campaign_internal(cfg_.pre_vote, false);
+      campaign_internal(cfg_.pre_vote, false, RoleChangeReason::kElectionTimeout);
     }
     return;
   }
@@ -296,7 +339,10 @@ void Node::tick() {
       }
       if (active < quorum()) {
         // We cannot hear a quorum: someone else may be leading already; stop acting as leader.
-        become_follower(term_, kNoId);
+        size_t voters = config_.voter_count();
+        become_follower(term_, kNoId, RoleChangeReason::kLostQuorum);
+        role_changes_.back().heard = active;
+        role_changes_.back().voters = voters;
         return;
       }
     }
@@ -449,9 +495,10 @@ StepResult Node::step_validated(const Message& m) {
     } else if (m.type == MessageType::kPreVoteResp && !m.reject) {
       // Granted pre-vote carries the future term; the term changes when we campaign.
     } else if (from_leader) {
-      become_follower(m.term, m.from);
+      become_follower(m.term, m.from, RoleChangeReason::kHigherTerm, m.from);
     } else {
-      become_follower(m.term, kNoId);
+      become_follower(m.term, kNoId, RoleChangeReason::kHigherTerm, m.from);
+      role_changes_.back().transfer = vote_request && m.transfer;
     }
   } else if (m.term < term_) {
     if ((cfg_.check_quorum || cfg_.pre_vote) &&
@@ -523,15 +570,15 @@ void Node::handle_vote_request(const Message& m) {
 void Node::step_candidate(const Message& m) {
   switch (m.type) {
     case MessageType::kAppend:
-      become_follower(m.term, m.from);
+      become_follower(m.term, m.from, RoleChangeReason::kLeaderHeard, m.from);
       handle_append(m);
       return;
     case MessageType::kHeartbeat:
-      become_follower(m.term, m.from);
+      become_follower(m.term, m.from, RoleChangeReason::kLeaderHeard, m.from);
       handle_heartbeat(m);
       return;
     case MessageType::kInstallSnapshot:
-      become_follower(m.term, m.from);
+      become_follower(m.term, m.from, RoleChangeReason::kLeaderHeard, m.from);
       handle_snapshot(m);
       return;
     case MessageType::kPreVoteResp:
@@ -543,12 +590,12 @@ void Node::step_candidate(const Message& m) {
       tally_votes(&granted, &rejected);
       if (static_cast<size_t>(granted) >= quorum()) {
         if (role_ == Role::kPreCandidate) {
-          campaign_internal(false, false);
+          campaign_internal(false, false, RoleChangeReason::kPreVoteWon);
         } else {
-          become_leader();
+          become_leader(static_cast<uint64_t>(granted));
         }
       } else if (static_cast<size_t>(rejected) >= quorum()) {
-        become_follower(term_, kNoId);
+        become_follower(term_, kNoId, RoleChangeReason::kElectionLost);
       }
       return;
     }
@@ -562,25 +609,25 @@ void Node::step_follower(const Message& m) {
     case MessageType::kAppend:
       election_elapsed_ = 0;
       ticks_since_leader_ = 0;
-      leader_ = m.from;
+      note_leader_heard(m.from);
       handle_append(m);
       return;
     case MessageType::kHeartbeat:
       election_elapsed_ = 0;
       ticks_since_leader_ = 0;
-      leader_ = m.from;
+      note_leader_heard(m.from);
       handle_heartbeat(m);
       return;
     case MessageType::kInstallSnapshot:
       election_elapsed_ = 0;
       ticks_since_leader_ = 0;
-      leader_ = m.from;
+      note_leader_heard(m.from);
       handle_snapshot(m);
       return;
     case MessageType::kTimeoutNow:
       // Leadership transfer: campaign at once, skipping pre-vote, and ask voters to ignore
       // their lease on the old leader (which is the one asking us).
-      if (promotable()) campaign_internal(false, true);
+      if (promotable()) campaign_internal(false, true, RoleChangeReason::kTransfer, m.from);
       return;
     default:
       return;
@@ -991,7 +1038,7 @@ bool Node::maybe_commit() {
         break;
       }
     }
-    become_follower(term_, kNoId);
+    become_follower(term_, kNoId, RoleChangeReason::kRemoved);
   }
   return true;
 }
@@ -1230,7 +1277,7 @@ void Node::on_persisted(uint64_t index, uint64_t term) {
     votes_[cfg_.id] = true;
     int granted = 0, rejected = 0;
     tally_votes(&granted, &rejected);
-    if (static_cast<size_t>(granted) >= quorum()) become_leader();
+    if (static_cast<size_t>(granted) >= quorum()) become_leader(static_cast<uint64_t>(granted));
   }
   // A later write still in flight may truncate below `index` (the ABA case of an entry that was
   // overwritten and re-appended): until that write lands too, only the prefix below it counts.

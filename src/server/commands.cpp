@@ -10,6 +10,7 @@
 
 #include "client_auth.h"
 #include "cluster_api.h"
+#include "config_command.h"
 #include "node.h"
 #include "sequence_commands.h"
 #include "ticketd/resp/parser.h"
@@ -104,12 +105,6 @@ constexpr const char* kClientHelp[] = {
     "    * LIB-VER: the client lib version.",
     "SETNAME <name>",
     "    Assign the name <name> to the current connection.",
-};
-
-constexpr const char* kConfigHelp[] = {
-    "GET <pattern>",
-    "    Return parameters matching the glob-like <pattern> and their values",
-    "    (ticketd has no Redis configuration parameters: always empty).",
 };
 
 constexpr const char* kCommandHelp[] = {
@@ -353,21 +348,6 @@ void cmd_client(Shard& s, Connection* c, Args args, std::string& out) {
     resp::append_error(out, msg);
   } else {
     unknown_subcommand(out, "CLIENT", sub);
-  }
-}
-
-void cmd_config(Shard&, Connection*, Args args, std::string& out) {
-  std::string_view sub = args[1];
-  if (answer_help(out, args, kConfigHelp)) return;
-  if (resp::iequals(sub, "GET")) {
-    if (args.size() < 3) {
-      resp::append_error(out, "ERR wrong number of arguments for 'config|get' command");
-      return;
-    }
-    // ticketd has no Redis configuration parameters to report: an empty result.
-    resp::append_array_header(out, 0);
-  } else {
-    unknown_subcommand(out, "CONFIG", sub);
   }
 }
 

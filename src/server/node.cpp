@@ -91,12 +91,6 @@ Node::~Node() { stop(); }
 
 std::string Node::data_dir() const { return opts_.dir + "/" + std::to_string(opts_.id); }
 
-void Node::log_line(const std::string& msg) {
-  std::lock_guard<std::mutex> g(log_mu_);
-  std::fprintf(stderr, "ticketd[%llu]: %s\n", static_cast<unsigned long long>(opts_.id),
-               msg.c_str());
-}
-
 bool Node::start(std::string* err) {
   start_ms_ = now_ms();
   // Users first: a refused ACL file stops the node before it listens or writes anything.
@@ -143,6 +137,7 @@ bool Node::start(std::string* err) {
     return false;
   }
   if (!make_dirs(data_dir(), err)) return false;
+  config_table_ = effective_config_table(*this);
   if (!log_->open(err)) return false;
   // Shard 0 first: it binds the port (which may be 0: pick one) and owns the log.
   shards_[0]->start();
@@ -164,6 +159,7 @@ bool Node::start(std::string* err) {
            " shard(s), durability " + durability_name(opts_.durability) + ", io_uring " +
            shards_[0]->loop()->setup_mode());
   log_line(auth_summary);
+  log(logging::Level::kVerbose, "settings: " + config_table_.describe());
   return true;
 }
 

@@ -10,7 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "config_command.h"
 #include "shard.h"
+#include "ticketd/base/log.h"
 #include "ticketd/auth/acl.h"
 #include "ticketd/server/options.h"
 
@@ -121,6 +123,10 @@ class Node {
   // Protected mode is on and no password protects the default user: loopback clients only.
   bool protected_mode_active() const { return protected_mode_active_; }
 
+  // CONFIG GET's table: the flags, the node's effective values and Redis's names for them
+  // (built in start() before any shard runs, then read-only).
+  const ConfigTable& config_table() const { return config_table_; }
+
   uint64_t start_ms() const { return start_ms_; }
   std::atomic<uint64_t>& connections_total() { return conn_total_; }
 
@@ -131,7 +137,10 @@ class Node {
   void drain_admin();
   void reply_admin(const AdminRequest& req, std::string bytes);
 
-  void log_line(const std::string& msg);
+  // Log lines (base/log.h: timestamp, node id, level marker). log_line is notice.
+  void log_line(const std::string& msg) { log(logging::Level::kNotice, msg); }
+  void log_warning(const std::string& msg) { log(logging::Level::kWarning, msg); }
+  void log(logging::Level level, const std::string& msg) { logging::write(level, opts_.id, msg); }
 
   // Published by the ticket log on shard 0; read by every shard.
   void publish_role(ClusterRole role, const std::string& leader_service_addr);
@@ -160,9 +169,9 @@ class Node {
   std::atomic<uint16_t> service_port_{0};
   std::atomic<uint64_t> conn_total_{0};
   uint64_t start_ms_ = 0;
+  ConfigTable config_table_;
   std::mutex stop_mu_;  // only start/stop/wait, never the ticket path
   bool stopped_ = false;
-  std::mutex log_mu_;   // serialises log lines from several threads (stderr)
   std::mutex admin_mu_; // admin commands only, never the TICKET path
   std::vector<AdminRequest> admin_inbox_;
   std::atomic<int> role_{0};

@@ -163,6 +163,40 @@ def wait_for(fn, timeout):
     return False
 
 
+def leader_loader(cluster, seen, stop, ports=None):
+    """Sends TICKETs to whoever leads, following -MOVED, until `stop` is set; appends
+    (sent, value, received) per acknowledged ticket to `seen` (time.time()), and the port
+    that answered to `ports` if given."""
+    port = cluster.nodes[1].port
+    c = None
+    while not stop.is_set():
+        try:
+            if c is None:
+                c = Client(port, timeout=2)
+            sent = time.time()
+            r = c.call("TICKET")
+            if isinstance(r, RespError):
+                msg = str(r)
+                if msg.startswith("MOVED"):
+                    port = int(msg.rsplit(":", 1)[1])
+                    c.close()
+                    c = None
+                else:
+                    time.sleep(0.01)
+                continue
+            seen.append((sent, int(r), time.time()))
+            if ports is not None:
+                ports.append(port)
+        except (OSError, ConnectionError, ValueError):
+            if c:
+                c.close()
+            c = None
+            alive = cluster.alive()
+            if alive:
+                port = alive[int(time.time() * 1000) % len(alive)].port
+            time.sleep(0.01)
+
+
 def membership_call(port, *args, timeout=10):
     """A RAFT.ADDVOTER/REMOVESERVER/JOIN, retried while an earlier configuration change (a
     fresh cluster's own start-up changes, say) is still committing. Returns the last reply."""

@@ -11,43 +11,13 @@ import subprocess
 import threading
 import time
 
-from harness import Client, Cluster, RespError, check, key_slot, run_main
+from harness import Client, Cluster, RespError, check, key_slot, leader_loader, run_main
 
 
 def redis_cli(port, *args):
     r = subprocess.run(["redis-cli", "-p", str(port)] + list(args), capture_output=True,
                        text=True, timeout=20)
     return r.stdout.strip()
-
-
-def loader(cluster, seen, stop, errors):
-    """Sends TICKETs to whoever leads, following -MOVED, recording acknowledged values."""
-    port = cluster.nodes[1].port
-    c = None
-    while not stop.is_set():
-        try:
-            if c is None:
-                c = Client(port, timeout=2)
-            sent = time.time()
-            r = c.call("TICKET")
-            if isinstance(r, RespError):
-                msg = str(r)
-                if msg.startswith("MOVED"):
-                    port = int(msg.rsplit(":", 1)[1])
-                    c.close()
-                    c = None
-                else:
-                    time.sleep(0.01)
-                continue
-            seen.append((sent, int(r), time.time()))
-        except (OSError, ConnectionError, ValueError):
-            if c:
-                c.close()
-            c = None
-            alive = cluster.alive()
-            if alive:
-                port = alive[int(time.time() * 1000) % len(alive)].port
-            time.sleep(0.01)
 
 
 def main(args):
@@ -85,8 +55,7 @@ def main(args):
         # kill -9 of the leader under load.
         seen = []
         stop = threading.Event()
-        errors = []
-        threads = [threading.Thread(target=loader, args=(cl, seen, stop, errors)) for _ in range(4)]
+        threads = [threading.Thread(target=leader_loader, args=(cl, seen, stop)) for _ in range(4)]
         for t in threads:
             t.start()
         time.sleep(1.0)

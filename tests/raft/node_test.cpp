@@ -1497,5 +1497,126 @@ TEST(RaftTeeth, ReadWithoutQuorumIsCaughtAsAStaleRead) {
       << "the check missed a read answered by a deposed leader";
 }
 #endif
+
+// ---- Role changes and their reasons (what the server's leadership log says)
+
+using R = RoleChangeReason;
+
+bool has_change(const std::vector<RoleChange>& cs, Role role, R reason) {
+  for (const RoleChange& c : cs)
+    if (c.role == role && c.reason == reason) return true;
+  return false;
+}
+
+TEST(RaftRoleChanges, ElectionSaysTimeoutPreVoteAndVotes) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  std::vector<RoleChange> cs = c.node(l).take_role_changes();
+  ASSERT_GE(cs.size(), 4u);
+  EXPECT_EQ(cs[0].reason, R::kStart);
+  EXPECT_TRUE(has_change(cs, Role::kPreCandidate, R::kElectionTimeout));
+  EXPECT_TRUE(has_change(cs, Role::kCandidate, R::kPreVoteWon));
+  const RoleChange& won = cs.back();
+  EXPECT_EQ(won.role, Role::kLeader);
+  EXPECT_EQ(won.reason, R::kElectionWon);
+  EXPECT_EQ(won.leader, l);
+  EXPECT_EQ(won.term, c.node(l).term());
+  EXPECT_GE(won.heard, 2u);
+  EXPECT_EQ(won.voters, 3u);
+  EXPECT_TRUE(c.node(l).take_role_changes().empty()) << "taken once";
+  c.tick_all(3);
+  for (uint64_t f = 1; f <= 3; ++f) {
+    if (f == l) continue;
+    std::vector<RoleChange> fc = c.node(f).take_role_changes();
+    ASSERT_FALSE(fc.empty());
+    EXPECT_EQ(fc.back().leader, l) << "follower " << f << " learnt the leader";
+    EXPECT_EQ(fc.back().role, Role::kFollower);
+    // It learnt the leader from its messages: at a higher term, or (if it ran in the same
+    // term and lost) from the leader of its term.
+    const RoleChange& last = fc.back();
+    EXPECT_TRUE(last.reason == R::kHigherTerm || last.reason == R::kLeaderHeard)
+        << to_string(last.reason);
+    EXPECT_EQ(last.peer, l);
+  }
+}
+
+TEST(RaftRoleChanges, LostQuorumSaysHowManyWereHeard) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  c.node(l).take_role_changes();
+  c.isolate(l);
+  for (int t = 0; t < 25 && c.node(l).role() == Role::kLeader; ++t) {
+    c.node(l).tick();
+    c.deliver_all();
+  }
+  std::vector<RoleChange> cs = c.node(l).take_role_changes();
+  ASSERT_FALSE(cs.empty());
+  EXPECT_EQ(cs.front().role, Role::kFollower);
+  EXPECT_EQ(cs.front().reason, R::kLostQuorum);
+  EXPECT_EQ(cs.front().heard, 1u);
+  EXPECT_EQ(cs.front().voters, 3u);
+}
+
+TEST(RaftRoleChanges, TransferIsNamedOnBothSides) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  c.tick_all(3);
+  uint64_t target = l == 3 ? 1 : l + 1;
+  c.node(l).take_role_changes();
+  c.node(target).take_role_changes();
+  ASSERT_TRUE(c.node(l).transfer_leadership(target));
+  c.deliver_all();
+  ASSERT_EQ(c.leader(), target);
+  std::vector<RoleChange> tc = c.node(target).take_role_changes();
+  ASSERT_GE(tc.size(), 2u);
+  EXPECT_EQ(tc[0].role, Role::kCandidate);
+  EXPECT_EQ(tc[0].reason, R::kTransfer);
+  EXPECT_EQ(tc[0].peer, l);
+  EXPECT_EQ(tc.back().role, Role::kLeader);
+  std::vector<RoleChange> oc = c.node(l).take_role_changes();
+  ASSERT_FALSE(oc.empty());
+  EXPECT_EQ(oc[0].role, Role::kFollower);
+  EXPECT_EQ(oc[0].reason, R::kHigherTerm);
+  EXPECT_EQ(oc[0].peer, target);
+  EXPECT_TRUE(oc[0].transfer) << "the old leader knows it was a transfer's vote request";
+}
+
+TEST(RaftRoleChanges, RemovedLeaderSaysSo) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  c.tick_all(3);
+  c.node(l).take_role_changes();
+  ConfChangeRequest rm;
+  rm.kind = ConfChangeRequest::Kind::kRemove;
+  rm.id = l;
+  ASSERT_TRUE(c.node(l).propose_conf_change(rm).ok());
+  c.tick_all(10);
+  std::vector<RoleChange> cs = c.node(l).take_role_changes();
+  ASSERT_FALSE(cs.empty());
+  EXPECT_EQ(cs.front().role, Role::kFollower);
+  EXPECT_EQ(cs.front().reason, R::kRemoved);
+}
+
+TEST(RaftRoleChanges, BoundedWhenNobodyTakesThem) {
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  uint64_t f = l == 3 ? 1 : l + 1;
+  c.isolate(f);
+  // An isolated follower pre-votes every election timeout, for ever.
+  for (int t = 0; t < 3000; ++t) {
+    c.node(f).tick();
+    c.deliver_all();
+  }
+  std::vector<RoleChange> cs = c.node(f).take_role_changes();
+  EXPECT_EQ(cs.size(), Node::kMaxRoleChanges);
+  EXPECT_GT(c.node(f).role_changes_dropped(), 0u);
+  EXPECT_EQ(c.node(f).term(), cs.back().term) << "pre-votes never raise the term";
+}
+
 }  // namespace
 }  // namespace ticketd::raft::test

@@ -184,6 +184,36 @@ struct Ready {
 enum class Role : uint8_t { kFollower, kPreCandidate, kCandidate, kLeader };
 const char* to_string(Role r);
 
+// Why this node's role, term or known leader changed: for the operator's log (the driver
+// takes them with Node::take_role_changes()). The core decides nothing by them.
+enum class RoleChangeReason : uint8_t {
+  kStart,            // constructed from its stored state: a follower, no leader known
+  kElectionTimeout,  // heard no leader within its election timeout: campaigns (pre-vote first)
+  kCampaignCalled,   // the driver called campaign() (a cluster of one at start)
+  kPreVoteWon,       // a quorum would vote for it: the real election (a new term) starts
+  kTransfer,         // TimeoutNow from the leader (`peer`): a leadership transfer, campaigns at once
+  kElectionWon,      // a quorum voted for it (`heard` of `voters`)
+  kElectionLost,     // a quorum refused its (pre-)vote
+  kHigherTerm,       // a message of a higher term from `peer` (`transfer`: a transfer's vote request)
+  kLeaderHeard,      // the leader of its term (`peer`) reached it
+  kLostQuorum,       // CheckQuorum: as leader it heard from only `heard` of `voters` voters
+                     // within an election timeout, so it stepped down
+  kRemoved,          // as leader, its own removal committed: it stepped down
+};
+const char* to_string(RoleChangeReason r);
+
+struct RoleChange {
+  Role role = Role::kFollower;  // after the change
+  uint64_t term = 0;            // after the change
+  uint64_t leader = kNoId;      // after the change (kNoId: none known)
+  RoleChangeReason reason = RoleChangeReason::kStart;
+  uint64_t peer = kNoId;        // the node whose message caused it, if one did
+  bool transfer = false;
+  uint64_t heard = 0;           // kElectionWon: votes; kLostQuorum: voters heard from
+  uint64_t voters = 0;
+  bool operator==(const RoleChange&) const = default;
+};
+
 enum class ProposeStatus : uint8_t {
   kOk,
   kNotLeader,           // leader_hint says whom to ask (kNoId: unknown)
@@ -328,6 +358,11 @@ class Node {
   // removal notice. A report for the operator only (the node keeps obeying the protocol: a
   // removal notice from one peer is not proof, and a re-added server learns it from its log).
   std::optional<RemovalNotice> removal_notice() const;
+  // Role, term and leader changes since the last call, oldest first (at most
+  // kMaxRoleChanges kept: older ones are dropped and counted in role_changes_dropped()).
+  std::vector<RoleChange> take_role_changes();
+  uint64_t role_changes_dropped() const { return role_changes_dropped_; }
+  static constexpr size_t kMaxRoleChanges = 64;
 
  private:
   struct PendingRead {
@@ -341,12 +376,14 @@ class Node {
     uint64_t self_vote_term;   // non-zero: this write carries our vote for ourselves in that term
   };
 
-  // roles
-  void become_follower(uint64_t term, uint64_t leader);
-  void become_pre_candidate();
-  void become_candidate();
-  void become_leader();
-  void campaign_internal(bool pre, bool transfer);
+  // roles (each records a RoleChange with the reason given)
+  void become_follower(uint64_t term, uint64_t leader, RoleChangeReason why, uint64_t peer = kNoId);
+  void become_pre_candidate(RoleChangeReason why, uint64_t peer);
+  void become_candidate(RoleChangeReason why, uint64_t peer);
+  void become_leader(uint64_t votes);
+  void campaign_internal(bool pre, bool transfer, RoleChangeReason why, uint64_t peer = kNoId);
+  void note_role_change(RoleChange c);
+  void note_leader_heard(uint64_t from);
   void reset(uint64_t term);
   void reset_randomized_timeout();
 
@@ -449,6 +486,8 @@ class Node {
   uint64_t refused_[kStepStatusCount] = {};
   std::optional<RemovalNotice> removal_notice_;  // from a peer (our own log is checked live)
   uint64_t removal_notice_config_ = 0;           // config_index_ when the notice came
+  std::deque<RoleChange> role_changes_;          // for take_role_changes (bounded)
+  uint64_t role_changes_dropped_ = 0;
 };
 
 }  // namespace ticketd::raft

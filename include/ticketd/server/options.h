@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "ticketd/auth/digest.h"
 
@@ -18,6 +19,13 @@ enum class Durability {
 
 const char* durability_name(Durability d);
 bool parse_durability(const std::string& s, Durability* out);
+
+// One setting as CONFIG GET reports it (name without dashes, value as text).
+struct ConfigParam {
+  std::string name;
+  std::string value;
+  bool operator==(const ConfigParam&) const = default;
+};
 
 struct ServerOptions {
   uint64_t id = 1;
@@ -43,6 +51,10 @@ struct ServerOptions {
   // Peers. The cluster key (SHA-256 of --cluster-secret-file's secret): every peer link and
   // every RAFT.JOIN must prove it. None: the raft port is unauthenticated (as before).
   std::optional<auth::Digest> cluster_secret;
+  // Operations (issue 14): every flag as CONFIG GET reports it (server/config_params.h:
+  // derived from the CLI11 app, secrets left out). The log level is process-wide
+  // (base/log.h), set by main from --loglevel and by CONFIG SET loglevel.
+  std::vector<ConfigParam> config_params;
 };
 
 }  // namespace ticketd::server
