@@ -44,8 +44,8 @@ void RaftTicketLog::log_role_changes() {
     if (c.role == raft::Role::kCandidate && c.reason != raft::RoleChangeReason::kPreVoteWon) {
       campaign_why_ = w;
     }
-    std::string was = known_leader_ != raft::kNoId && known_leader_ != c.leader
-                          ? " (was " + node_name(known_leader_) + ")"
+    std::string was = named_leader_ != raft::kNoId && named_leader_ != c.leader
+                          ? " (was " + node_name(named_leader_) + ")"
                           : "";
     if (c.role == raft::Role::kLeader) {
       node_.log_line("leadership: this node leads " + term + " (" + w +
@@ -72,7 +72,7 @@ void RaftTicketLog::log_role_changes() {
     }
     if (c.leader != raft::kNoId) {
       drop_why_.clear();
-      known_leader_ = c.leader;
+      named_leader_ = c.leader;
     }
     logged_role_ = c.role;
     logged_leader_ = c.leader;

@@ -349,7 +349,7 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   // What the leadership log said last (leadership_log.cpp).
   raft::Role logged_role_ = raft::Role::kFollower;
   uint64_t logged_leader_ = raft::kNoId;
-  uint64_t known_leader_ = raft::kNoId;  // the last leader known (for "was node N")
+  uint64_t named_leader_ = raft::kNoId;  // the last leader known (for "was node N")
   std::string campaign_why_;  // why the current campaign started
   std::string drop_why_;      // why the last known leader was lost
   uint64_t role_changes_dropped_logged_ = 0;
