@@ -57,7 +57,7 @@ bool RaftTicketLog::is_cluster_command(std::string_view cmd) {
   return resp::iequals(cmd, "CLUSTER") || resp::iequals(cmd, "ROLE");
 }
 
-std::string RaftTicketLog::node_name(uint64_t id) const { return hex_id(cluster_id_, id); }
+std::string RaftTicketLog::cluster_node_id(uint64_t id) const { return hex_id(cluster_id_, id); }
 
 std::vector<RaftTicketLog::ShardMember> RaftTicketLog::shard_members() const {
   // The master shown: the leader, else the last leader known while it is still a member.
@@ -100,12 +100,12 @@ std::string RaftTicketLog::cluster_nodes_text(const std::vector<ShardMember>& me
   // <link-state> <slot>...: one line per member, each ending in \n, as Redis 7 writes it.
   bool has_master = !members.empty() && members.front().master;
   bool leader_known = raft_->leader_id() != raft::kNoId;
-  std::string master_id = has_master ? node_name(members.front().id) : "-";
+  std::string master_id = has_master ? cluster_node_id(members.front().id) : "-";
   std::string term = std::to_string(raft_->term());
   uint64_t now = wall_ms();
   std::string r;
   for (const ShardMember& m : members) {
-    r += node_name(m.id) + " " + m.host + ":" + std::to_string(m.port) + "@" +
+    r += cluster_node_id(m.id) + " " + m.host + ":" + std::to_string(m.port) + "@" +
          std::to_string(m.bus_port) + " ";
     std::string flags = m.myself ? "myself," : "";
     flags += m.master || !has_master ? "master" : "slave";
@@ -172,7 +172,7 @@ void RaftTicketLog::admin_cluster(AdminRequest&& req) {
   std::string_view sub = a.size() > 1 ? std::string_view(a[1]) : std::string_view();
   auto is = [&](const char* name) { return resp::iequals(sub, name); };
   if (is("MYID")) {
-    resp::append_bulk(out, node_name(node_.opts().id));
+    resp::append_bulk(out, cluster_node_id(node_.opts().id));
     reply(req, std::move(out));
     return;
   }
@@ -190,7 +190,7 @@ void RaftTicketLog::admin_cluster(AdminRequest&& req) {
   } else if (is("REPLICAS") || is("SLAVES")) {
     const ShardMember* target = nullptr;
     for (const ShardMember& m : members) {
-      if (node_name(m.id) == a[2]) target = &m;
+      if (cluster_node_id(m.id) == a[2]) target = &m;
     }
     if (target == nullptr) {
       reply_error(req, "ERR Unknown node " + a[2].substr(0, 64));
@@ -215,7 +215,7 @@ void RaftTicketLog::admin_cluster(AdminRequest&& req) {
     resp::append_array_header(out, 2 + members.size());
     resp::append_integer(out, 0);
     resp::append_integer(out, server::kClusterSlots - 1);
-    for (const ShardMember& m : members) append_slots_node(out, m.host, m.port, node_name(m.id));
+    for (const ShardMember& m : members) append_slots_node(out, m.host, m.port, cluster_node_id(m.id));
   } else if (is("SHARDS")) {
     resp::append_array_header(out, 1);
     resp::append_array_header(out, 4);
@@ -228,7 +228,7 @@ void RaftTicketLog::admin_cluster(AdminRequest&& req) {
     for (const ShardMember& m : members) {
       resp::append_array_header(out, 14);
       resp::append_bulk(out, "id");
-      resp::append_bulk(out, node_name(m.id));
+      resp::append_bulk(out, cluster_node_id(m.id));
       resp::append_bulk(out, "port");
       resp::append_integer(out, m.port);
       resp::append_bulk(out, "ip");

@@ -255,7 +255,7 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   static bool is_cluster_command(std::string_view cmd);
   void admin_cluster(AdminRequest&& req);
   std::vector<ShardMember> shard_members() const;
-  std::string node_name(uint64_t id) const;  // the stable 40-hex node id CLUSTER NODES shows
+  std::string cluster_node_id(uint64_t id) const;  // the stable 40-hex node id CLUSTER NODES shows
   std::string cluster_nodes_text(const std::vector<ShardMember>& members) const;
   std::string cluster_info_text(const std::vector<ShardMember>& members) const;
   server::ReplicationView replication_view() const;

@@ -15,8 +15,9 @@ process.stdin.on("end", () => { stop = true; });
 process.stdin.on("error", () => { stop = true; });
 
 function finish(code) {
-  console.log(JSON.stringify(out));
-  process.exit(code);
+  // Exit once the line is written: stdout to a pipe is asynchronous in Node.js, and
+  // process.exit() right after console.log cut the report at 64 KiB.
+  process.stdout.write(JSON.stringify(out) + "\n", () => process.exit(code));
 }
 
 // Bounded: whatever is still waiting 10 s past the time limit is reported as hung.
