@@ -120,7 +120,7 @@ constexpr const char* kCommandHelp[] = {
     "    commands are returned.",
     "DOCS [<command-name> ...]",
     "    Return documentation details about multiple commands",
-    "    (ticketd documents its TICKET commands).",
+    "    (ticketd documents its TICKET and cluster commands).",
 };
 
 constexpr const char* kAclHelp[] = {

@@ -167,6 +167,9 @@ constexpr ArgDoc kStart[] = {{"start", "integer", "START", false}};
 constexpr ArgDoc kCreate[] = {{"name", "key", nullptr, false},
                               {"start", "block", nullptr, true, kStart, 1}};
 
+constexpr ArgDoc kClusterArgs[] = {{"subcommand", "string", nullptr, false},
+                                   {"argument", "string", nullptr, true}};
+
 constexpr CommandDoc kDocs[] = {
     {"ticket", "Returns the next ticket of a sequence (the default sequence without a name).",
      "O(1)", kOptionalName, 1},
@@ -182,6 +185,16 @@ constexpr CommandDoc kDocs[] = {
      "O(log N)", kName, 1},
     {"ticket.last", "Returns the last ticket of a sequence, read linearizably.", "O(1)",
      kOptionalName, 1},
+    // Cluster clients (src/server/cluster_api.cpp).
+    {"cluster", "Describes the cluster as one shard owning every slot (SLOTS, SHARDS, NODES, "
+     "INFO, MYID, MYSHARDID, KEYSLOT, REPLICAS, HELP).", "O(N) where N is the number of members",
+     kClusterArgs, 2},
+    {"role", "Returns the replication role: master on the leader, slave on a follower.", "O(N)",
+     nullptr, 0},
+    {"readonly", "Accepted for cluster clients; every ticket command still goes to the leader.",
+     "O(1)", nullptr, 0},
+    {"readwrite", "Accepted for cluster clients; every ticket command still goes to the leader.",
+     "O(1)", nullptr, 0},
 };
 
 void append_arg(std::string& out, const ArgDoc& a) {

@@ -101,6 +101,12 @@ def check_replies(cl, leader, followers):
     check(str(c.call("CLUSTER", "SLOTS", "x")) == "ERR wrong number of arguments for 'cluster|slots' command",
           "CLUSTER SLOTS x: Redis's arity error")
     check(c.call("READONLY") == "OK" and c.call("READWRITE") == "OK", "READONLY and READWRITE: OK")
+    docs = c.call("COMMAND", "DOCS", "cluster", "role", "readonly", "readwrite")
+    check(isinstance(docs, list) and docs[0::2] == ["cluster", "role", "readonly", "readwrite"],
+          "COMMAND DOCS documents them (%r)" % docs[0::2])
+    info = c.call("COMMAND", "INFO", "cluster", "role")
+    check([e[0] for e in info] == ["cluster", "role"] and info[0][1] == -2 and info[1][1] == 1,
+          "COMMAND INFO cluster, role: names and arities")
     check(str(c.call("TICKET")) == "MOVED %d 127.0.0.1:%d" % (key_slot("default"), leader.port),
           "a follower's -MOVED for TICKET names default's slot")
     check(str(c.call("TICKET", "orders")) == "MOVED %d 127.0.0.1:%d" % (key_slot("orders"), leader.port),
