@@ -181,7 +181,8 @@ bool RaftTicketLog::check_own_addresses(std::string* err) {
 bool RaftTicketLog::open(std::string* err) {
   const ServerOptions& o = node_.opts();
   raft_addr_ = advertised(o.raddr);
-  service_addr_ = advertised(o.saddr);
+  // With a TLS client listener, the address others are told (and -MOVED names) is the TLS one.
+  service_addr_ = advertised(server::client_address(o));
   // Every address is checked before anything is written: a node that bootstrapped with an
   // address it cannot use would record it in its configuration.
   if (!check_own_addresses(err)) return false;

@@ -11,6 +11,7 @@
 #include "client_auth.h"
 #include "node.h"
 #include "sequence_commands.h"
+#include "tls_commands.h"
 #include "ticketd/resp/parser.h"
 #include "ticketd/resp/writer.h"
 
@@ -518,6 +519,7 @@ const CommandSpec kCommands[] = {
     {"ticket.last", -1, "readonly fast", &sequences::cmd_last, 1, 1, 1},
     {"auth", -2, "noscript loading stale fast no-auth", &cmd_auth},
     {"acl", -2, "", &cmd_acl},
+    {"tls.reload", 1, "admin noscript", &tls_commands::cmd_reload},  // issue 13
 };
 
 std::span<const CommandSpec> command_table() { return kCommands; }
@@ -774,6 +776,7 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
         w == 0 ? 0.0 : static_cast<double>(ls.batched_tickets.load()) / static_cast<double>(w));
     r += "\r\n";
   }
+  if (want("tls")) tls_commands::append_info(s, r);
   if (want("keyspace")) {
     // One "database" holding the sequences, so redis-cli --stat's keys column counts them.
     r += "# Keyspace\r\n";

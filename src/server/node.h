@@ -13,6 +13,7 @@
 #include "shard.h"
 #include "ticketd/auth/acl.h"
 #include "ticketd/server/options.h"
+#include "ticketd/tls/context.h"
 
 namespace ticketd::server {
 
@@ -100,6 +101,11 @@ class Node {
   // Protected mode is on and no password protects the default user: loopback clients only.
   bool protected_mode_active() const { return protected_mode_active_; }
 
+  // TLS: the certificate, key and CA contexts (null when TLS is not configured). Loaded at
+  // start; reload_tls (SIGHUP, TLS.RELOAD) swaps in new ones or keeps the old with *err.
+  tls::Contexts* tls() { return tls_.get(); }
+  bool reload_tls(std::string* err);
+
   uint64_t start_ms() const { return start_ms_; }
   std::atomic<uint64_t>& connections_total() { return conn_total_; }
 
@@ -126,6 +132,7 @@ class Node {
   std::unique_ptr<std::atomic<uint64_t>[]> user_clients_;
   std::atomic<uint64_t> unauthenticated_clients_{0};
   bool protected_mode_active_ = false;
+  std::unique_ptr<tls::Contexts> tls_;
   std::string service_host_;
   std::atomic<uint16_t> service_port_{0};
   std::atomic<uint64_t> conn_total_{0};
