@@ -225,7 +225,8 @@ bool RaftTicketLog::open(std::string* err) {
     join_ = std::make_unique<JoinClient>(advertised(o.join), cmd, o.join_user, o.join_password,
                                          [this](std::string_view m) {
                                            node_.log_line("join: " + std::string(m));
-                                         });
+                                         },
+                                         o.tls_port != 0 ? node_.tls() : nullptr);
   }
   if (needs_save && !write_hard_state(st.hard_state)) {
     *err = "cannot save hard state";
@@ -300,6 +301,7 @@ void RaftTicketLog::attach(io::Loop* loop) {
   po.service_addr = service_addr_;
   po.raft_addr = raft_addr_;
   po.secret = node_.opts().cluster_secret;
+  po.tls = node_.opts().tls_cluster ? node_.tls() : nullptr;
   PeerTransport::Hooks hooks;
   hooks.on_message = [this](raft::Message&& m) {
     TICKETD_TRACE_EV("recv", trace_peer(m, m.from), trace_index(m));
