@@ -111,6 +111,10 @@ void Shard::tls_seal(Connection* c) {
   // Failed: `out` holds the alert already (tls_failed). Before the handshake no plaintext
   // is made (replies come from decrypted input), so `out` is empty until then.
   if (t.failed()) return;
+  if (c->fd < 0) {
+    c->out.clear();  // closed already (the client went first): nothing more can leave
+    return;
+  }
   if (t.handshake_done() && !c->out.empty() && !(c->closing && !c->close_after_flush)) {
     if (!t.write(c->out)) {
       c->out.clear();

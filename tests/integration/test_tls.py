@@ -290,6 +290,17 @@ def main(args):
         reload_cases(node, certs, tmp, w)
         check(node.proc.poll() is None, "the node is still running")
         check("TLS client connection refused:" in node.log(), "refused TLS clients are logged")
+        # Every connection of the clients above is gone (a TLS connection closed by its client
+        # while the server still had its close_notify to send used to stay open for good).
+        check(wait_for(lambda: info(w.plain, "clients")["connected_clients"] == "2" and
+                       info(w.plain, "tls")["tls_connections"] == "1", 10),
+              "only the two watchers are left connected (%r, tls %r)" % (
+                  info(w.plain, "clients")["connected_clients"], info(w.plain, "tls")["tls_connections"]))
+        w.tls.close()
+        w.plain.close()
+        t0 = time.time()
+        rc = node.terminate(timeout=15)
+        check(rc == 0 and time.time() - t0 < 4, "SIGTERM stops the node at once (rc %r in %.1fs)" % (rc, time.time() - t0))
     finally:
         node.cleanup()
     tls_only_node(args.binary, certs)
