@@ -12,11 +12,12 @@ NODES="1 2 3"
 DAYS=825
 NAMES=()
 EXTRAS=0
+REUSE_CA=0
 
 usage() {
   cat <<EOF
 usage: tools/make-certs.sh [--dir DIR] [--nodes "1 2 3"] [--ip IP]... [--dns NAME]... [--days N]
-                           [--test-extras]
+                           [--reuse-ca] [--test-extras]
 
 Writes into DIR (default ./certs):
   ca.crt ca.key                     the CA (--tls-ca-cert-file on every node, --cacert for clients)
@@ -32,6 +33,8 @@ with --test-extras also:
   node-9-as-1.crt/.key              our CA's certificate for node 9 (a peer posing as node 1)
 
   --days N     validity of the certificates (default 825)
+  --reuse-ca   keep DIR's ca.crt/ca.key (and client.*): only make the --nodes certificates,
+               e.g. for a node about to join: tools/make-certs.sh --reuse-ca --nodes 4
   -h, --help   this text
 EOF
 }
@@ -46,6 +49,7 @@ while [[ $# -gt 0 ]]; do
       [[ $# -ge 2 && "$2" =~ ^[0-9]+$ && "$2" -gt 0 ]] || { echo "make-certs.sh: --days needs a positive integer" >&2; exit 2; }
       DAYS=$2; shift 2 ;;
     --test-extras) EXTRAS=1; shift ;;
+    --reuse-ca) REUSE_CA=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "make-certs.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -90,9 +94,13 @@ node_ext() {
 }
 CLIENT_EXT="basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth"
 
-ca ca "ticketd CA"
+if [[ $REUSE_CA -eq 1 ]]; then
+  [[ -f ca.crt && -f ca.key ]] || { echo "make-certs.sh: --reuse-ca: no ca.crt/ca.key in $(pwd)" >&2; exit 2; }
+else
+  ca ca "ticketd CA"
+fi
 for id in $NODES; do leaf "node-$id" "ticketd node $id" ca "$(node_ext "$id")"; done
-leaf client "ticketd client" ca "$CLIENT_EXT"
+[[ $REUSE_CA -eq 1 && -f client.crt ]] || leaf client "ticketd client" ca "$CLIENT_EXT"
 
 if [[ $EXTRAS -eq 1 ]]; then
   ca other-ca "another CA"
