@@ -190,6 +190,32 @@ int main(int argc, char** argv) {
                  "the command line win over the file");
   app.config_formatter(ticketd::server::make_config_reader(app, &config_has_secret));
   app.allow_config_extras(CLI::config_extras_mode::error);
+  // TLS (issue 13), with Redis's flag names.
+  unsigned tls_port = 0;
+  std::string tls_auth_clients = "yes", tls_cluster = "no";
+  app.add_option("--tls-port", tls_port,
+                 "TLS client listener on --saddr's host (0: none); with it, --saddr HOST:0 turns "
+                 "the plaintext listener off")
+      ->check(CLI::Range(0u, 65535u));
+  app.add_option("--tls-cert-file", opts.tls_cert_file,
+                 "PEM certificate (chain) this node serves to clients and presents to peers");
+  app.add_option("--tls-key-file", opts.tls_key_file, "PEM private key of --tls-cert-file (unencrypted)");
+  app.add_option("--tls-ca-cert-file", opts.tls_ca_cert_file,
+                 "PEM CA certificate(s) client and peer certificates must chain to");
+  app.add_option("--tls-auth-clients", tls_auth_clients,
+                 "yes: TLS clients must present a certificate from the CA; optional: checked if "
+                 "presented; no: not asked")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"yes", "no", "optional"}));
+  app.add_option("--tls-cluster", tls_cluster,
+                 "yes: peer links use mutual TLS; a peer's certificate must name its node id "
+                 "(SAN URI ticketd:node:<id>)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"yes", "no"}));
+  app.add_option("--tls-handshake-timeout", opts.tls_handshake_timeout_ms,
+                 "milliseconds a client's or peer's TLS handshake may take before it is closed")
+      ->capture_default_str()
+      ->check(CLI::Range(100u, 600000u));
 
   try {
     app.parse(argc, argv);
@@ -221,11 +247,38 @@ int main(int argc, char** argv) {
   }
   std::string host;
   uint16_t port = 0;
-  if (!ticketd::io::parse_host_port(opts.saddr, &host, &port)) {
-    return usage_error("bad --saddr '" + opts.saddr + "' (want host:port or :port)");
+  opts.tls_port = static_cast<uint16_t>(tls_port);
+  opts.tls_cluster = tls_cluster == "yes";
+  opts.tls_auth_clients = tls_auth_clients == "no" ? ServerOptions::TlsAuthClients::kNo
+                          : tls_auth_clients == "optional" ? ServerOptions::TlsAuthClients::kOptional
+                                                           : ServerOptions::TlsAuthClients::kYes;
+  bool plaintext_off = opts.tls_port != 0 && opts.saddr.size() >= 2 &&
+                       opts.saddr.compare(opts.saddr.size() - 2, 2, ":0") == 0 &&
+                       ticketd::io::parse_host_port(ticketd::server::client_address(opts), &host, &port);
+  if (!plaintext_off && !ticketd::io::parse_host_port(opts.saddr, &host, &port)) {
+    return usage_error("bad --saddr '" + opts.saddr + "' (want host:port or :port" +
+                       (opts.tls_port != 0 ? ", or HOST:0 for no plaintext listener)" : ")"));
+  }
+  if (ticketd::server::tls_enabled(opts)) {
+    for (const auto& [flag, value] : {std::pair<const char*, const std::string&>{
+                                          "--tls-cert-file", opts.tls_cert_file},
+                                      {"--tls-key-file", opts.tls_key_file},
+                                      {"--tls-ca-cert-file", opts.tls_ca_cert_file}}) {
+      if (value.empty()) {
+        return usage_error(std::string(flag) + " is required with --tls-port or --tls-cluster yes");
+      }
+    }
+  }
+  if (opts.tls_port != 0 && !plaintext_off && port == opts.tls_port) {
+    return usage_error("--tls-port " + std::to_string(opts.tls_port) +
+                       " is --saddr's port: give each listener its own");
   }
   if (!ticketd::io::parse_host_port(opts.raddr, &host, &port)) {
     return usage_error("bad --raddr '" + opts.raddr + "' (want host:port or :port)");
+  }
+  if (opts.tls_port != 0 && port == opts.tls_port) {
+    return usage_error("--tls-port " + std::to_string(opts.tls_port) +
+                       " is --raddr's port: give each listener its own");
   }
   if (!opts.join.empty()) {
     if (!ticketd::io::parse_host_port(opts.join, &host, &port)) {
@@ -275,11 +328,13 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &nofile);
   }
 
-  // SIGTERM/SIGINT are taken synchronously by this thread (sigwait); the shards never see them.
+  // SIGTERM/SIGINT (stop) and SIGHUP (reload the TLS files) are taken synchronously by this
+  // thread (sigwait); the shards never see them.
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -289,7 +344,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   int sig = 0;
-  sigwait(&set, &sig);
+  while (sigwait(&set, &sig) == 0 && sig == SIGHUP) {
+    // The node logs the outcome (the old certificate stays in use if the new one is bad).
+    if (!server.reload_tls(&err)) {
+      ticketd::logging::write(ticketd::logging::Level::kWarning, opts.id, "SIGHUP: " + err);
+    }
+  }
   ticketd::logging::write(ticketd::logging::Level::kNotice, opts.id,
                           std::string("signal ") + std::to_string(sig) + " (SIG" + sigabbrev_np(sig) +
                               "): stopping");

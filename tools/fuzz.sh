@@ -5,7 +5,7 @@
 set -euo pipefail
 
 ALL_TARGETS=(fuzz_resp_parser fuzz_reply_reader fuzz_raft_codec fuzz_raft_node fuzz_peer_frames
-             fuzz_wal_recovery fuzz_tickets fuzz_acl)
+             fuzz_wal_recovery fuzz_tickets fuzz_acl fuzz_tls_session)
 SECONDS_PER_TARGET=60
 UPDATE_CORPUS=0
 JOBS=$(nproc 2>/dev/null || echo 2)
@@ -111,7 +111,7 @@ for t in "${TARGETS[@]}"; do
   execs=${execs:-?}
   rate=?
   [[ "$execs" =~ ^[0-9]+$ ]] && rate=$((execs / SECONDS_PER_TARGET))
-  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
+  cov=$( (grep -oE 'cov: [0-9]+' "$log" || true) | tail -1 | cut -d' ' -f2)  # none yet: a seed crashed
   crashes=$(find "$dir/artifacts" -type f | wc -l)
   if [[ $rc -ne 0 || $crashes -gt 0 ]]; then
     failed=1

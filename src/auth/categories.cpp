@@ -56,6 +56,8 @@ constexpr CommandCategories kTable[] = {
     {"ticket.create", kSequence},
     {"ticket.drop", kSequence},
     {"ticket.floor", kSequence},
+    // Rotating the TLS certificates.
+    {"tls.reload", kTls},
 };
 
 constexpr CategoryInfo kCategories[] = {
@@ -67,8 +69,9 @@ constexpr CategoryInfo kCategories[] = {
     {"membership", kMembership, "adding, removing and joining members; moving leadership"},
     {"snapshot", kSnapshot, "taking a snapshot"},
     {"sequence", kSequence, "creating, dropping and raising sequences"},
+    {"tls", kTls, "reloading the TLS certificate, key and CA files"},
     {"application", kApplicationRole, "role: connection, ticket, read"},
-    {"operator", kOperatorRole, "role: application plus status, membership, snapshot, sequence"},
+    {"operator", kOperatorRole, "role: application plus status, membership, snapshot, sequence, tls"},
 };
 
 }  // namespace

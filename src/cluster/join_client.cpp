@@ -7,11 +7,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 
 #include "server_context.h"
 #include "ticketd/auth/digest.h"
 #include "ticketd/io/loop.h"
 #include "ticketd/resp/writer.h"
+#include "ticketd/tls/session.h"
 
 namespace ticketd::cluster {
 
@@ -28,8 +30,9 @@ auth::Digest join_proof(const auth::Digest& key, std::string_view id, std::strin
 }
 
 JoinClient::JoinClient(std::string target, std::string command, std::string user,
-                       std::string password, std::function<void(std::string_view)> log)
-    : target_(std::move(target)), command_(std::move(command)), log_(std::move(log)) {
+                       std::string password, std::function<void(std::string_view)> log,
+                       tls::Contexts* tls)
+    : target_(std::move(target)), command_(std::move(command)), log_(std::move(log)), tls_(tls) {
   if (!password.empty()) {
     resp::append_array_header(login_, 3);
     resp::append_bulk(login_, "AUTH");
@@ -66,8 +69,51 @@ bool JoinClient::attempt(const std::string& addr, std::string* reply) {
     *reply = "cannot connect to " + addr;
     return false;
   }
+  // Plain: the socket itself. TLS: a session over it (blocking: this is the join's own thread).
+  std::unique_ptr<tls::Session> session;
+  auto send_all = [fd](const std::string& bytes) {
+    return bytes.empty() ||
+           ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
+  };
+  auto flush_tls = [&] {
+    std::string ct;
+    session->take_ciphertext(&ct);
+    return send_all(ct);
+  };
+  auto recv_some = [&](char* buf, size_t cap) -> ssize_t {
+    if (!session) return ::recv(fd, buf, cap, 0);
+    while (true) {
+      long m = session->read(buf, cap);
+      if (m != 0 || session->peer_closed()) return m;
+      ssize_t n = ::recv(fd, buf, cap, 0);
+      if (n <= 0 || !session->feed(buf, static_cast<size_t>(n)) || !flush_tls()) return -1;
+    }
+  };
+  if (tls_ != nullptr) {
+    auto set = tls_->current();
+    session = std::make_unique<tls::Session>(set->connector(), tls::Role::kConnect,
+                                             tls::PeerVerify::kRequired);
+    session->start();
+    char tmp[4096];
+    bool up = flush_tls();
+    while (up && !session->handshake_done() && !session->failed()) {
+      ssize_t n = ::recv(fd, tmp, sizeof(tmp), 0);
+      up = n > 0 && session->feed(tmp, static_cast<size_t>(n)) && flush_tls();
+    }
+    if (!session->handshake_done() || session->failed()) {
+      ::close(fd);
+      *reply = "TLS handshake with " + addr + " failed: " +
+               (session->failed() ? session->error() : std::string("connection closed"));
+      return false;
+    }
+  }
   std::string req = login_ + command_ + "\r\n";
-  bool ok = ::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size());
+  bool ok;
+  if (session) {
+    ok = session->write(req) && flush_tls();
+  } else {
+    ok = send_all(req);
+  }
   auth::wipe(req);
   // One reply line per request: the login's (+OK), then the join's.
   size_t lines = login_.empty() ? 1 : 2;
@@ -79,7 +125,7 @@ bool JoinClient::attempt(const std::string& addr, std::string* reply) {
            (lines == 1 || buf.rfind("+OK\r\n", 0) != 0 || buf.find("\r\n", first + 2) != std::string::npos);
   };
   while (ok && !complete() && buf.size() < 4096) {
-    ssize_t n = ::recv(fd, tmp, sizeof(tmp), 0);
+    ssize_t n = recv_some(tmp, sizeof(tmp));
     if (n <= 0) {
       ok = false;
       break;

@@ -15,6 +15,7 @@
 
 #include "ticketd/base/check.h"
 #include "ticketd/raft/codec.h"
+#include "ticketd/tls/session.h"
 
 namespace ticketd::cluster {
 
@@ -321,6 +322,12 @@ struct PeerTransport::Conn {
   size_t hello_bytes = 0;
   std::string close_reason;
   std::chrono::steady_clock::time_point up_since;  // outbound: connected; inbound: accepted
+  // --tls-cluster: the session; `wire` is the ciphertext of the send in flight, carrying the
+  // `wire_plain` bytes of `sending` from send_off (0: handshake bytes only).
+  std::unique_ptr<tls::Session> tls;
+  std::string wire;
+  size_t wire_off = 0;
+  size_t wire_plain = 0;
 };
 
 // Our side of one peer: its address, its bounded queue, its outbound connection or timer.
@@ -430,6 +437,7 @@ void PeerTransport::on_accept(io::Completion* comp, int32_t res, uint32_t flags)
   t->inbound_++;
   t->unhelloed_++;
   t->arm_recv(c);
+  if (t->opts_.tls != nullptr && !t->tls_begin(c, false)) t->break_conn(c, c->close_reason);
 }
 
 void PeerTransport::arm_recv(Conn* c) {
@@ -440,6 +448,20 @@ void PeerTransport::arm_recv(Conn* c) {
 void PeerTransport::start_send(Conn* c) {
   TICKETD_CHECK(!c->send_inflight && c->send_off < c->sending.size());
   c->send_inflight = true;
+  if (c->tls) {
+    // Encrypt what is left of the frames; the send completes (on_send) once its ciphertext
+    // has left. A failed session sends nothing: the empty send's 0 breaks the link.
+    c->wire_plain = c->sending.size() - c->send_off;
+    if (!c->tls->write(std::string_view(c->sending).substr(c->send_off))) {
+      c->wire_plain = 0;
+      c->close_reason = c->tls->error();
+    }
+    c->wire.clear();
+    c->wire_off = 0;
+    c->tls->take_ciphertext(&c->wire);
+    loop_.send(c->fd, c->wire.data(), c->wire.size(), &c->send_c);
+    return;
+  }
   loop_.send(c->fd, c->sending.data() + c->send_off, c->sending.size() - c->send_off, &c->send_c);
 }
 
@@ -565,6 +587,7 @@ void PeerTransport::flush() {
     }
     start_next_send(l->conn);
   }
+  if (opts_.tls != nullptr) expire_tls_handshakes();
   if (opts_.secret) {
     // An outbound link whose peer never answers our hello with a CHALLENGE carries nothing:
     // close it after the hello timeout and try again later.
@@ -698,8 +721,20 @@ void PeerTransport::on_connect(io::Completion* comp, int32_t res, uint32_t) {
     t->break_conn(c, why);
     return;
   }
-  c->up = true;
   c->up_since = std::chrono::steady_clock::now();
+  if (t->opts_.tls != nullptr) {
+    // The hello waits for the TLS handshake (tls_receive calls link_up).
+    t->arm_recv(c);
+    if (!t->tls_begin(c, true)) t->break_conn(c, c->close_reason);
+    return;
+  }
+  t->link_up(c);
+}
+
+void PeerTransport::link_up(Conn* c) {
+  PeerTransport* t = this;
+  Link* l = c->link;
+  c->up = true;
   t->stats_.connects++;
   if (l->fail_logged) t->log("peer " + std::to_string(l->id) + " at " + l->addr + ": connected");
   l->fail_logged = false;
@@ -717,13 +752,37 @@ void PeerTransport::on_connect(io::Completion* comp, int32_t res, uint32_t) {
   c->hello_bytes = c->sending.size();
   c->send_off = 0;
   // Outbound links receive only a possible REFUSE, or the EOF that tells us the peer is gone.
-  t->arm_recv(c);
-  t->start_send(c);
+  if (!c->recv_armed) t->arm_recv(c);
+  if (!c->send_inflight) t->start_send(c);  // else after the handshake bytes in flight
 }
 
 void PeerTransport::on_send(io::Completion* comp, int32_t res, uint32_t) {
   auto* c = static_cast<Conn*>(comp->owner);
   PeerTransport* t = c->t;
+  if (c->tls && res > 0 && !c->closing) {
+    // The ciphertext goes out whole, then whatever the session wrote meanwhile; only then
+    // are the plaintext bytes it carries reported sent.
+    c->wire_off += static_cast<size_t>(res);
+    if (c->wire_off >= c->wire.size() && c->tls->ciphertext_bytes() > 0) {
+      c->wire.clear();
+      c->wire_off = 0;
+      c->tls->take_ciphertext(&c->wire);
+    }
+    if (c->wire_off < c->wire.size()) {
+      t->loop_.send(c->fd, c->wire.data() + c->wire_off, c->wire.size() - c->wire_off, &c->send_c);
+      return;
+    }
+    c->wire.clear();
+    c->wire_off = 0;
+    res = static_cast<int32_t>(c->wire_plain);
+    c->wire_plain = 0;
+    if (res == 0) {
+      // Handshake bytes only. A hello queued behind them (link_up) goes now.
+      c->send_inflight = false;
+      if (c->send_off < c->sending.size()) t->start_send(c);
+      return;
+    }
+  }
   c->send_inflight = false;
   if (res > 0) c->send_off += static_cast<size_t>(res);
   if (c->closing) {
@@ -809,6 +868,104 @@ void PeerTransport::log_auth_failure(const std::string& key, const std::string& 
   log(line + more);
 }
 
+bool PeerTransport::tls_begin(Conn* c, bool dial) {
+  std::shared_ptr<const tls::ContextSet> set = opts_.tls->current();
+  if (!set) {
+    c->close_reason = "no TLS context";
+    return false;
+  }
+  if (!tls_plain_) tls_plain_ = std::make_unique<char[]>(16 * 1024);
+  c->tls = std::make_unique<tls::Session>(dial ? set->connector() : set->acceptor(),
+                                          dial ? tls::Role::kConnect : tls::Role::kAccept,
+                                          tls::PeerVerify::kRequired);
+  if (c->tls->failed()) {
+    c->close_reason = c->tls->error();
+    return false;
+  }
+  if (dial) {
+    c->tls->start();  // the ClientHello
+    tls_send_handshake(c);
+  }
+  return true;
+}
+
+void PeerTransport::tls_send_handshake(Conn* c) {
+  if (c->send_inflight || c->closing || c->tls->ciphertext_bytes() == 0) return;
+  c->send_inflight = true;
+  c->wire.clear();
+  c->wire_off = 0;
+  c->wire_plain = 0;
+  c->tls->take_ciphertext(&c->wire);
+  loop_.send(c->fd, c->wire.data(), c->wire.size(), &c->send_c);
+}
+
+bool PeerTransport::tls_receive(Conn* c, const char* data, size_t len) {
+  tls::Session& s = *c->tls;
+  bool was_done = s.handshake_done();
+  auto who = [c] {
+    return c->link != nullptr ? "peer " + std::to_string(c->link->id) + " at " + c->link->addr
+                              : "inbound peer at " + c->remote;
+  };
+  if (!s.feed(data, len)) {
+    stats_.auth_failures++;
+    c->auth_failed = true;  // logged here, rate-limited, not again by break_conn
+    if (c->link != nullptr) c->link->refused = true;
+    c->close_reason = "TLS: " + s.error();
+    log_auth_failure(c->link != nullptr ? "tls " + std::to_string(c->link->id) : "tls inbound",
+                     who() + ": " + c->close_reason);
+    return false;
+  }
+  if (!was_done && s.handshake_done() && c->link != nullptr) {
+    // The listener's certificate must be the one of the node we mean to reach.
+    Link* l = c->link;
+    if (!s.peer_names_node(l->id)) {
+      stats_.auth_failures++;
+      c->auth_failed = true;
+      l->refused = true;
+      c->close_reason = "its TLS certificate (" + s.peer_subject() + ") does not name node " +
+                        std::to_string(l->id) + " (" + tls::node_uri(l->id) + ")";
+      log_auth_failure("tls-name " + std::to_string(l->id), who() + ": " + c->close_reason);
+      return false;
+    }
+    link_up(c);
+    if (c->closing) return true;
+  }
+  tls_send_handshake(c);
+  char* buf = tls_plain_.get();
+  while (!c->closing && !c->refusing) {
+    long n = s.read(buf, 16 * 1024);
+    if (n < 0) {
+      c->close_reason = "TLS: " + s.error();
+      return false;
+    }
+    if (n == 0) break;
+    bool ok = c->reader.feed(buf, static_cast<size_t>(n), [this, c](uint8_t kind, std::string_view p) {
+      return handle_frame(c, kind, p);
+    });
+    if (!ok) return false;
+  }
+  if (s.peer_closed() && c->close_reason.empty()) c->close_reason = "closed by the peer (TLS)";
+  return !s.peer_closed();
+}
+
+void PeerTransport::expire_tls_handshakes() {
+  auto deadline = std::chrono::steady_clock::now() - std::chrono::milliseconds(opts_.hello_timeout_ms);
+  std::vector<Conn*> stuck;
+  for (auto& [id, lp] : links_) {
+    Conn* c = lp->conn;
+    if (c != nullptr && c->tls && !c->up && !c->connect_inflight && !c->closing &&
+        c->up_since < deadline) {
+      stuck.push_back(c);
+    }
+  }
+  for (Conn* c : stuck) {
+    stats_.hello_timeouts++;
+    c->link->refused = true;  // the longest backoff
+    break_conn(c, "no TLS handshake with the peer within " + std::to_string(opts_.hello_timeout_ms) +
+                      " ms");
+  }
+}
+
 void PeerTransport::on_recv(io::Completion* comp, int32_t res, uint32_t flags) {
   auto* c = static_cast<Conn*>(comp->owner);
   PeerTransport* t = c->t;
@@ -826,9 +983,11 @@ void PeerTransport::on_recv(io::Completion* comp, int32_t res, uint32_t flags) {
           why = "refused peer kept sending";
         }
       } else {
-        bool ok = c->reader.feed(
-            data, static_cast<size_t>(res),
-            [t, c](uint8_t kind, std::string_view p) { return t->handle_frame(c, kind, p); });
+        bool ok = c->tls ? t->tls_receive(c, data, static_cast<size_t>(res))
+                         : c->reader.feed(data, static_cast<size_t>(res),
+                                          [t, c](uint8_t kind, std::string_view p) {
+                                            return t->handle_frame(c, kind, p);
+                                          });
         if (!ok && !c->refusing) {
           want_close = true;
           if (c->close_reason.empty()) {
@@ -1029,6 +1188,10 @@ bool PeerTransport::accept_hello(Conn* c) {
     // link replace the sender's real link to us, and the real one would then replace this.
     reason = "this address belongs to node " + std::to_string(opts_.self_id) + ", not node " +
              std::to_string(h.target_id);
+  } else if (c->tls && !c->tls->peer_names_node(h.node_id)) {
+    // --tls-cluster: the certificate is the CA's, but it must also be node h.node_id's.
+    reason = "its TLS certificate (" + c->tls->peer_subject() + ") does not name node " +
+             std::to_string(h.node_id) + " (" + tls::node_uri(h.node_id) + ")";
   } else if (hooks_.check_hello) {
     reason = hooks_.check_hello(h);
   }

@@ -19,6 +19,7 @@
 #include "ticketd/auth/digest.h"
 #include "ticketd/io/loop.h"
 #include "ticketd/raft/types.h"
+#include "ticketd/tls/context.h"
 
 namespace ticketd::cluster {
 
@@ -168,6 +169,11 @@ class PeerTransport {
     // challenge-response before a MESSAGE crosses it. None: hellos are not authenticated,
     // and a hello that offers a challenge is refused.
     std::optional<auth::Digest> secret;
+    // --tls-cluster yes: every link is mutual TLS (both certificates from the CA); the
+    // listener's certificate must name the node we dial and the dialer's the node its hello
+    // claims (SAN URI tls::node_uri(id)). A handshake not done within hello_timeout_ms is
+    // closed. Null: plain TCP.
+    tls::Contexts* tls = nullptr;
   };
   struct Hooks {
     // A message from a peer whose hello was accepted (m.from == its node id, m.to == self).
@@ -243,6 +249,13 @@ class PeerTransport {
   static void on_timer(io::Completion* c, int32_t res, uint32_t flags);
 
   Conn* new_conn(int fd, Link* link);
+  void link_up(Conn* c);  // an outbound connection is ready (TCP, and TLS if any): the hello
+  // --tls-cluster: the socket carries ciphertext. `sending` stays whole plaintext frames;
+  // Conn::wire holds the ciphertext of the one send in flight.
+  bool tls_begin(Conn* c, bool dial);
+  bool tls_receive(Conn* c, const char* data, size_t len);  // false: close (close_reason says)
+  void tls_send_handshake(Conn* c);  // handshake bytes, when no send is in flight
+  void expire_tls_handshakes();
   void start_connect(Link* l);
   void start_send(Conn* c);
   void arm_recv(Conn* c);
@@ -290,6 +303,7 @@ class PeerTransport {
     uint64_t suppressed = 0;
   };
   std::unordered_map<std::string, AuthLog> auth_log_;  // bounded: cleared past 64 kinds
+  std::unique_ptr<char[]> tls_plain_;                  // decrypted input (--tls-cluster)
   Stats stats_;
 };
 

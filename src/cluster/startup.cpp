@@ -181,7 +181,8 @@ bool RaftTicketLog::check_own_addresses(std::string* err) {
 bool RaftTicketLog::open(std::string* err) {
   const ServerOptions& o = node_.opts();
   raft_addr_ = advertised(o.raddr);
-  service_addr_ = advertised(o.saddr);
+  // With a TLS client listener, the address others are told (and -MOVED names) is the TLS one.
+  service_addr_ = advertised(server::client_address(o));
   // Every address is checked before anything is written: a node that bootstrapped with an
   // address it cannot use would record it in its configuration.
   if (!check_own_addresses(err)) return false;
@@ -224,7 +225,8 @@ bool RaftTicketLog::open(std::string* err) {
     join_ = std::make_unique<JoinClient>(advertised(o.join), cmd, o.join_user, o.join_password,
                                          [this](std::string_view m) {
                                            node_.log_line("join: " + std::string(m));
-                                         });
+                                         },
+                                         o.tls_port != 0 ? node_.tls() : nullptr);
   }
   if (needs_save && !write_hard_state(st.hard_state)) {
     *err = "cannot save hard state";
@@ -299,6 +301,7 @@ void RaftTicketLog::attach(io::Loop* loop) {
   po.service_addr = service_addr_;
   po.raft_addr = raft_addr_;
   po.secret = node_.opts().cluster_secret;
+  po.tls = node_.opts().tls_cluster ? node_.tls() : nullptr;
   PeerTransport::Hooks hooks;
   hooks.on_message = [this](raft::Message&& m) {
     TICKETD_TRACE_EV("recv", trace_peer(m, m.from), trace_index(m));

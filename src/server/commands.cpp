@@ -13,6 +13,7 @@
 #include "config_command.h"
 #include "node.h"
 #include "sequence_commands.h"
+#include "tls_commands.h"
 #include "ticketd/resp/parser.h"
 #include "ticketd/resp/writer.h"
 
@@ -512,6 +513,7 @@ const CommandSpec kCommands[] = {
     {"role", 1, "noscript loading stale fast", &cluster_api::cmd_role},
     {"readonly", 1, "loading stale fast", &cluster_api::cmd_readonly},
     {"readwrite", 1, "loading stale fast", &cluster_api::cmd_readwrite},
+    {"tls.reload", 1, "admin noscript", &tls_commands::cmd_reload},  // issue 13
 };
 
 std::span<const CommandSpec> command_table() { return kCommands; }
@@ -772,6 +774,7 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
   }
   if (want("replication")) r += cluster_api::info_replication(node);
   if (want("cluster")) r += cluster_api::info_cluster();
+  if (want("tls")) tls_commands::append_info(s, r);
   if (want("keyspace")) {
     // One "database" holding the sequences, so redis-cli --stat's keys column counts them.
     r += "# Keyspace\r\n";

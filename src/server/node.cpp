@@ -75,6 +75,18 @@ std::string bind_refusal(const std::string& host, uint16_t port) {
   return why;
 }
 
+// --saddr, where port 0 means "no plaintext listener" when there is a TLS one.
+bool parse_client_addr(const ServerOptions& o, std::string* host, uint16_t* port) {
+  if (io::parse_host_port(o.saddr, host, port)) return true;
+  size_t colon = o.saddr.rfind(':');
+  if (o.tls_port == 0 || colon == std::string::npos || o.saddr.substr(colon + 1) != "0") return false;
+  if (!io::parse_host_port(o.saddr.substr(0, colon + 1) + std::to_string(o.tls_port), host, port)) {
+    return false;
+  }
+  *port = 0;
+  return true;
+}
+
 }  // namespace
 
 Node::Node(const ServerOptions& opts) : opts_(opts) {
@@ -99,18 +111,34 @@ bool Node::start(std::string* err) {
   user_clients_ = std::make_unique<std::atomic<uint64_t>[]>(users_.size());
   protected_mode_active_ = opts_.protected_mode && users_.default_is_open();
   uint16_t port = 0;
-  if (!io::parse_host_port(opts_.saddr, &service_host_, &port)) {
+  if (!parse_client_addr(opts_, &service_host_, &port)) {
     *err = "bad --saddr '" + opts_.saddr + "' (want host:port or :port)";
     return false;
   }
   service_port_.store(port);
+  if (tls_enabled(opts_)) {
+    // Before anything listens or is written: unreadable, mismatched or expired files stop
+    // the node here, naming the flag.
+    tls_ = std::make_unique<tls::Contexts>(
+        tls::Files{opts_.tls_cert_file, opts_.tls_key_file, opts_.tls_ca_cert_file});
+    std::string warning;
+    if (!tls_->load(err, &warning)) return false;
+    if (!warning.empty()) log_line("warning: " + warning);
+  }
   // Before anything is written to the data directory: an address this machine does not
   // have (or a port it may not use) is said as such. (The probe below would report a
   // foreign address that some proxy answers as "already listening".)
-  std::string why = bind_refusal(service_host_, port);
+  std::string why = port == 0 ? std::string() : bind_refusal(service_host_, port);
   if (!why.empty()) {
     *err = "cannot listen on " + opts_.saddr + ": " + why;
     return false;
+  }
+  if (opts_.tls_port != 0) {
+    why = bind_refusal(service_host_, opts_.tls_port);
+    if (!why.empty()) {
+      *err = "cannot listen on --tls-port " + std::to_string(opts_.tls_port) + ": " + why;
+      return false;
+    }
   }
   std::string raft_host;
   uint16_t raft_port = 0;
@@ -136,6 +164,16 @@ bool Node::start(std::string* err) {
     *err = "cannot listen on " + opts_.saddr + ": a server is already listening there";
     return false;
   }
+  taken = opts_.tls_port != 0 && io::something_listens(service_host_, opts_.tls_port);
+  for (int i = 0; taken && i < 100; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    taken = io::something_listens(service_host_, opts_.tls_port);
+  }
+  if (taken) {
+    *err = "cannot listen on --tls-port " + std::to_string(opts_.tls_port) +
+           ": a server is already listening there";
+    return false;
+  }
   if (!make_dirs(data_dir(), err)) return false;
   config_table_ = effective_config_table(*this);
   if (!log_->open(err)) return false;
@@ -155,11 +193,41 @@ bool Node::start(std::string* err) {
     }
   }
   log_line("serving on " + (service_host_.empty() ? std::string("*") : service_host_) + ":" +
-           std::to_string(service_port()) + " with " + std::to_string(shards_.size()) +
+           (port != 0 ? std::to_string(port) : std::to_string(opts_.tls_port) + " (TLS only)") + " with " + std::to_string(shards_.size()) +
            " shard(s), durability " + durability_name(opts_.durability) + ", io_uring " +
            shards_[0]->loop()->setup_mode());
   log_line(auth_summary);
   log(logging::Level::kVerbose, "settings: " + config_table_.describe());
+  if (tls_) {
+    auto set = tls_->current();
+    const char* auth = opts_.tls_auth_clients == ServerOptions::TlsAuthClients::kYes ? "required"
+                       : opts_.tls_auth_clients == ServerOptions::TlsAuthClients::kOptional
+                           ? "optional"
+                           : "not asked";
+    log_line("TLS: certificate " + set->subject() + " (valid until " + set->not_after() + ")" +
+             (opts_.tls_port != 0 ? "; TLS clients on port " + std::to_string(opts_.tls_port) +
+                                        " (client certificates " + auth + ")" +
+                                        (port == 0 ? ", no plaintext listener" : "")
+                                  : std::string()) +
+             (opts_.tls_cluster ? "; peer links use mutual TLS" : ""));
+  }
+  return true;
+}
+
+bool Node::reload_tls(std::string* err) {
+  if (!tls_) {
+    *err = "TLS is not configured on this node";
+    return false;
+  }
+  std::string warning;
+  if (!tls_->load(err, &warning)) {
+    log_line("TLS reload refused, the old certificate stays in use: " + *err);
+    return false;
+  }
+  if (!warning.empty()) log_line("warning: " + warning);
+  auto set = tls_->current();
+  log_line("TLS reloaded: certificate " + set->subject() + " (valid until " + set->not_after() +
+           "); new connections use it");
   return true;
 }
 
@@ -229,6 +297,7 @@ Server::~Server() = default;
 bool Server::start(std::string* err) { return node_->start(err); }
 void Server::wait() { node_->wait(); }
 void Server::stop() { node_->stop(); }
+bool Server::reload_tls(std::string* err) { return node_->reload_tls(err); }
 uint16_t Server::service_port() const { return node_->service_port(); }
 
 }  // namespace ticketd::server

@@ -15,6 +15,7 @@
 #include "ticketd/base/log.h"
 #include "ticketd/auth/acl.h"
 #include "ticketd/server/options.h"
+#include "ticketd/tls/context.h"
 
 namespace ticketd::server {
 
@@ -126,6 +127,10 @@ class Node {
   // CONFIG GET's table: the flags, the node's effective values and Redis's names for them
   // (built in start() before any shard runs, then read-only).
   const ConfigTable& config_table() const { return config_table_; }
+  // TLS: the certificate, key and CA contexts (null when TLS is not configured). Loaded at
+  // start; reload_tls (SIGHUP, TLS.RELOAD) swaps in new ones or keeps the old with *err.
+  tls::Contexts* tls() { return tls_.get(); }
+  bool reload_tls(std::string* err);
 
   uint64_t start_ms() const { return start_ms_; }
   std::atomic<uint64_t>& connections_total() { return conn_total_; }
@@ -165,6 +170,7 @@ class Node {
   std::unique_ptr<std::atomic<uint64_t>[]> user_clients_;
   std::atomic<uint64_t> unauthenticated_clients_{0};
   bool protected_mode_active_ = false;
+  std::unique_ptr<tls::Contexts> tls_;
   std::string service_host_;
   std::atomic<uint16_t> service_port_{0};
   std::atomic<uint64_t> conn_total_{0};

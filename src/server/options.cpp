@@ -24,4 +24,13 @@ bool parse_durability(const std::string& s, Durability* out) {
   return true;
 }
 
+bool tls_enabled(const ServerOptions& o) { return o.tls_port != 0 || o.tls_cluster; }
+
+std::string client_address(const ServerOptions& o) {
+  if (o.tls_port == 0) return o.saddr;
+  size_t colon = o.saddr.rfind(':');
+  std::string host = colon == std::string::npos ? std::string() : o.saddr.substr(0, colon);
+  return host + ":" + std::to_string(o.tls_port);
+}
+
 }  // namespace ticketd::server

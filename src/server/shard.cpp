@@ -60,8 +60,10 @@ constexpr std::string_view kProtectedModeDenied =
 // Refuses a connection at accept, as Redis does: one error line (it fits in a fresh
 // socket's buffer, so the send does not block), then close.
 void refuse_connection(int fd, std::string_view line) {
-  ssize_t n = ::send(fd, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-  (void)n;
+  if (!line.empty()) {
+    ssize_t n = ::send(fd, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)n;
+  }
   ::close(fd);
 }
 
@@ -119,18 +121,23 @@ void Shard::thread_main() {
     return;
   }
   std::string err;
-  int fd = io::listen_tcp(node_.service_host(), node_.service_port(), true, &err);
-  if (fd < 0) {
-    fail_msg_ = err;
-    failed_.store(true, std::memory_order_release);
-    started_.store(true, std::memory_order_release);
-    return;
+  // The plaintext listener (none with --saddr port 0) and the TLS one (--tls-port).
+  for (bool tls : {false, true}) {
+    uint16_t port = tls ? node_.opts().tls_port : node_.service_port();
+    if (port == 0) continue;
+    int fd = io::listen_tcp(node_.service_host(), port, true, &err);
+    if (fd < 0) {
+      fail_msg_ = err;
+      failed_.store(true, std::memory_order_release);
+      started_.store(true, std::memory_order_release);
+      return;
+    }
+    (tls ? tls_listen_fd_ : listen_fd_) = fd;
+    io::Completion& ac = tls ? tls_accept_c_ : accept_c_;
+    ac.owner = this;
+    ac.fn = &Shard::on_accept;
+    arm_accept(tls);
   }
-  listen_fd_ = fd;
-  if (index_ == 0) node_.set_service_port(io::local_port(fd));
-  accept_c_.owner = this;
-  accept_c_.fn = &Shard::on_accept;
-  arm_accept();
   loop_->set_on_turn_end([this] { on_turn_end(); });
   loop_->set_on_wake([this] { on_wake(); });
   if (index_ == 0) node_.log().attach(loop_.get());
@@ -182,7 +189,8 @@ void Shard::thread_main() {
   for (Connection* c : all_) {
     if (c->fd >= 0) ::close(c->fd);
   }
-  ::close(listen_fd_);
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+  if (tls_listen_fd_ >= 0) ::close(tls_listen_fd_);
   // Leave the ring to the destructor; the completions it still references are ours and
   // no further turn runs.
 }
@@ -193,7 +201,9 @@ void Shard::begin_stop() {
   close_handoffs();
   if (index_ == 0) node_.log().begin_shutdown();
   if (accept_armed_) loop_->cancel(&accept_c_, nullptr);
-  ::shutdown(listen_fd_, SHUT_RDWR);
+  if (tls_accept_armed_) loop_->cancel(&tls_accept_c_, nullptr);
+  if (listen_fd_ >= 0) ::shutdown(listen_fd_, SHUT_RDWR);
+  if (tls_listen_fd_ >= 0) ::shutdown(tls_listen_fd_, SHUT_RDWR);
   std::vector<Connection*> conns = all_;  // finish_input may free a connection
   for (Connection* c : conns) {
     if (c->closing) continue;
@@ -220,7 +230,7 @@ void Shard::finish_input(Connection* c) {
       ssize_t n = ::recv(c->fd, buf, std::min(left, sizeof(buf)), MSG_DONTWAIT);
       if (n <= 0) break;
       stats_.bytes_in.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-      handle_input(c, buf, static_cast<size_t>(n));
+      receive(c, buf, static_cast<size_t>(n));
       left -= static_cast<size_t>(n);
     }
   }
@@ -240,16 +250,22 @@ void Shard::linger_check() {
   for (Connection* c : conns) start_close(c);  // closes those whose replies were ACKed
 }
 
-void Shard::arm_accept() {
-  loop_->accept_multishot(listen_fd_, &accept_c_);
-  accept_armed_ = true;
+void Shard::arm_accept(bool tls) {
+  if (tls) {
+    loop_->accept_multishot(tls_listen_fd_, &tls_accept_c_);
+    tls_accept_armed_ = true;
+  } else {
+    loop_->accept_multishot(listen_fd_, &accept_c_);
+    accept_armed_ = true;
+  }
 }
 
 void Shard::on_accept(io::Completion* comp, int32_t res, uint32_t flags) {
   auto* s = static_cast<Shard*>(comp->owner);
+  bool tls = comp == &s->tls_accept_c_;
   if (!io::cqe_more(flags)) {
-    s->accept_armed_ = false;
-    if (!s->stop_requested_.load(std::memory_order_acquire)) s->arm_accept();
+    (tls ? s->tls_accept_armed_ : s->accept_armed_) = false;
+    if (!s->stop_requested_.load(std::memory_order_acquire)) s->arm_accept(tls);
   }
   if (res < 0) return;  // EMFILE, ECONNABORTED...: keep accepting
   int fd = res;
@@ -258,14 +274,15 @@ void Shard::on_accept(io::Completion* comp, int32_t res, uint32_t flags) {
     return;
   }
   if (s->node_.protected_mode_active() && !io::peer_is_loopback(fd)) {
-    refuse_connection(fd, kProtectedModeDenied);
+    // A TLS client could not read the plaintext reason: it is only closed.
+    refuse_connection(fd, tls ? std::string_view() : kProtectedModeDenied);
     s->stats_.protected_refused.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   uint64_t live = s->node_.connections_total().fetch_add(1, std::memory_order_relaxed) + 1;
   if (live > s->node_.opts().max_clients) {
     s->node_.connections_total().fetch_sub(1, std::memory_order_relaxed);
-    refuse_connection(fd, "-ERR max number of clients reached\r\n");
+    refuse_connection(fd, tls ? "" : "-ERR max number of clients reached\r\n");
     s->stats_.rejected.fetch_add(1, std::memory_order_relaxed);
     return;
   }
@@ -277,11 +294,11 @@ void Shard::on_accept(io::Completion* comp, int32_t res, uint32_t flags) {
   Shard* target = s->placement();
   if (target != s) {
     target->stats_.connected.fetch_add(1, std::memory_order_relaxed);
-    if (target->post_connection(fd, s->loop_.get())) return;
+    if (target->post_connection(fd, tls, s->loop_.get())) return;
     target->stats_.connected.fetch_sub(1, std::memory_order_relaxed);
   }
   s->stats_.connected.fetch_add(1, std::memory_order_relaxed);
-  s->adopt(fd);
+  s->adopt(fd, tls);
 }
 
 Shard* Shard::placement() {
@@ -299,41 +316,41 @@ Shard* Shard::placement() {
   return best;
 }
 
-bool Shard::post_connection(int fd, io::Loop* from) {
+bool Shard::post_connection(int fd, bool tls, io::Loop* from) {
   {
     std::lock_guard<std::mutex> g(handoff_mu_);
     if (handoffs_closed_ || stop_requested_.load(std::memory_order_acquire)) return false;
-    handoffs_.push_back(fd);
+    handoffs_.push_back(Handoff{fd, tls});
   }
   loop_->wake(from);
   return true;
 }
 
 void Shard::drain_handoffs() {
-  std::vector<int> fds;
+  std::vector<Handoff> fds;
   {
     std::lock_guard<std::mutex> g(handoff_mu_);
     if (handoffs_.empty()) return;
     fds.swap(handoffs_);
   }
-  for (int fd : fds) adopt(fd);  // already counted in stats_.connected by the sender
+  for (Handoff h : fds) adopt(h.fd, h.tls);  // already counted in stats_.connected by the sender
 }
 
 void Shard::close_handoffs() {
-  std::vector<int> fds;
+  std::vector<Handoff> fds;
   {
     std::lock_guard<std::mutex> g(handoff_mu_);
     handoffs_closed_ = true;
     fds.swap(handoffs_);
   }
-  for (int fd : fds) {
-    ::close(fd);
+  for (Handoff h : fds) {
+    ::close(h.fd);
     stats_.connected.fetch_sub(1, std::memory_order_relaxed);
     node_.connections_total().fetch_sub(1, std::memory_order_relaxed);
   }
 }
 
-void Shard::adopt(int fd) {
+void Shard::adopt(int fd, bool tls) {
   if (stop_requested_.load(std::memory_order_acquire)) {
     ::close(fd);
     stats_.connected.fetch_sub(1, std::memory_order_relaxed);
@@ -354,6 +371,11 @@ void Shard::adopt(int fd) {
   c->send_c.fn = &Shard::on_send;
   all_.push_back(c);
   stats_.accepted.fetch_add(1, std::memory_order_relaxed);
+  if (tls && !tls_adopt(c)) {
+    c->closing = true;
+    start_close(c);  // nothing is armed yet: closes and frees it
+    return;
+  }
   loop_->recv_multishot(fd, bufs_->group_id(), &c->recv_c);
   c->recv_armed = true;
 }
@@ -366,7 +388,7 @@ void Shard::on_recv(io::Completion* comp, int32_t res, uint32_t flags) {
     uint16_t bid = io::cqe_buffer_id(flags);
     s->stats_.bytes_in.fetch_add(static_cast<uint64_t>(res), std::memory_order_relaxed);
     TICKETD_TRACE_EV("crecv", s->index_, res);
-    if (!c->closing) s->handle_input(c, s->bufs_->buffer(bid), static_cast<size_t>(res));
+    if (!c->closing) s->receive(c, s->bufs_->buffer(bid), static_cast<size_t>(res));
     s->bufs_->recycle(bid);
   } else if (res == -ENOBUFS || res == -ECANCELED) {
     // ENOBUFS: every receive buffer is busy; this turn's completions return them, read
@@ -393,6 +415,15 @@ void Shard::on_recv(io::Completion* comp, int32_t res, uint32_t flags) {
     }
   }
   if (c->closing) s->start_close(c);
+}
+
+void Shard::receive(Connection* c, const char* data, size_t len) {
+  if (c->tls) {
+    tls_receive(c, data, len);
+  } else if (c->seen_input || !tls_refuse_on_plaintext(c, data, len)) {
+    c->seen_input = true;
+    handle_input(c, data, len);
+  }
 }
 
 void Shard::handle_input(Connection* c, const char* data, size_t len) {
@@ -780,6 +811,7 @@ void Shard::flush(Connection* c) {
     return;
   }
   if (c->send_inflight) return;
+  if (c->tls) tls_seal(c);  // `out` becomes ciphertext (with the handshake's own bytes)
   if (!c->out.empty() && c->fd >= 0 && !(c->closing && !c->close_after_flush)) {
     c->sending.swap(c->out);
     c->out.clear();
@@ -851,6 +883,7 @@ void Shard::start_close(Connection* c) {
   if (c->fd >= 0 && !c->recv_armed && !c->send_inflight) {
     ::close(c->fd);
     c->fd = -1;
+    if (c->tls) tls_forget(c);
     forget_user(node_, c);
     stats_.connected.fetch_sub(1, std::memory_order_relaxed);
     node_.connections_total().fetch_sub(1, std::memory_order_relaxed);

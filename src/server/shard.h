@@ -18,6 +18,7 @@
 #include "spsc_queue.h"
 #include "ticketd/io/loop.h"
 #include "ticketd/resp/parser.h"
+#include "ticketd/tls/session.h"
 
 namespace ticketd::auth {
 struct User;
@@ -85,6 +86,13 @@ struct ShardStats {
   std::atomic<uint64_t> auth_failures{0};      // AUTH / HELLO AUTH with a wrong pair
   std::atomic<uint64_t> perm_denied{0};        // -NOPERM
   std::atomic<uint64_t> protected_refused{0};  // -DENIED: not loopback, no password
+  // TLS (src/server/shard_tls.cpp).
+  std::atomic<uint64_t> tls_connected{0};          // TLS connections now
+  std::atomic<uint64_t> tls_handshakes{0};         // handshakes that passed
+  std::atomic<uint64_t> tls_handshake_failures{0}; // refused: bad certificate, not TLS...
+  std::atomic<uint64_t> tls_handshake_timeouts{0}; // not done within the timeout
+  std::atomic<uint64_t> tls_errors{0};             // broken TLS streams after the handshake
+  std::atomic<uint64_t> tls_on_plaintext_port{0};  // a TLS ClientHello on the plaintext port
 };
 
 struct Connection {
@@ -134,6 +142,11 @@ struct Connection {
   bool user_counted = false;  // counted in the node's per-user client counts
   bool may_ticket = false;    // user may run TICKET: the fast path's only check
   uint64_t created_ms = 0;
+  // TLS (src/server/shard_tls.cpp): the session over this socket (ciphertext in through
+  // the receive buffers, out through `out`/`sending`); null on a plaintext connection.
+  std::unique_ptr<tls::Session> tls;
+  bool tls_handshaking = false;  // counted in Shard::handshaking_
+  bool seen_input = false;       // plaintext: the first bytes were looked at (a TLS hello?)
   explicit Connection(const resp::Limits& l) : parser(l) {}
 };
 
@@ -174,21 +187,22 @@ class Shard {
   void submit_admin(Connection* c, std::span<const std::string_view> args);
   // Shard 0 -> this shard: the answer to an admin command (any thread).
   void post_admin_reply(Connection* c, uint64_t seq, std::string bytes);
-  // Another shard accepted `fd` for this one (any thread); false if this shard has stopped
-  // taking connections (the caller keeps the fd).
-  bool post_connection(int fd, io::Loop* from);
+  // Another shard accepted `fd` (on the TLS listener if `tls`) for this one (any thread);
+  // false if this shard has stopped taking connections (the caller keeps the fd).
+  bool post_connection(int fd, bool tls, io::Loop* from);
 
  private:
   void thread_main();
-  void arm_accept();
+  void arm_accept(bool tls);
   static void on_accept(io::Completion* c, int32_t res, uint32_t flags);
   Shard* placement();       // where a newly accepted connection should live
-  void adopt(int fd);       // makes `fd` a connection of this shard
+  void adopt(int fd, bool tls);  // makes `fd` a connection of this shard
   void drain_handoffs();
   void close_handoffs();    // at exit: no more handoffs; closes those not adopted
   static void on_recv(io::Completion* c, int32_t res, uint32_t flags);
   static void on_send(io::Completion* c, int32_t res, uint32_t flags);
-  void handle_input(Connection* c, const char* data, size_t len);
+  void receive(Connection* c, const char* data, size_t len);  // bytes from the socket
+  void handle_input(Connection* c, const char* data, size_t len);  // plaintext
   // Stopping: reads what the socket holds now (sent before the stop), then closes after
   // answering it.
   void finish_input(Connection* c);
@@ -213,14 +227,35 @@ class Shard {
   void push_segment(Connection* c, Connection::Segment seg);
   void recharge(Connection* c, Connection::Segment& seg);  // updates waiting_bytes
   bool over_reply_bound(Connection* c);  // queued replies (all of them) past kMaxOutput
+  // TLS (src/server/shard_tls.cpp): a session per connection over memory BIOs; the ring
+  // still owns the socket. Ciphertext in: tls_receive; out: tls_seal turns `out` into
+  // ciphertext just before a send. A handshake not done in time is closed (tls_expire).
+  bool tls_adopt(Connection* c);  // false: no session could be made
+  void tls_receive(Connection* c, const char* data, size_t len);
+  void tls_seal(Connection* c);
+  void tls_failed(Connection* c, bool in_handshake);
+  void tls_forget(Connection* c);  // the connection closes: uncount its handshake
+  bool tls_refuse_on_plaintext(Connection* c, const char* data, size_t len);
+  void tls_arm_timer();
+  void tls_expire();
 
   Node& node_;
   uint32_t index_;
   std::unique_ptr<io::Loop> loop_;
   std::unique_ptr<io::BufferRing> bufs_;
-  int listen_fd_ = -1;
+  int listen_fd_ = -1;         // plaintext clients (-1: --saddr port 0, none)
   io::Completion accept_c_;
   bool accept_armed_ = false;
+  int tls_listen_fd_ = -1;     // TLS clients (--tls-port), -1: none
+  io::Completion tls_accept_c_;
+  bool tls_accept_armed_ = false;
+  uint32_t handshaking_ = 0;   // TLS connections whose handshake is not done
+  io::Completion tls_timer_c_;
+  __kernel_timespec tls_ts_{};
+  bool tls_timer_armed_ = false;
+  std::unique_ptr<char[]> tls_plain_;  // decrypted input, handed to handle_input
+  uint64_t tls_logged_ms_ = 0;         // refused handshakes: one log line per 10 s
+  uint64_t tls_unlogged_ = 0;
   std::thread thread_;
   std::atomic<bool> started_{false};
   std::atomic<bool> failed_{false};
@@ -266,7 +301,11 @@ class Shard {
   };
   std::vector<AdminReply> admin_replies_;
   std::mutex handoff_mu_;  // accepts handed over by other shards (rare: once per connection)
-  std::vector<int> handoffs_;
+  struct Handoff {
+    int fd;
+    bool tls;
+  };
+  std::vector<Handoff> handoffs_;
   bool handoffs_closed_ = false;
   std::vector<Connection*> dirty_;
   std::vector<Connection*> all_;  // every live connection (for shutdown)

@@ -3,6 +3,7 @@ drive ticketd with a real client library. Debian installs it for /usr/bin/python
 of another installation (pyenv) is pointed at that copy. Missing, it fails the test with a
 clear message (never a skip: the test must run)."""
 
+import subprocess
 import sys
 
 
@@ -17,3 +18,12 @@ def import_redis():
             print("FAIL: redis-py is missing: run tools/install-deps.sh (python3-redis)", flush=True)
             sys.exit(1)
     return redis
+
+
+def python_with_redis():
+    """A python3 that can import redis (this one, else Debian's), for scripts run as
+    subprocesses; None if there is none."""
+    for exe in (sys.executable, "/usr/bin/python3"):
+        if exe and subprocess.run([exe, "-c", "import redis"], capture_output=True).returncode == 0:
+            return exe
+    return None

@@ -7,10 +7,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
 from harness import Node, check, run_main
+from redis_py import python_with_redis
 
 NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node")
 
@@ -36,13 +36,6 @@ attempt("wrong", lambda: redis.Redis(port=port, password="wrong").execute_comman
 attempt("none", lambda: redis.Redis(port=port).execute_command("TICKET"))
 print(json.dumps(out))
 '''
-
-
-def python_with_redis():
-    for exe in (sys.executable, "/usr/bin/python3"):
-        if exe and subprocess.run([exe, "-c", "import redis"], capture_output=True).returncode == 0:
-            return exe
-    return None
 
 
 def main(args):

@@ -40,10 +40,11 @@ enum Category : uint32_t {
   kMembership = 1u << 4,  // RAFT.ADDVOTER, RAFT.REMOVESERVER, RAFT.TRANSFERLEADER, RAFT.JOIN
   kSnapshot = 1u << 5,    // RAFT.SNAPSHOT
   kSequence = 1u << 6,    // TICKET.CREATE, TICKET.DROP, TICKET.FLOOR
+  kTls = 1u << 7,         // TLS.RELOAD
 };
 inline constexpr uint32_t kApplicationRole = kConnection | kTicket | kRead;
 inline constexpr uint32_t kOperatorRole =
-    kApplicationRole | kStatus | kMembership | kSnapshot | kSequence;
+    kApplicationRole | kStatus | kMembership | kSnapshot | kSequence | kTls;
 
 struct CategoryInfo {
   std::string_view name;  // as written after '@', lower case

@@ -55,6 +55,23 @@ struct ServerOptions {
   // derived from the CLI11 app, secrets left out). The log level is process-wide
   // (base/log.h), set by main from --loglevel and by CONFIG SET loglevel.
   std::vector<ConfigParam> config_params;
+  // TLS (issue 13; Redis's tls-* names). A TLS client listener on --saddr's host at tls_port
+  // (0: none); with it, --saddr's port may be 0: no plaintext listener. The files are read at
+  // start (a bad one stops the node) and again on SIGHUP / TLS.RELOAD.
+  uint16_t tls_port = 0;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_ca_cert_file;
+  enum class TlsAuthClients : uint8_t { kNo, kOptional, kYes };
+  TlsAuthClients tls_auth_clients = TlsAuthClients::kYes;  // as Redis: clients need a certificate
+  bool tls_cluster = false;               // peer links: mutual TLS, the certificate names the node
+  unsigned tls_handshake_timeout_ms = 10000;  // a client's or peer's handshake, from accept
 };
+
+// TLS is configured (a TLS client listener or TLS peer links): the files must load.
+bool tls_enabled(const ServerOptions& o);
+// The client address this node tells others about (RAFT.JOIN, the configuration, -MOVED):
+// the TLS one (--saddr's host, --tls-port) when there is a TLS listener, else --saddr.
+std::string client_address(const ServerOptions& o);
 
 }  // namespace ticketd::server

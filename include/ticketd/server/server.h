@@ -24,6 +24,9 @@ class Server {
   void wait();
   // Graceful stop: stop accepting, answer what is in flight, then return from wait().
   void stop();
+  // Reloads the TLS certificate, key and CA files (SIGHUP). False with *err (the old ones
+  // stay in use) if they do not load, or TLS is not configured.
+  bool reload_tls(std::string* err);
   // The client port actually bound (useful when --saddr asked for port 0).
   uint16_t service_port() const;
 

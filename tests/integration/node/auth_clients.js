@@ -1,25 +1,11 @@
 // ioredis against ticketd with a password and with ACL users (run by test_auth_clients.py).
 // Usage: node auth_clients.js PORT PASSWORD APP_USER APP_PASSWORD
 // Prints one JSON object of what each client saw; exits 1 if the script itself failed.
-const Redis = require("ioredis");
+const shared = require("./clients");
 
 const [port, password, appUser, appPassword] = process.argv.slice(2);
-
-function client(opts) {
-  const r = new Redis({ port: Number(port), lazyConnect: true, maxRetriesPerRequest: 0,
-                        retryStrategy: () => null, ...opts });
-  // A refused AUTH surfaces as an error event (the connect promise only says it closed).
-  r.on("error", (e) => { r.lastError = e.message; });
-  return r;
-}
-
-async function attempt(fn) {
-  try {
-    return { ok: await fn() };
-  } catch (e) {
-    return { err: e.message };
-  }
-}
+const { attempt } = shared;
+const client = (opts) => shared.client({ port: Number(port), ...opts });
 
 (async () => {
   const out = {};
