@@ -20,6 +20,8 @@ PKGS=(
   # test_systemd_unit: systemd-analyze verifies deploy/ticketd.service; strace lists the
   # system calls a node makes, checked against the unit's SystemCallFilter.
   systemd strace
+  # tools/make-certs.sh (the TLS tests' CA and certificates) runs the openssl command line.
+  openssl
 )
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NODE_CLIENTS="$ROOT/tests/integration/node"
