@@ -17,7 +17,7 @@ import tempfile
 import time
 
 import peer_wire
-from harness import Client, Node, check, free_port, run_main, wait_for
+from harness import Client, Node, check, free_port, key_slot, run_main, wait_for
 from tls_util import TlsClient, context, make_certs, node_flags
 
 QUICK = os.environ.get("TICKETD_TEST_QUICK") == "1"
@@ -101,7 +101,7 @@ def main(args):
         check(t == list(range(t[0], t[0] + 50)), "50 tickets over TLS from the leader")
         follower = next(n for n in nodes if n is not leader)
         r = TlsClient(follower.tls_port, certs).call("TICKET")
-        check(str(r) == "MOVED 0 127.0.0.1:%d" % leader.tls_port,
+        check(str(r) == "MOVED %d 127.0.0.1:%d" % (key_slot("default"), leader.tls_port),
               "a follower's -MOVED names the leader's TLS address (%s)" % r)
         p = subprocess.run(["redis-cli", "-c", "-h", "127.0.0.1", "-p", str(follower.tls_port), "--tls",
                             "--cacert", os.path.join(certs, "ca.crt"), "--cert",
