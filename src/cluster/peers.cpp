@@ -117,6 +117,8 @@ void RaftTicketLog::publish() {
     role = ClusterRole::kLeader;
   } else if (leader != raft::kNoId && leader != node_.opts().id) {
     role = ClusterRole::kFollower;
+  } else if (!shutting_down_ && raft_->configuration().find(node_.opts().id) != nullptr) {
+    role = ClusterRole::kElection;  // TICKETs wait for a leader (propose_staged)
   }
   // Cheap when nothing changed (every turn): the address is looked up only when the role,
   // the leader, the configuration or what peers told us changed.

@@ -16,6 +16,7 @@ void RaftTicketLog::submit(uint32_t shard, const BatchRequest& b) {
     propose_staged(true);
     if (!staged_.empty()) fail_staged(BatchStatus::kLeadershipLost);
   }
+  if (staged_.empty()) staged_since_ms_ = now_ms();
   ShardOutcomes& o = outcomes_[shard];
   o.results.push_back(BatchResult{});
   o.resolved.push_back(false);
@@ -85,6 +86,17 @@ void RaftTicketLog::on_tick() {
 void RaftTicketLog::propose_staged(bool full) {
   if (staged_total_ == 0) return;
   if (raft_->role() != raft::Role::kLeader) {
+    // No leader known yet (an election): wait for one, briefly. Once one is known the
+    // tickets leave as -MOVED to it (or are proposed here, if it is us). Nothing was
+    // proposed, so nothing can be handed out twice; the wait is bounded and so is what
+    // waits (each shard keeps at most kMaxOutstandingBatches in flight).
+    // A refusal names the leader the shards were told (the published role), so only what
+    // they were told to redirect leaves now; a leader that stepped down a moment ago, or a
+    // leader the shards do not know yet, waits with the rest.
+    bool member = raft_->configuration().find(node_.opts().id) != nullptr;
+    bool hold = published_role_ != ClusterRole::kFollower && !shutting_down_ && member &&
+                now_ms() < staged_since_ms_ + kElectionHoldMs;
+    if (hold) return;
     fail_staged(raft_->leader_id() == raft::kNoId ? BatchStatus::kNoLeader
                                                   : BatchStatus::kNotLeader);
     return;

@@ -56,6 +56,10 @@ constexpr int64_t kTickNs = 10'000'000;         // one raft tick = 10 ms
 constexpr int kElectionTicks = 25;              // election timeout 250..500 ms
 constexpr int kHeartbeatTicks = 5;              // heartbeat every 50 ms
 constexpr uint64_t kProposalTimeoutMs = 5000;   // a proposal never committed fails after this
+// While a member knows no leader (an election), its TICKETs wait this long for one before
+// they fail -CLUSTERDOWN: twice the longest election timeout, so a failover or a transfer
+// costs cluster clients a pause, not an error (most hand -CLUSTERDOWN to the application).
+constexpr uint64_t kElectionHoldMs = 1000;
 
 constexpr int64_t kBackgroundSyncNs = 200'000'000;
 constexpr uint16_t kPeerBufGroup = 2;
@@ -293,6 +297,7 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   // ticket in staged_, all sequences; 0 iff nothing is staged).
   std::vector<Waiter> staged_;
   uint64_t staged_total_ = 0;
+  uint64_t staged_since_ms_ = 0;  // when the oldest staged batch came (the election hold)
   EntryStaging staging_;
   std::vector<ShardOutcomes> outcomes_;
   std::deque<Proposal> proposals_;

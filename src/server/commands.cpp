@@ -601,6 +601,7 @@ BatchStatus Commands::ticket_admission(Shard& s) {
     case ClusterRole::kLeader: return BatchStatus::kOk;
     case ClusterRole::kFollower: return BatchStatus::kNotLeader;
     case ClusterRole::kNoLeader: return BatchStatus::kNoLeader;
+    case ClusterRole::kElection: return BatchStatus::kOk;  // the log holds it for a leader
   }
   return BatchStatus::kNoLeader;
 }

@@ -91,8 +91,10 @@ class TicketLog {
 
 std::unique_ptr<TicketLog> make_raft_ticket_log(Node& node);
 
-// What shards need to know to admit or redirect a TICKET.
-enum class ClusterRole : int { kNoLeader = 0, kLeader = 1, kFollower = 2 };
+// What shards need to know to admit or redirect a TICKET. kElection: this member knows no
+// leader yet; its TICKETs wait in the log for one (at most kElectionHoldMs, raft_ticket_log.h),
+// then leave as -MOVED to it, are proposed here, or fail -CLUSTERDOWN.
+enum class ClusterRole : int { kNoLeader = 0, kLeader = 1, kFollower = 2, kElection = 3 };
 
 class Node {
  public:

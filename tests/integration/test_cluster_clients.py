@@ -210,6 +210,16 @@ def check_all(results):
         check(not bad, "%s: every ticket is above every one acknowledged before it was sent (%r)" % (seq, bad[:3]))
 
 
+def poll_tickets(port, replies, stop):
+    """One TICKET at a time to one member, until `stop`: what it answers while leadership moves."""
+    c = Client(port, timeout=5)
+    deadline = time.time() + 30
+    while not stop.is_set() and time.time() < deadline:
+        r = c.call("TICKET")
+        replies.append(str(r).split(" ")[0] if isinstance(r, Exception) else "ticket")
+        time.sleep(0.002)
+
+
 def main(args):
     cl = Cluster(args.binary, 3)
     procs = []
@@ -240,17 +250,38 @@ def main(args):
         check(wait_for(lambda: len(py["tickets"]) >= 20, 20), "redis-py connected through a follower")
         run_s = 0.5 if QUICK else 1.0
         time.sleep(run_s)
+        # Raw TICKETs to the leader across the transfer and to the entry member across the
+        # election: a member that knows no leader yet holds them until it does (then -MOVED,
+        # or a ticket), instead of -CLUSTERDOWN, which node-redis hands to the application.
+        polled = {"transfer": [], "election": []}
+        poll_stop = threading.Event()
+        poller = threading.Thread(target=poll_tickets, args=(leader.port, polled["transfer"], poll_stop))
+        poller.start()
+        time.sleep(0.1)
         transfer_ms = time.time() * 1000
         r = Client(leader.port).call("RAFT.TRANSFERLEADER", str(other.id))
         check(r == "OK", "RAFT.TRANSFERLEADER %d (%r)" % (other.id, r))
         check(cl.leader_among([other], timeout=10) is other, "node %d leads" % other.id)
         moved_ms = time.time() * 1000
+        time.sleep(0.2)
+        poll_stop.set()
+        poller.join()
         time.sleep(run_s)
+        poll_stop.clear()
+        poller = threading.Thread(target=poll_tickets, args=(entry.port, polled["election"], poll_stop))
+        poller.start()
         kill_ms = time.time() * 1000
         other.kill9()
         new = cl.leader(timeout=15)
         new_ms = time.time() * 1000
         check(new is not None, "a new leader after kill -9 (%.2f s)" % ((new_ms - kill_ms) / 1000))
+        time.sleep(0.2)
+        poll_stop.set()
+        poller.join()
+        for what, replies in polled.items():
+            kinds = {k: replies.count(k) for k in set(replies)}
+            check("CLUSTERDOWN" not in kinds and ("MOVED" in kinds or what == "election"),
+                  "raw TICKETs across the %s: -MOVED or tickets, never -CLUSTERDOWN (%r)" % (what, kinds))
         time.sleep(1.5 if QUICK else 2.5)
 
         stop.set()
