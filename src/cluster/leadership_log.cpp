@@ -44,9 +44,11 @@ void RaftTicketLog::log_role_changes() {
     if (c.role == raft::Role::kCandidate && c.reason != raft::RoleChangeReason::kPreVoteWon) {
       campaign_why_ = w;
     }
-    std::string was = named_leader_ != raft::kNoId && named_leader_ != c.leader
-                          ? " (was " + node_name(named_leader_) + ")"
-                          : "";
+    std::string was;
+    if (named_leader_ != raft::kNoId && named_leader_ != c.leader) {
+      was = " (was " + (named_leader_ == self ? std::string("this node")
+                                              : node_name(named_leader_)) + ")";
+    }
     if (c.role == raft::Role::kLeader) {
       node_.log_line("leadership: this node leads " + term + " (" + w +
                      (campaign_why_.empty() ? "" : "; campaign began on: " + campaign_why_) + ")");

@@ -5,7 +5,7 @@ lost (every ticket acknowledged before the signal stays below every ticket after
 value twice). The leadership log says why on every node: the old leader transferred and
 stepped down for the transfer's higher term, the new leader won an election that a
 leadership transfer began, the third node names the new leader. Then the two followers are
-killed and the leader steps down for lack of quorum, saying so."""
+gone and the leader steps down for lack of quorum, saying so."""
 
 import bisect
 import os
@@ -30,7 +30,8 @@ def main(args):
                    for i in range(2)]
         for t in threads:
             t.start()
-        check(wait_for(lambda: len(seen[0]) + len(seen[1]) > 200, 10), "tickets flow under load")
+        check(wait_for(lambda: len(seen[0]) + len(seen[1]) > (50 if QUICK else 200), 10),
+              "tickets flow under load")
         t0 = time.time()
         os.kill(leader.proc.pid, signal.SIGTERM)
         rc = leader.proc.wait(timeout=15)
@@ -91,14 +92,13 @@ def main(args):
                        (new.id, term, leader.id, new.id) in third.log(), 5),
               "the third node logs the new leader:\n" + third.log()[-800:])
 
-        # Nothing acknowledged was lost: the old leader comes back and everyone is past it.
-        leader.start()
+        # Nothing acknowledged was lost: the last ticket, read linearizably, covers them all.
         top = max(values)
         check(int(new.client().call("TICKET.LAST")) >= top, "TICKET.LAST covers every ticket")
 
-        # Both followers gone: the leader steps down for lack of quorum and says why.
-        for n in (leader, third):
-            n.kill9()
+        # Both followers gone (the old leader stopped, the third killed): the leader steps
+        # down for lack of quorum and says why.
+        third.kill9()
         check(wait_for(lambda: "lost quorum: heard from 1 of 3 voters" in new.log(), 5),
               "the leader logs that it stepped down for lack of quorum:\n" + new.log()[-600:])
     finally:
