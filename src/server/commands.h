@@ -6,6 +6,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "shard.h"
 #include "ticketd/auth/acl.h"
@@ -30,6 +31,10 @@ class Commands {
   // The command table as auth sees it: position i is permission bit i.
   static const auth::CommandCatalog& catalog();
   static size_t ticket_id();  // TICKET's position (the fast path's permission bit)
+  static size_t ticket_block_id();
+  // Every command's name, by position (INFO commandstats, /metrics).
+  static std::vector<std::string_view> command_names();
+  static size_t command_count();
   // Does INFO with these section arguments include section `name`?
   static bool info_wants(std::span<const std::string_view> sections, std::string_view name);
 };
