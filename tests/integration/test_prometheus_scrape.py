@@ -59,8 +59,13 @@ def main(args):
         pdir = os.path.join(cl.dir, "prometheus")
         os.makedirs(pdir)
         conf = os.path.join(pdir, "prometheus.yml")
+        rules = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy",
+                             "ticketd-alerts.yml")
+        r = subprocess.run([promtool, "check", "rules", rules], capture_output=True, text=True, timeout=30)
+        check(r.returncode == 0, "promtool check rules deploy/ticketd-alerts.yml (%r)" % r.stdout[-300:])
         with open(conf, "w") as f:
             f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n"
+                    "  evaluation_interval: 1s\nrule_files: [\"%s\"]\n" % rules +
                     "scrape_configs:\n  - job_name: ticketd\n    static_configs:\n"
                     "      - targets: [%s]\n" % ", ".join('"%s"' % t for t in inst.values()))
         logf = open(os.path.join(pdir, "prometheus.log"), "wb")
@@ -102,6 +107,16 @@ def main(args):
               % query(port, "ticketd_peer_replication_lag_entries"))
         check(wait_for(lambda: all(v == lid for i, v in query(port, "ticketd_raft_leader_id").items()), 15),
               "every node names the same leader id")
+
+        def rules_ok():
+            got = json.loads(http_get("http://127.0.0.1:%d/api/v1/rules" % port))
+            rs = [r for g in got["data"]["groups"] for r in g["rules"]]
+            return len(rs) >= 15 and all(r.get("health") == "ok" for r in rs)
+        check(wait_for(rules_ok, 20), "Prometheus evaluates every alerting rule of deploy/ticketd-alerts.yml")
+        got = json.loads(http_get("http://127.0.0.1:%d/api/v1/alerts" % port))
+        firing = [a["labels"]["alertname"] for a in got["data"]["alerts"] if a["state"] == "firing"]
+        check("TicketdNoLeader" not in firing and "TicketdMemberDown" not in firing,
+              "a healthy cluster fires neither TicketdNoLeader nor TicketdMemberDown (%r)" % firing)
 
         # A failover shows in the series.
         survivors = [i for i in cl.nodes if i != lid]
