@@ -19,6 +19,7 @@
 
 #include "ticketd/io/loop.h"
 #include "ticketd/server/server.h"
+#include "ticketd/tickets/state_machine.h"
 
 #ifdef TICKETD_WITH_MIMALLOC
 #include <mimalloc.h>
@@ -136,6 +137,17 @@ int main(int argc, char** argv) {
   app.add_flag("--no-bootstrap", opts.no_bootstrap,
                "do not found a cluster on a fresh data directory: wait until a leader adds this "
                "node with RAFT.ADDVOTER");
+  app.add_flag("--force-new-cluster", opts.force_new_cluster,
+               "recover from a lost majority: restart from this node's own data as the only "
+               "voter of its cluster (then add members; remove this flag before the next start; "
+               "see docs/OPERATIONS.md)");
+  std::vector<std::string> floor_args;
+  app.add_option("--floor", floor_args,
+                 "NAME=N, repeatable, with --force-new-cluster: every later ticket of sequence "
+                 "NAME is above N (created if this node lacks it); choose N above any ticket the "
+                 "lost nodes may have handed out")
+      ->allow_extra_args(false)
+      ->default_str("");
   app.add_option("--dir", opts.dir, "data directory (the node keeps its data in <dir>/<id>/)")
       ->capture_default_str();
   app.add_option("--metrics-addr", opts.metrics_addr,
@@ -301,6 +313,35 @@ int main(int argc, char** argv) {
     }
   }
   if (opts.dir.empty()) return usage_error("--dir must not be empty");
+  for (const std::string& f : floor_args) {
+    size_t eq = f.rfind('=');
+    ticketd::server::ServerOptions::Floor fl;
+    if (eq == std::string::npos) return usage_error("bad --floor '" + f + "' (want NAME=N)");
+    fl.name = f.substr(0, eq);
+    std::string bad = ticketd::tickets::check_name(fl.name);
+    if (!bad.empty()) return usage_error("bad --floor '" + f + "': " + bad);
+    std::string num = f.substr(eq + 1);
+    // A START is at most 2^63-1, and the sequence's next ticket is N + 1.
+    constexpr uint64_t kMaxFloor = (uint64_t{1} << 63) - 2;
+    errno = 0;
+    char* end = nullptr;
+    unsigned long long v = num.empty() || num[0] == '-' ? 0 : std::strtoull(num.c_str(), &end, 10);
+    if (num.empty() || num[0] == '-' || end == nullptr || *end != '\0' || errno == ERANGE || v > kMaxFloor) {
+      return usage_error("bad --floor '" + f + "': N must be an integer from 0 to " + std::to_string(kMaxFloor));
+    }
+    fl.value = v;
+    for (const auto& other : opts.floors) {
+      if (other.name == fl.name) return usage_error("--floor " + fl.name + " given twice");
+    }
+    opts.floors.push_back(fl);
+  }
+  if (!opts.floors.empty() && !opts.force_new_cluster) {
+    return usage_error("--floor is applied only with --force-new-cluster (a running cluster "
+                       "takes TICKET.FLOOR name n)");
+  }
+  if (opts.force_new_cluster && opts.no_bootstrap) {
+    return usage_error("--force-new-cluster and --no-bootstrap contradict each other");
+  }
 
   hide_from_ps(argc, argv, "--requirepass");
   std::string err;

@@ -142,7 +142,11 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   // storage
   bool check_own_addresses(std::string* err);
   bool load_state(raft::InitialState* st, bool* fresh, std::string* err);
-  bool persist_initial(const raft::InitialState& st, std::string* err);
+  // Writes st's entries after index `after` to the WAL, synced, then its hard state.
+  bool persist_initial(const raft::InitialState& st, uint64_t after, std::string* err);
+  // --force-new-cluster: rewrites *st (raft::force_new_cluster, with the --floor entries) and
+  // persists what it added.
+  bool force_new_cluster(raft::InitialState* st, std::string* err);
   bool write_hard_state(const raft::HardState& hs);  // term, vote, incarnation, cluster id
   void maybe_snapshot(bool force);
   void finish_snapshot();

@@ -121,8 +121,9 @@ bool RaftTicketLog::write_hard_state(const raft::HardState& hs) {
   return true;
 }
 
-bool RaftTicketLog::persist_initial(const raft::InitialState& st, std::string* err) {
+bool RaftTicketLog::persist_initial(const raft::InitialState& st, uint64_t after, std::string* err) {
   for (const raft::Entry& e : st.entries) {
+    if (e.index <= after) continue;
     wal_->append(static_cast<uint8_t>(e.type), e.term, e.index,
                  std::span<const std::byte>(reinterpret_cast<const std::byte*>(e.data.data()),
                                             e.data.size()));
@@ -136,6 +137,47 @@ bool RaftTicketLog::persist_initial(const raft::InitialState& st, std::string* e
     *err = "cannot save the initial hard state";
     return false;
   }
+  return true;
+}
+
+bool RaftTicketLog::force_new_cluster(raft::InitialState* st, std::string* err) {
+  const ServerOptions& o = node_.opts();
+  raft::Configuration before = raft::latest_configuration(*st);
+  uint64_t last = st->entries.empty() ? (st->snapshot ? st->snapshot->index : 0) : st->entries.back().index;
+  // The floors are log entries right after the new configuration, so no ticket can be handed
+  // out before them: Create (if this node lacks the sequence; else refused as existing, a
+  // no-op) then Floor.
+  std::vector<std::string> payloads;
+  for (const ServerOptions::Floor& f : o.floors) {
+    payloads.push_back(tickets::encode(tickets::Command::create(f.name, f.value + 1)));
+    payloads.push_back(tickets::encode(tickets::Command::floor(f.name, f.value)));
+  }
+  ServerContext ctx{raft_addr_, service_addr_, incarnation_};
+  std::string why = raft::force_new_cluster(st, o.id, encode_context(ctx), payloads);
+  if (!why.empty()) {
+    *err = "--force-new-cluster: " + why;
+    return false;
+  }
+  if (!persist_initial(*st, last, err)) {
+    *err = "--force-new-cluster: " + *err;
+    return false;
+  }
+  std::string lost;
+  for (const raft::Server& sv : before.servers) {
+    if (sv.id == o.id) continue;
+    lost += (lost.empty() ? "" : ", ") + std::to_string(sv.id);
+  }
+  std::string floors;
+  for (const ServerOptions::Floor& f : o.floors) {
+    floors += (floors.empty() ? "" : ", ") + f.name + " > " + std::to_string(f.value);
+  }
+  node_.log_warning("--force-new-cluster: this node is now the only voter of cluster " + hex(cluster_id_) +
+                    ", from its own log up to index " + std::to_string(last) +
+                    (lost.empty() ? std::string() : " (members dropped: " + lost + ")") +
+                    "; floors: " + (floors.empty() ? "none" : floors) +
+                    ". Add members with --join or RAFT.ADDVOTER; remove --force-new-cluster "
+                    "before the next start (it would drop them again); never restart a dropped "
+                    "member on its old data");
   return true;
 }
 
@@ -195,7 +237,14 @@ bool RaftTicketLog::open(std::string* err) {
     needs_save = true;
   }
   bool has_log = st.snapshot.has_value() || !st.entries.empty();
-  if (!has_log && o.join.empty()) {
+  if (o.force_new_cluster && !has_log) {
+    *err = "--force-new-cluster: this node has no log and no snapshot in " + node_.data_dir() +
+           ": there is nothing to recover from (start it on the survivor's data directory)";
+    return false;
+  } else if (o.force_new_cluster) {
+    if (!force_new_cluster(&st, err)) return false;
+    needs_save = false;
+  } else if (!has_log && o.join.empty()) {
     if (fresh && o.no_bootstrap) {
       node_.log_line("--no-bootstrap: waiting to be added by a leader: run RAFT.ADDVOTER " +
                      std::to_string(o.id) + " " + raft_addr_ + " " + service_addr_ +
@@ -208,7 +257,7 @@ bool RaftTicketLog::open(std::string* err) {
       cluster_id_ = random_u64();
       ServerContext ctx{raft_addr_, service_addr_, incarnation_};
       st = raft::bootstrap_single(o.id, encode_context(ctx));
-      if (!persist_initial(st, err)) return false;
+      if (!persist_initial(st, 0, err)) return false;
       needs_save = false;
       node_.log_line("bootstrapped a new cluster " + hex(cluster_id_) + " with this node as its "
                      "only voter");

@@ -115,6 +115,45 @@ InitialState bootstrap_single(uint64_t id, std::string context) {
   return bootstrap(c);
 }
 
+Configuration latest_configuration(const InitialState& st) {
+  for (auto it = st.entries.rbegin(); it != st.entries.rend(); ++it) {
+    Configuration c;
+    if (it->type == EntryType::kConfChange && decode_configuration(it->data, &c)) return c;
+  }
+  return st.snapshot ? st.snapshot->configuration : Configuration{};
+}
+
+std::string force_new_cluster(InitialState* st, uint64_t id, std::string context,
+                              const std::vector<std::string>& payloads) {
+  if (id == kNoId) return "no node id";
+  if (!st->snapshot && st->entries.empty()) {
+    return "this node has no log and no snapshot: there is nothing to recover from";
+  }
+  if (latest_configuration(*st).find(id) == nullptr) {
+    return "node " + std::to_string(id) + " is not in its own latest configuration (it was "
+           "removed, or never joined): it cannot recover the cluster";
+  }
+  InitialState out = *st;
+  uint64_t base = out.snapshot ? out.snapshot->index : 0;
+  if (TICKETD_BUG(force_drops_uncommitted)) {
+    uint64_t keep = std::max(out.hard_state.commit, base);
+    std::erase_if(out.entries, [&](const Entry& e) { return e.index > keep; });
+  }
+  uint64_t last = out.entries.empty() ? base : out.entries.back().index;
+  uint64_t last_term = out.entries.empty() ? (out.snapshot ? out.snapshot->term : 0)
+                                           : out.entries.back().term;
+  if (last > kMaxIndex - 1 - payloads.size()) return "the log is too long to extend";
+  uint64_t term = std::max(out.hard_state.term, last_term) + 1;
+  if (term > kMaxTerm) return "the stored term is too high";
+  Configuration alone;
+  alone.servers.push_back(Server{id, Suffrage::kVoter, std::move(context)});
+  out.entries.push_back(Entry{term, ++last, EntryType::kConfChange, encode_configuration(alone)});
+  for (const std::string& p : payloads) out.entries.push_back(Entry{term, ++last, EntryType::kNormal, p});
+  out.hard_state = HardState{term, kNoId, last};
+  *st = std::move(out);
+  return "";
+}
+
 // ---------------------------------------------------------------------------------------------
 
 Node::Node(const Config& cfg, InitialState st) : cfg_(cfg) {

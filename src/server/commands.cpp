@@ -649,6 +649,12 @@ void Commands::append_refusal(Shard& s, std::string& out, BatchStatus why, std::
   resp::append_error(out, batch_status_error(why));
 }
 
+std::string Commands::refusal(Shard& s, BatchStatus why, std::string_view key) {
+  std::string r;
+  append_refusal(s, r, why, key);
+  return r;
+}
+
 namespace {
 // One INFO line: printf-style, then CRLF.
 __attribute__((format(printf, 2, 3))) void appendf(std::string& r, const char* fmt, ...) {
@@ -693,7 +699,7 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
   std::string r;
   uint64_t connected = 0, accepted = 0, rejected = 0, commands = 0, tickets = 0, requests = 0,
            batches = 0, in = 0, outb = 0, auth_failed = 0, perm_denied = 0,
-           protected_refused = 0;
+           protected_refused = 0, bound_drops = 0;
   for (uint32_t i = 0; i < node.shard_count(); ++i) {
     ShardStats& st = node.shard(i).stats();
     connected += st.connected.load(std::memory_order_relaxed);
@@ -708,6 +714,7 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
     auth_failed += st.auth_failures.load(std::memory_order_relaxed);
     perm_denied += st.perm_denied.load(std::memory_order_relaxed);
     protected_refused += st.protected_refused.load(std::memory_order_relaxed);
+    bound_drops += st.reply_bound_drops.load(std::memory_order_relaxed);
   }
   LogStats& ls = node.log_stats();
   const ServerOptions& o = node.opts();
@@ -793,6 +800,9 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
     appendf(r, "acl_access_denied_auth:%llu", static_cast<unsigned long long>(auth_failed));
     appendf(r, "acl_access_denied_cmd:%llu", static_cast<unsigned long long>(perm_denied));
     appendf(r, "protected_mode_refused:%llu", static_cast<unsigned long long>(protected_refused));
+    // Redis 7's name: clients dropped because their replies passed the 64 MiB bound.
+    appendf(r, "client_output_buffer_limit_disconnections:%llu",
+            static_cast<unsigned long long>(bound_drops));
     appendf(r, "tickets_issued:%llu", static_cast<unsigned long long>(tickets));
     appendf(r, "ticket_requests:%llu", static_cast<unsigned long long>(requests));
     appendf(r, "ticket_batches:%llu", static_cast<unsigned long long>(batches));

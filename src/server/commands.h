@@ -23,6 +23,8 @@ class Commands {
   // to the leader; plain TICKET is `TICKET default`).
   static void append_refusal(Shard& s, std::string& out, BatchStatus why,
                              std::string_view key = "default");
+  // The same reply as one RESP string, to append once per refused ticket of a run.
+  static std::string refusal(Shard& s, BatchStatus why, std::string_view key = "default");
   // The INFO text of the sections named (`default`, `all`, `everything`: every one), in
   // Redis's order; the raft section is added on shard 0.
   static std::string info_text(Shard& s, std::span<const std::string_view> sections);

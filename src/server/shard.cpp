@@ -485,6 +485,12 @@ void Shard::handle_input(Connection* c, const char* data, size_t len) {
   }
   if (c->closing) c->inbuf.clear();
   queue_ticket_run(c);
+  // One turn can bring hundreds of receive buffers, and refused TICKETs answer ~10 bytes of
+  // input with up to ~80 of errors: the bound is checked per chunk, not only at the flush.
+  if (!(c->closing && !c->close_after_flush) && over_reply_bound(c)) {
+    drop_unread(c);
+    return;
+  }
   mark_dirty(c);
 }
 
@@ -553,8 +559,7 @@ void Shard::queue_sequence_request(Connection* c, std::string_view name, uint64_
     }
   }
   if (refuse != BatchStatus::kOk) {
-    std::string& out = reply_buffer(c);
-    for (uint64_t i = 0; i < (block ? 1 : n); ++i) Commands::append_refusal(*this, out, refuse, name);
+    append_repeated(reply_buffer(c), Commands::refusal(*this, refuse, name), block ? 1 : n);
     refused_at_admission_ = true;  // Commands::run counts it as a rejected call
     return;
   }
@@ -575,10 +580,9 @@ void Shard::queue_ticket_run(Connection* c) {
   c->ticket_run = 0;
   BatchStatus refuse = Commands::ticket_admission(*this);
   if (refuse != BatchStatus::kOk) {
-    std::string& out = reply_buffer(c);
-    size_t before = out.size();
-    for (uint64_t i = 0; i < n; ++i) Commands::append_refusal(*this, out, refuse);
-    reject(ticket_cmd_, std::string_view(out).substr(before), n);
+    std::string r = Commands::refusal(*this, refuse);
+    append_repeated(reply_buffer(c), r, n);
+    reject(ticket_cmd_, r, n);
     return;
   }
   push_segment(c, Connection::Segment{n, false, true, 0, {}, 0});
@@ -623,6 +627,33 @@ void Shard::push_segment(Connection* c, Connection::Segment seg) {
 bool Shard::over_reply_bound(Connection* c) {
   if (!c->waiting.empty()) recharge(c, c->waiting.back());
   return c->out.size() + c->sending.size() + c->waiting_bytes > kMaxOutput;
+}
+
+bool Shard::would_pass_reply_bound(const Connection* c, size_t replaced, size_t extra) const {
+  size_t queued = c->out.size() + c->sending.size() + c->waiting_bytes - replaced;
+  return queued > kMaxOutput || extra > kMaxOutput - queued;
+}
+
+void Shard::drop_unread(Connection* c) {
+  // The client does not read its replies (or piles them up behind a TICKET that waits for
+  // its commit): drop it rather than grow without bound. What is still pending resolves
+  // into nothing (apply_result and drain_admin_replies skip a dropped client).
+  c->closing = true;
+  c->close_after_flush = false;
+  c->out.clear();
+  c->out.shrink_to_fit();
+  c->waiting.clear();
+  c->waiting_bytes = 0;
+  c->inbuf.clear();
+  c->inbuf.shrink_to_fit();
+  c->ticket_run = 0;
+  stats_.reply_bound_drops.fetch_add(1, std::memory_order_relaxed);
+  start_close(c);
+}
+
+void Shard::append_repeated(std::string& out, std::string_view reply, uint64_t n) {
+  out.reserve(out.size() + n * reply.size());
+  for (uint64_t i = 0; i < n; ++i) out.append(reply);
 }
 
 void Shard::reply(Connection* c, std::string_view bytes) { reply_buffer(c).append(bytes); }
@@ -764,10 +795,19 @@ void Shard::apply_result(const BatchResult& r) {
         for (uint64_t i = 0; i < pr.n; ++i) resp::append_simple_u64(seg->bytes, first + i);
         stats_.tickets.fetch_add(pr.n, std::memory_order_relaxed);
       } else {
-        size_t before = seg->bytes.size();
-        for (uint64_t i = 0; i < calls; ++i) append_ticket_error(seg->bytes, status, name);
+        // A refusal is longer than the ticket it was charged as (a CLUSTERDOWN line is ~78
+        // bytes, a ticket ~10): a few million of them would be hundreds of MiB. Check the
+        // bound before writing them, not after.
+        std::string err;
+        append_ticket_error(err, status, name);
         cmd_stats_.record_call(cmd, took, calls, true);
-        count_error(std::string_view(seg->bytes).substr(before), calls);
+        count_error(err, calls);
+        if (calls > kMaxOutput / err.size() ||
+            would_pass_reply_bound(c, seg->charged, calls * err.size())) {
+          drop_unread(c);
+          continue;
+        }
+        append_repeated(seg->bytes, err, calls);
       }
       recharge(c, *seg);
       release_ready(c);
@@ -855,18 +895,7 @@ void Shard::drain_admin_replies() {
 
 void Shard::flush(Connection* c) {
   if (!(c->closing && !c->close_after_flush) && over_reply_bound(c)) {
-    // The client does not read its replies (or piles them up behind a TICKET that waits
-    // for its commit): drop it rather than grow without bound. What is still pending
-    // resolves into nothing (apply_result and drain_admin_replies skip a dropped client).
-    c->closing = true;
-    c->close_after_flush = false;
-    c->out.clear();
-    c->out.shrink_to_fit();
-    c->waiting.clear();
-    c->waiting_bytes = 0;
-    c->inbuf.clear();
-    c->inbuf.shrink_to_fit();
-    start_close(c);
+    drop_unread(c);
     return;
   }
   if (c->send_inflight) return;

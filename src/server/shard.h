@@ -87,6 +87,7 @@ struct ShardStats {
   std::atomic<uint64_t> auth_failures{0};      // AUTH / HELLO AUTH with a wrong pair
   std::atomic<uint64_t> perm_denied{0};        // -NOPERM
   std::atomic<uint64_t> protected_refused{0};  // -DENIED: not loopback, no password
+  std::atomic<uint64_t> reply_bound_drops{0};  // clients dropped at the 64 MiB reply bound
   // TLS (src/server/shard_tls.cpp).
   std::atomic<uint64_t> tls_connected{0};          // TLS connections now
   std::atomic<uint64_t> tls_handshakes{0};         // handshakes that passed
@@ -244,6 +245,13 @@ class Shard {
   void push_segment(Connection* c, Connection::Segment seg);
   void recharge(Connection* c, Connection::Segment& seg);  // updates waiting_bytes
   bool over_reply_bound(Connection* c);  // queued replies (all of them) past kMaxOutput
+  // Would `extra` more bytes of replies (replacing `replaced` bytes already charged) take
+  // `c` past kMaxOutput?
+  bool would_pass_reply_bound(const Connection* c, size_t replaced, size_t extra) const;
+  // Drops a client whose replies passed the bound: they are discarded, not written out.
+  void drop_unread(Connection* c);
+  // `n` copies of `reply` behind what `out` holds (one refusal per refused ticket).
+  static void append_repeated(std::string& out, std::string_view reply, uint64_t n);
   // TLS (src/server/shard_tls.cpp): a session per connection over memory BIOs; the ring
   // still owns the socket. Ciphertext in: tls_receive; out: tls_seal turns `out` into
   // ciphertext just before a send. A handshake not done in time is closed (tls_expire).

@@ -1618,5 +1618,174 @@ TEST(RaftRoleChanges, BoundedWhenNobodyTakesThem) {
   EXPECT_EQ(c.node(f).term(), cs.back().term) << "pre-votes never raise the term";
 }
 
+// ---- Recovery from a lost majority (force_new_cluster)
+
+namespace force {
+
+// A 3-node cluster commits `committed` entries, then its leader appends one more that no
+// follower receives; the followers are then lost for good. The survivor (`survivor_is_leader`:
+// the old leader, else a follower that has every committed entry) restarts from its disk (commit
+// hint 0, as the server's hard state file stores it) with force_new_cluster and one floor
+// payload, elects itself alone, commits one new entry and adds a fresh member.
+struct Outcome {
+  std::string err;
+  std::vector<Entry> survivor_log;        // on its disk before the rewrite
+  std::vector<Entry> applied;             // what the forced node applied
+  std::vector<Entry> new_member_applied;  // what the added member applied
+  Configuration final_config;
+  uint64_t old_term = 0;
+  uint64_t leader = 0;
+};
+
+Outcome lose_majority_and_force(bool survivor_is_leader) {
+  Outcome out;
+  Cluster c(3);
+  uint64_t l = c.elect();
+  if (l == 0) return out;
+  for (uint64_t i = 1; i <= 5; ++i) c.node(l).propose(allocate(i));
+  c.tick_all(3);
+  uint64_t survivor = survivor_is_leader ? l : (l == 1 ? 2 : 1);
+  if (survivor_is_leader) {
+    for (auto& [id, n] : c.nodes)
+      if (id != l) c.dropped.insert(id);
+    c.node(l).propose(allocate(100));  // the leader's alone: never committed
+    c.deliver_all();
+  }
+  out.old_term = c.node(l).term();
+  Disk d = c.disks[survivor];
+  out.survivor_log = d.entries;
+  InitialState st{HardState{d.hs.term, d.hs.vote, 0}, d.snap, d.entries};
+  out.err = force_new_cluster(&st, survivor, "ctx", {allocate(1000)});
+  if (!out.err.empty()) return out;
+  Cluster r(0);
+  r.add_node(survivor, std::move(st));
+  out.leader = r.elect();
+  if (out.leader != survivor) return out;
+  r.node(survivor).propose(allocate(7));
+  r.tick_all(3);
+  r.add_node(9, InitialState{});
+  ConfChangeRequest add;
+  add.kind = ConfChangeRequest::Kind::kAddNonVoter;
+  add.id = 9;
+  add.context = "ctx9";
+  if (!r.node(survivor).propose_conf_change(add).ok()) return out;
+  r.tick_all(40);
+  out.applied = r.applied[survivor];
+  out.new_member_applied = r.applied[9];
+  out.final_config = r.node(survivor).configuration();
+  return out;
+}
+
+// Every entry of the survivor's log, committed or not, is applied, in order, before the floor.
+::testing::AssertionResult kept_whole_log(const Outcome& o) {
+  std::vector<std::string> want, got;
+  for (const Entry& e : o.survivor_log)
+    if (e.type == EntryType::kNormal) want.push_back(e.data);
+  want.push_back(allocate(1000));
+  for (const Entry& e : o.applied)
+    if (e.type == EntryType::kNormal && got.size() < want.size()) got.push_back(e.data);
+  if (got != want) {
+    return ::testing::AssertionFailure() << "the forced node applied " << got.size() << " of the "
+                                         << want.size() << " entries it had plus the floor";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+}  // namespace force
+
+TEST(RaftForceNewCluster, AFollowerSurvivorKeepsItsLogLeadsAloneAndAddsMembers) {
+  force::Outcome o = force::lose_majority_and_force(false);
+  ASSERT_EQ(o.err, "");
+  ASSERT_NE(o.leader, 0u);
+  EXPECT_TRUE(force::kept_whole_log(o));
+  std::string last_normal;
+  for (const Entry& e : o.applied)
+    if (e.type == EntryType::kNormal) last_normal = e.data;
+  EXPECT_EQ(last_normal, allocate(7)) << "a new entry commits on the cluster of one";
+  ASSERT_EQ(o.final_config.servers.size(), 2u);
+  EXPECT_TRUE(o.final_config.is_voter(o.leader));
+  EXPECT_TRUE(o.final_config.is_voter(9)) << "the added member caught up and was promoted";
+  EXPECT_EQ(o.final_config.find(o.leader)->context, "ctx");
+  // The new member applied the same entries (from the survivor's log, its floor, the new one).
+  std::vector<std::string> a, b;
+  for (const Entry& e : o.applied)
+    if (e.type == EntryType::kNormal) a.push_back(e.data);
+  for (const Entry& e : o.new_member_applied)
+    if (e.type == EntryType::kNormal) b.push_back(e.data);
+  EXPECT_EQ(a, b);
+}
+
+TEST(RaftForceNewCluster, ALeaderSurvivorKeepsItsUncommittedTail) {
+  force::Outcome o = force::lose_majority_and_force(true);
+  ASSERT_EQ(o.err, "");
+  ASSERT_NE(o.leader, 0u);
+  EXPECT_TRUE(force::kept_whole_log(o));
+  bool tail = false;
+  for (const Entry& e : o.applied) tail |= e.data == allocate(100);
+  EXPECT_TRUE(tail) << "the entry only the old leader had is applied (a counter only rises)";
+}
+
+TEST(RaftForceNewCluster, TheRewriteIsANewTermAfterTheLog) {
+  InitialState st;
+  st.hard_state = HardState{9, 2, 0};
+  Configuration three{{Server{1, Suffrage::kVoter, "a"}, Server{2, Suffrage::kVoter, "b"},
+                       Server{3, Suffrage::kNonVoter, "c"}}};
+  st.snapshot = Snapshot{10, 4, three, "state"};
+  st.entries.push_back(Entry{5, 11, EntryType::kNormal, allocate(1)});
+  st.entries.push_back(Entry{7, 12, EntryType::kNormal, allocate(2)});
+  ASSERT_EQ(latest_configuration(st), three);
+  ASSERT_EQ(force_new_cluster(&st, 2, "b2", {"p1", "p2"}), "");
+  ASSERT_EQ(st.entries.size(), 5u);
+  const Entry& conf = st.entries[2];
+  EXPECT_EQ(conf.index, 13u);
+  EXPECT_EQ(conf.term, 10u) << "above the voted term 9 and the log's last term 7";
+  EXPECT_EQ(conf.type, EntryType::kConfChange);
+  Configuration alone;
+  ASSERT_TRUE(decode_configuration(conf.data, &alone));
+  EXPECT_EQ(alone, (Configuration{{Server{2, Suffrage::kVoter, "b2"}}}));
+  EXPECT_EQ(latest_configuration(st), alone);
+  EXPECT_EQ(st.entries[3], (Entry{10, 14, EntryType::kNormal, "p1"}));
+  EXPECT_EQ(st.entries[4], (Entry{10, 15, EntryType::kNormal, "p2"}));
+  EXPECT_EQ(st.hard_state, (HardState{10, kNoId, 15}));
+  EXPECT_EQ(st.snapshot->index, 10u) << "the snapshot is kept";
+
+  // A snapshot alone (a compacted log) works the same way; the node then elects itself.
+  InitialState snap_only;
+  snap_only.hard_state = HardState{4, 1, 0};
+  snap_only.snapshot = Snapshot{10, 4, three, "state"};
+  ASSERT_EQ(force_new_cluster(&snap_only, 3, "c", {}), "") << "a non-voter may recover too";
+  ASSERT_EQ(snap_only.entries.size(), 1u);
+  EXPECT_EQ(snap_only.entries[0].index, 11u);
+  EXPECT_EQ(snap_only.entries[0].term, 5u);
+  Cluster c(0);
+  c.add_node(3, std::move(snap_only));
+  EXPECT_EQ(c.elect(), 3u);
+}
+
+TEST(RaftForceNewCluster, RefusesWithoutStateOrMembership) {
+  InitialState empty;
+  EXPECT_NE(force_new_cluster(&empty, 1, "x"), "");
+  EXPECT_TRUE(empty.entries.empty()) << "nothing written on refusal";
+  InitialState st = bootstrap(Configuration{{Server{1, Suffrage::kVoter, ""}, Server{2, Suffrage::kVoter, ""}}});
+  InitialState before = st;
+  EXPECT_NE(force_new_cluster(&st, 3, "x"), "") << "3 is not a member";
+  EXPECT_EQ(st.entries, before.entries);
+  EXPECT_EQ(st.hard_state, before.hard_state);
+  EXPECT_NE(force_new_cluster(&st, kNoId, "x"), "");
+}
+
+#ifdef TICKETD_RAFT_BUGS
+// A rewrite that drops the log after the stored commit hint (etcd drops uncommitted entries;
+// here the hint is 0) forgets tickets the survivor acknowledged: the check must see it.
+TEST(RaftTeeth, ForceDroppingTheLogAfterTheCommitHintIsCaught) {
+  ASSERT_FALSE(testing::bugs.force_drops_uncommitted) << "bugs are off by default";
+  testing::bugs.force_drops_uncommitted = true;
+  force::Outcome o = force::lose_majority_and_force(false);
+  testing::bugs = testing::Bugs{};
+  ASSERT_EQ(o.err, "");
+  EXPECT_FALSE(force::kept_whole_log(o)) << "the check missed a rewrite that dropped the log";
+}
+#endif
+
 }  // namespace
 }  // namespace ticketd::raft::test

@@ -181,6 +181,8 @@ class Simulation {
       conf.servers.push_back(raft::Server{uint64_t(i), raft::Suffrage::kVoter, "n" + std::to_string(i)});
     for (int i = 1; i <= opt_.nodes; ++i) create_node(uint64_t(i), raft::bootstrap(conf));
     next_id_ = uint64_t(opt_.nodes) + 1;
+    // Drawn only in this mode, so every other seed keeps its schedule.
+    if (opt_.force_new_cluster) force_at_ = rng_.range(uint64_t(opt_.steps) / 5 + 1, uint64_t(opt_.steps) / 2 + 1);
   }
 
   SimResult run() {
@@ -193,6 +195,8 @@ class Simulation {
     if (!opt_.partitions) res.replay_flags += " --no-partitions";
     if (!opt_.membership) res.replay_flags += " --no-membership";
     if (!opt_.snapshots) res.replay_flags += " --no-snapshots";
+    if (opt_.force_new_cluster) res.replay_flags += " --force-new-cluster";
+    if (!opt_.force_floors) res.replay_flags += " --no-floors";
     if (opt_.liveness_ticks != SimOptions{}.liveness_ticks)
       res.replay_flags += " --liveness-ticks " + std::to_string(opt_.liveness_ticks);
     try {
@@ -323,6 +327,8 @@ class Simulation {
         ++it;
       }
     }
+    if (force_at_ != 0 && now_ == force_at_) lose_majority_and_force();
+    if (forced_) grow_back();
     std::vector<uint64_t> live = live_ids();
     if (live.empty()) return;
     if (rng_.chance(crash_p_)) {
@@ -419,6 +425,101 @@ class Simulation {
           (unsigned long long)n.node->commit_index());
   }
 
+  // ---------------------------------------------------------------------------------------
+  // recovery from a lost majority
+
+  void lose_majority_and_force() {
+    // The survivor: the leader half the time (it acknowledged the latest tickets), else any
+    // node still in its own latest configuration (what its disk says).
+    std::vector<uint64_t> members;
+    for (auto& [id, n] : nodes_) {
+      if (n.stopped) continue;
+      raft::InitialState st{n.disk.hs, n.disk.snap, n.disk.entries};
+      if (raft::latest_configuration(st).find(id)) members.push_back(id);
+    }
+    if (members.empty()) return;
+    SimNode* l = leader();
+    uint64_t sid = l && std::find(members.begin(), members.end(), l->id) != members.end() && rng_.chance(0.5)
+                       ? l->id
+                       : members[rng_.below(members.size())];
+    SimNode& s = nodes_[sid];
+    // The whole cluster went down (power loss): the survivor's write in flight may be torn.
+    if (s.node) crash(s);
+    for (auto& [id, n] : nodes_) {
+      if (id == sid || n.stopped) continue;
+      shut_down(n);
+      n.stopped = true;
+    }
+    stop_at_.clear();
+    crash_soon_.clear();
+    blocked_.clear();
+    heal_at_ = 0;
+    std::erase_if(ops_, [&](const ClientOp& op) { return op.node != sid; });
+    std::erase_if(reads_, [&](const auto& kv) { return kv.second.node != sid; });
+    net_ = {};  // every process is down: what was in flight is gone with the sockets
+
+    // The floors an operator gives: every ticket (or promise) acknowledged by another node, or
+    // by the survivor from an entry that is not on its disk (applied early, write torn).
+    std::map<std::string, uint64_t> floor;
+    for (const AckRecord& a : ack_log_) {
+      if (a.node == sid && on_disk(s, a.index, a.term)) continue;
+      uint64_t& f = floor[a.seq];
+      f = std::max(f, a.last);
+    }
+    std::vector<std::string> payloads;
+    for (const auto& [seq, f] : floor) {
+      if (f == 0 || !opt_.force_floors) continue;
+      payloads.push_back(tickets::encode(tickets::Command::create(seq, f + 1)));  // if it is missing
+      payloads.push_back(tickets::encode(tickets::Command::floor(seq, f)));
+      ++stats_.floors;
+    }
+    raft::InitialState st{s.disk.hs, s.disk.snap, s.disk.entries};
+    raft::Configuration c = raft::latest_configuration(st);
+    std::string err = raft::force_new_cluster(&st, sid, c.find(sid)->context, payloads);
+    if (!err.empty()) fail("force_new_cluster refused node " + std::to_string(sid) + ": " + err);
+    s.disk.entries = st.entries;
+    s.disk.hs = raft::HardState{st.hard_state.term, st.hard_state.vote, 0};  // as the server saves it
+    // A new history begins: Raft's own records of the old one no longer bind it.
+    committed_.clear();
+    state_hash_.clear();
+    entries_.clear();
+    leader_of_term_.clear();
+    removals_.clear();
+    forced_ = true;
+    ++stats_.forced;
+    trace("lost majority: node %llu forced a new cluster with %zu floors", (unsigned long long)sid, payloads.size() / 2);
+    restart(s);
+  }
+
+  bool on_disk(const SimNode& n, uint64_t index, uint64_t term) const {
+    if (n.disk.snap && n.disk.snap->index >= index) return true;  // a committed entry it covers
+    for (const Entry& e : n.disk.entries)
+      if (e.index == index) return e.term == term;
+    return false;
+  }
+
+  // After the rewrite: add members back (as an operator does) until there are as many as before.
+  void grow_back() {
+    SimNode* l = leader();
+    if (!l || l->node->conf_change_pending()) return;
+    if (l->node->configuration().servers.size() >= static_cast<size_t>(std::max(opt_.nodes, 3))) return;
+    add_member(*l);
+  }
+
+  void add_member(SimNode& l) {
+    raft::ConfChangeRequest req;
+    req.kind = raft::ConfChangeRequest::Kind::kAddNonVoter;
+    req.id = next_id_;
+    req.context = "n" + std::to_string(next_id_);
+    auto r = l.node->propose_conf_change(req);
+    if (!r.ok()) return;
+    ++stats_.conf_changes;
+    trace("add %llu via %llu at %llu", (unsigned long long)req.id, (unsigned long long)l.id, (unsigned long long)r.index);
+    ++next_id_;
+    create_node(req.id, raft::InitialState{});  // a --join node: empty state
+    drain(l);
+  }
+
   void membership() {
     SimNode* l = leader();
     if (!l) return;
@@ -427,17 +528,7 @@ class Simulation {
     if (conf.servers.size() <= 1) add = true;
     if (add) {
       if (conf.servers.size() >= static_cast<size_t>(max_nodes_)) return;
-      raft::ConfChangeRequest req;
-      req.kind = raft::ConfChangeRequest::Kind::kAddNonVoter;
-      req.id = next_id_;
-      req.context = "n" + std::to_string(next_id_);
-      auto r = l->node->propose_conf_change(req);
-      if (!r.ok()) return;
-      ++stats_.conf_changes;
-      trace("add %llu via %llu at %llu", (unsigned long long)req.id, (unsigned long long)l->id, (unsigned long long)r.index);
-      ++next_id_;
-      create_node(req.id, raft::InitialState{});  // a --join node: empty state
-      drain(*l);
+      add_member(*l);
     } else {
       const raft::Server& victim = conf.servers[rng_.below(conf.servers.size())];
       raft::ConfChangeRequest req;
@@ -770,16 +861,20 @@ class Simulation {
   // promise that later tickets of that sequence are above the sequence's last value.
   void answer(const ClientOp& op, const tickets::ApplyResult& res) {
     ++stats_.acked;
+    if (forced_) ++stats_.acked_after_force;
     if (op.cmd.kind != tickets::Command::Kind::kAllocate) {
       if (res.status == tickets::Status::kOk || res.status == tickets::Status::kExists) {
         uint64_t& m = max_acked_end_[op.cmd.name];
         m = std::max(m, res.last);
+        if (opt_.force_new_cluster) ack_log_.push_back({op.node, op.index, op.term, op.cmd.name, res.last});
       }
       return;
     }
     for (size_t i = 0; i < op.cmd.items.size(); ++i) {
       if (res.items[i].status != tickets::Status::kOk) continue;
       const tickets::Command::Item& it = op.cmd.items[i];
+      if (opt_.force_new_cluster)
+        ack_log_.push_back({op.node, op.index, op.term, it.name, res.items[i].first + it.n - 1});
       ack(it.name, res.items[i].first, res.items[i].first + it.n - 1, op.floors[i]);
       if (op.liveness) liveness_acked_ = true;
     }
@@ -918,6 +1013,13 @@ class Simulation {
   struct Removal {
     uint64_t id, index, term;
   };
+  // A client's acknowledgement: by which node, from which entry, the highest ticket (or
+  // promise) of which sequence (kept only with force_new_cluster: it chooses the floors).
+  struct AckRecord {
+    uint64_t node, index, term;
+    std::string seq;
+    uint64_t last;
+  };
 
   SimOptions opt_;
   Rng rng_;
@@ -942,6 +1044,9 @@ class Simulation {
   bool linger_removed_ = false;
   std::map<uint64_t, uint64_t> crash_soon_;
   std::vector<Removal> removals_;
+  uint64_t force_at_ = 0;  // the step of the lost majority (0: never)
+  bool forced_ = false;
+  std::vector<AckRecord> ack_log_;
   std::vector<ClientOp> ops_;
   std::map<uint64_t, PendingRead> reads_;  // by read_index ctx
   uint64_t next_read_ = 1;
@@ -977,6 +1082,7 @@ std::string SimResult::summary() const {
      << " partitions=" << stats.partitions << " conf_changes=" << stats.conf_changes
      << " snapshots=" << stats.snapshots_taken << "/" << stats.snapshots_installed << " msgs=" << stats.messages_sent
      << " dropped=" << stats.messages_dropped << " removed_aware=" << stats.removed_aware;
+  if (stats.forced) os << " forced=" << stats.forced << " floors=" << stats.floors << " acked_after=" << stats.acked_after_force;
   if (!ok) os << "\n  at step " << step << ": " << failure << "\n  replay: raft-sim --start-seed " << seed << " --seeds 1 --nodes " << nodes
                  << " --steps " << steps << replay_flags << " --trace";
   return os.str();

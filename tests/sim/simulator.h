@@ -21,6 +21,14 @@ struct SimOptions {
   int liveness_ticks = 600; // after the final heal: leader + one committed proposal within this
   bool trace = false;       // print every event to stderr (for replaying a failing seed)
   bool always_turbulent = false;  // every seed gets the harshest fault profile
+  // Recovery from a lost majority: at a random step in the first half, every node but one is
+  // lost for good (with what it acknowledged); the survivor restarts from its own disk through
+  // raft::force_new_cluster with the floors an operator would give (every ticket acknowledged
+  // by another node or not on the survivor's disk), and new members are added back. The ticket
+  // checks span the whole run; Raft's own (log matching, one leader per term, committed
+  // entries) start again at the rewrite, which makes a new history by design.
+  bool force_new_cluster = false;
+  bool force_floors = true;  // false: the rewrite gets no floors (the check must see repeats)
 };
 
 struct SimStats {
@@ -40,6 +48,9 @@ struct SimStats {
   uint64_t max_commit = 0;
   uint64_t liveness_ticks_used = 0;
   uint64_t removed_aware = 0;  // removed servers that knew it (removal_notice) when stopped
+  uint64_t forced = 0;         // force_new_cluster rewrites
+  uint64_t floors = 0;         // sequences given a floor by the rewrite
+  uint64_t acked_after_force = 0;  // client requests acknowledged after the rewrite
 };
 
 struct SimResult {

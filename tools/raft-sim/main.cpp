@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
   uint64_t seeds = 100, start_seed = 1;
   int steps = 5000, nodes = 3, liveness = 600;
   bool trace = false, verbose = false, keep_going = false, turbulent = false, no_crashes = false, no_partitions = false, no_membership = false,
-       no_snapshots = false;
+       no_snapshots = false, force = false, no_floors = false;
   std::string bug;
   app.add_option("--seeds", seeds, "number of seeds to run")->check(CLI::PositiveNumber);
   app.add_option("--start-seed", start_seed, "first seed");
@@ -30,8 +30,11 @@ int main(int argc, char** argv) {
   app.add_flag("--no-partitions", no_partitions, "disable partitions");
   app.add_flag("--no-membership", no_membership, "disable membership changes");
   app.add_flag("--no-snapshots", no_snapshots, "disable snapshots");
+  app.add_flag("--force-new-cluster", force, "lose all nodes but one for good mid-run, recover it with "
+                                             "force_new_cluster and floors, add members back");
+  app.add_flag("--no-floors", no_floors, "with --force-new-cluster: give the rewrite no floors (shows why they exist)");
   app.add_option("--bug", bug, "switch on one deliberate bug (test build): commit-old-term, forget-vote, "
-                               "no-log-check, ack-before-persist, read-without-quorum, allocate-ignores-floor, "
+                               "no-log-check, ack-before-persist, read-without-quorum, force-drops-uncommitted, allocate-ignores-floor, "
                                "snapshot-forgets-floors, release-before-durable, "
                                "early-apply-out-of-order");
   CLI11_PARSE(app, argc, argv);
@@ -43,6 +46,7 @@ int main(int argc, char** argv) {
   else if (bug == "no-log-check") b.vote_without_log_check = true;
   else if (bug == "ack-before-persist") b.ack_before_persist = true;
   else if (bug == "read-without-quorum") b.read_without_quorum = true;
+  else if (bug == "force-drops-uncommitted") b.force_drops_uncommitted = true;
   else if (bug == "allocate-ignores-floor") ticketd::tickets::testing::bugs.allocate_ignores_floor = true;
   else if (bug == "snapshot-forgets-floors") ticketd::tickets::testing::bugs.snapshot_forgets_floors = true;
   else if (bug == "release-before-durable") ticketd::driver::testing::bugs.release_before_durable = true;
@@ -72,6 +76,8 @@ int main(int argc, char** argv) {
     opt.partitions = !no_partitions;
     opt.membership = !no_membership;
     opt.snapshots = !no_snapshots;
+    opt.force_new_cluster = force;
+    opt.force_floors = !no_floors;
     ticketd::sim::SimResult r = ticketd::sim::run_simulation(opt);
     acked += r.stats.acked;
     tickets += r.stats.tickets;

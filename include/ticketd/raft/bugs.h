@@ -14,6 +14,8 @@ struct Bugs {
   bool ack_before_persist = false;           // append responses leave before the write is durable
   bool read_without_quorum = false;          // read_index releases at once with the commit index
                                              // (no heartbeat round, no wait for the term's commit)
+  bool force_drops_uncommitted = false;      // force_new_cluster drops the log after the stored
+                                             // commit hint (as etcd drops uncommitted entries)
 };
 
 // Process-global switches (the simulator is single-threaded). Reset to {} after each test.

@@ -141,6 +141,24 @@ InitialState bootstrap_single(uint64_t id, std::string context);
 // this way; every node must get the same configuration).
 InitialState bootstrap(const Configuration& configuration);
 
+// Recovery from a lost majority (etcd's --force-new-cluster): rewrites the stored state of a
+// survivor so it restarts as the only voter of its cluster. Everything it has is kept: its
+// snapshot and its whole log, committed or not (for a counter, applying an entry the lost
+// majority may never have committed only raises it; dropping one this node acknowledged
+// could hand its tickets out again). After the last entry come, in a new term T (above every
+// term it holds or voted in): a ConfChange naming `id` alone as a voter with `context`, then
+// one Normal entry per `payloads` item (the application's own entries, e.g. ticket floors).
+// hard_state = {T, no vote, commit = the last of them}: the node elects itself and commits the
+// whole log behind its first entry of T (the commit hint need not survive). The caller
+// persists `*st` (the new entries appended after its stored log, then the hard state) before
+// it starts the node. Returns "" or why it refused (and leaves *st as it was): no stored
+// state, or `id` not in its own latest configuration. A pure function: no files, no clocks.
+std::string force_new_cluster(InitialState* st, uint64_t id, std::string context,
+                              const std::vector<std::string>& payloads = {});
+// The configuration in force after the last entry of `st` (its last ConfChange, else the
+// snapshot's); empty if it has neither.
+Configuration latest_configuration(const InitialState& st);
+
 std::string encode_configuration(const Configuration& c);
 bool decode_configuration(std::string_view data, Configuration* out);
 // A configuration a peer may send: at most kMaxServers servers, ids non-zero and distinct.

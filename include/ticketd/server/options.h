@@ -33,6 +33,17 @@ struct ServerOptions {
   std::string raddr = ":12001";  // raft peer address
   bool no_bootstrap = false;     // a fresh node without --join waits to be added (RAFT.ADDVOTER)
   std::string join;              // address of any member to join, empty: bootstrap or restart
+  // Recovery from a lost majority (etcd's name): restart this node from its own data as the
+  // only voter of its cluster (raft::force_new_cluster), then add members with RAFT.ADDVOTER.
+  bool force_new_cluster = false;
+  // With force_new_cluster: every later ticket of each named sequence is above the value
+  // (--floor NAME=N; the sequence is created if this node does not have it).
+  struct Floor {
+    std::string name;
+    uint64_t value = 0;
+    bool operator==(const Floor&) const = default;
+  };
+  std::vector<Floor> floors;
   std::string dir = "data";      // data lives under <dir>/<id>/
   Durability durability = Durability::kHigh;
   unsigned threads = 0;          // shard threads; 0 = online CPUs
