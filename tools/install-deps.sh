@@ -22,6 +22,9 @@ PKGS=(
   systemd strace
   # tools/make-certs.sh (the TLS tests' CA and certificates) runs the openssl command line.
   openssl
+  # test_redis_exporter: the exporter monitoring stacks run against Redis, unmodified;
+  # test_prometheus_scrape: a real Prometheus server scraping --metrics-addr.
+  prometheus-redis-exporter prometheus
 )
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NODE_CLIENTS="$ROOT/tests/integration/node"

@@ -14,6 +14,7 @@
 #include "node.h"
 #include "sequence_commands.h"
 #include "tls_commands.h"
+#include "ticketd/metrics/stats.h"
 #include "ticketd/resp/parser.h"
 #include "ticketd/resp/writer.h"
 
@@ -576,25 +577,52 @@ void append_unknown_command(std::string& out, Args args) {
 
 void Commands::run(Shard& s, Connection* c, Args args) {
   std::string& out = s.reply_buffer(c);
+  size_t before = out.size();
   const CommandSpec* spec = find_command(args[0]);
   if (spec == nullptr) {
     append_unknown_command(out, args);
+    s.count_error(std::string_view(out).substr(before));  // no command to count it under
     return;
   }
+  size_t id = static_cast<size_t>(spec - kCommands);
   int n = static_cast<int>(args.size());
   if ((spec->arity > 0 && n != spec->arity) || (spec->arity < 0 && n < -spec->arity)) {
     std::string msg = "ERR wrong number of arguments for '";
     msg += spec->name;
     msg += "' command";
     resp::append_error(out, msg);
+    s.reject(id, std::string_view(out).substr(before));
     return;
   }
-  if (!permitted(s, c, *spec, out)) return;
+  if (!permitted(s, c, *spec, out)) {
+    s.reject(id, std::string_view(out).substr(before));
+    return;
+  }
+  // Counted when its reply is ready: now, or (a ticket request, a command run on shard 0)
+  // when the answer comes back, which Shard::apply_result / drain_admin_replies count.
+  uint64_t pending = c->outstanding;
+  uint64_t run = c->ticket_run;  // `TICKET default` joins the plain TICKETs' run
+  uint64_t t0 = mono_ns();
+  s.begin_command(id, t0);
   spec->handler(s, c, args, out);
+  if (c->outstanding > pending || c->ticket_run > run) return;
+  s.finish_command(id, mono_ns() - t0, std::string_view(out).substr(before));
 }
+
+std::vector<std::string_view> Commands::command_names() {
+  std::vector<std::string_view> names;
+  for (const CommandSpec& spec : kCommands) names.emplace_back(spec.name);
+  return names;
+}
+
+size_t Commands::command_count() { return std::size(kCommands); }
 
 const auth::CommandCatalog& Commands::catalog() { return permissions().catalog; }
 size_t Commands::ticket_id() { return permissions().ticket; }
+size_t Commands::ticket_block_id() {
+  static const size_t id = *permissions().catalog.find("ticket.block");
+  return id;
+}
 
 BatchStatus Commands::ticket_admission(Shard& s) {
   switch (s.node().role()) {
@@ -621,6 +649,12 @@ void Commands::append_refusal(Shard& s, std::string& out, BatchStatus why, std::
   resp::append_error(out, batch_status_error(why));
 }
 
+std::string Commands::refusal(Shard& s, BatchStatus why, std::string_view key) {
+  std::string r;
+  append_refusal(s, r, why, key);
+  return r;
+}
+
 namespace {
 // One INFO line: printf-style, then CRLF.
 __attribute__((format(printf, 2, 3))) void appendf(std::string& r, const char* fmt, ...) {
@@ -635,10 +669,12 @@ __attribute__((format(printf, 2, 3))) void appendf(std::string& r, const char* f
 }  // namespace
 
 bool Commands::info_wants(std::span<const std::string_view> sections, std::string_view name) {
-  // Every section of ours is in `default`, so default, all and everything are the same.
+  // As Redis 7: `default` (or no argument) is every section but commandstats and
+  // latencystats; `all` and `everything` add them (ticketd has no module sections).
+  bool not_default = name == "commandstats" || name == "latencystats";
   for (std::string_view sec : sections) {
-    if (resp::iequals(sec, name) || resp::iequals(sec, "default") || resp::iequals(sec, "all") ||
-        resp::iequals(sec, "everything")) {
+    if (resp::iequals(sec, name) || resp::iequals(sec, "all") || resp::iequals(sec, "everything") ||
+        (!not_default && resp::iequals(sec, "default"))) {
       return true;
     }
   }
@@ -662,8 +698,8 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
   auto want = [&](std::string_view name) { return info_wants(sections, name); };
   std::string r;
   uint64_t connected = 0, accepted = 0, rejected = 0, commands = 0, tickets = 0, requests = 0,
-           batches = 0, in = 0, outb = 0, perr = 0, auth_failed = 0, perm_denied = 0,
-           protected_refused = 0;
+           batches = 0, in = 0, outb = 0, auth_failed = 0, perm_denied = 0,
+           protected_refused = 0, bound_drops = 0;
   for (uint32_t i = 0; i < node.shard_count(); ++i) {
     ShardStats& st = node.shard(i).stats();
     connected += st.connected.load(std::memory_order_relaxed);
@@ -675,10 +711,10 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
     batches += st.batches.load(std::memory_order_relaxed);
     in += st.bytes_in.load(std::memory_order_relaxed);
     outb += st.bytes_out.load(std::memory_order_relaxed);
-    perr += st.protocol_errors.load(std::memory_order_relaxed);
     auth_failed += st.auth_failures.load(std::memory_order_relaxed);
     perm_denied += st.perm_denied.load(std::memory_order_relaxed);
     protected_refused += st.protected_refused.load(std::memory_order_relaxed);
+    bound_drops += st.reply_bound_drops.load(std::memory_order_relaxed);
   }
   LogStats& ls = node.log_stats();
   const ServerOptions& o = node.opts();
@@ -759,10 +795,14 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
     appendf(r, "total_commands_processed:%llu", static_cast<unsigned long long>(commands));
     appendf(r, "total_net_input_bytes:%llu", static_cast<unsigned long long>(in));
     appendf(r, "total_net_output_bytes:%llu", static_cast<unsigned long long>(outb));
-    appendf(r, "total_error_replies:%llu", static_cast<unsigned long long>(perr));
+    // Every error reply (errorstats counts them by kind), protocol errors included.
+    appendf(r, "total_error_replies:%llu", static_cast<unsigned long long>(node.command_stats().error_total));
     appendf(r, "acl_access_denied_auth:%llu", static_cast<unsigned long long>(auth_failed));
     appendf(r, "acl_access_denied_cmd:%llu", static_cast<unsigned long long>(perm_denied));
     appendf(r, "protected_mode_refused:%llu", static_cast<unsigned long long>(protected_refused));
+    // Redis 7's name: clients dropped because their replies passed the 64 MiB bound.
+    appendf(r, "client_output_buffer_limit_disconnections:%llu",
+            static_cast<unsigned long long>(bound_drops));
     appendf(r, "tickets_issued:%llu", static_cast<unsigned long long>(tickets));
     appendf(r, "ticket_requests:%llu", static_cast<unsigned long long>(requests));
     appendf(r, "ticket_batches:%llu", static_cast<unsigned long long>(batches));
@@ -773,6 +813,23 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
     r += "\r\n";
   }
   if (want("replication")) r += cluster_api::info_replication(node);
+  // Redis 7's order: commandstats, errorstats, latencystats, then cluster and keyspace.
+  if (want("commandstats") || want("errorstats") || want("latencystats")) {
+    metrics::StatsView v = node.command_stats();
+    static const std::vector<std::string_view> names = command_names();
+    if (want("commandstats")) {
+      metrics::append_commandstats(r, v, names);
+      r += "\r\n";
+    }
+    if (want("errorstats")) {
+      metrics::append_errorstats(r, v);
+      r += "\r\n";
+    }
+    if (want("latencystats")) {
+      metrics::append_latencystats(r, v, names);
+      r += "\r\n";
+    }
+  }
   if (want("cluster")) r += cluster_api::info_cluster();
   if (want("tls")) tls_commands::append_info(s, r);
   if (want("keyspace")) {

@@ -6,6 +6,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "shard.h"
 #include "ticketd/auth/acl.h"
@@ -22,12 +23,18 @@ class Commands {
   // to the leader; plain TICKET is `TICKET default`).
   static void append_refusal(Shard& s, std::string& out, BatchStatus why,
                              std::string_view key = "default");
+  // The same reply as one RESP string, to append once per refused ticket of a run.
+  static std::string refusal(Shard& s, BatchStatus why, std::string_view key = "default");
   // The INFO text of the sections named (`default`, `all`, `everything`: every one), in
   // Redis's order; the raft section is added on shard 0.
   static std::string info_text(Shard& s, std::span<const std::string_view> sections);
   // The command table as auth sees it: position i is permission bit i.
   static const auth::CommandCatalog& catalog();
   static size_t ticket_id();  // TICKET's position (the fast path's permission bit)
+  static size_t ticket_block_id();
+  // Every command's name, by position (INFO commandstats, /metrics).
+  static std::vector<std::string_view> command_names();
+  static size_t command_count();
   // Does INFO with these section arguments include section `name`?
   static bool info_wants(std::span<const std::string_view> sections, std::string_view name);
 };

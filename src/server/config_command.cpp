@@ -61,6 +61,9 @@ constexpr const char* kConfigHelp[] = {
     "    Set the configuration <directive> to <value> (several pairs may be given;",
     "    only loglevel can change while the node runs, every other setting is fixed",
     "    at start).",
+    "RESETSTAT",
+    "    Reset statistics reported by the INFO command (commandstats, errorstats,",
+    "    latencystats, total_error_replies).",
     "REWRITE",
     "    Not supported: edit the --config file and restart the node.",
 };
@@ -270,6 +273,10 @@ void cmd_config(Shard& s, Connection*, std::span<const std::string_view> args, s
       // Values of settable parameters are never secret (loglevel).
       s.node().log_line("CONFIG SET " + lower(nv[i]) + " " + std::string(nv[i + 1].substr(0, 64)));
     }
+    resp::append_simple(out, "OK");
+  } else if (resp::iequals(sub, "RESETSTAT")) {
+    if (args.size() != 2) return wrong_args(out, sub);
+    s.node().reset_command_stats();
     resp::append_simple(out, "OK");
   } else if (resp::iequals(sub, "REWRITE")) {
     if (args.size() != 2) return wrong_args(out, sub);

@@ -30,6 +30,29 @@ uint64_t now_us() {
                                    .count());
 }
 
+uint64_t mono_ns() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+metrics::StatsView Node::command_stats() {
+  metrics::StatsView v;
+  for (auto& sh : shards_) v.add(sh->command_stats());
+  std::lock_guard<std::mutex> g(stats_reset_mu_);
+  v.subtract(stats_baseline_);
+  return v;
+}
+
+void Node::reset_command_stats() {
+  // Counters only grow and have one writer each, so the sum now is a baseline that every
+  // later sum is at or above: INFO shows the difference (no writer is disturbed).
+  metrics::StatsView v;
+  for (auto& sh : shards_) v.add(sh->command_stats());
+  std::lock_guard<std::mutex> g(stats_reset_mu_);
+  stats_baseline_ = std::move(v);
+}
+
 namespace {
 bool make_dirs(const std::string& path, std::string* err) {
   std::string cur;

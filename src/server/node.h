@@ -132,6 +132,11 @@ class Node {
   tls::Contexts* tls() { return tls_.get(); }
   bool reload_tls(std::string* err);
 
+  // Every shard's command and error counters summed, less the last CONFIG RESETSTAT's
+  // baseline (any thread; never on the ticket path).
+  metrics::StatsView command_stats();
+  void reset_command_stats();
+
   uint64_t start_ms() const { return start_ms_; }
   std::atomic<uint64_t>& connections_total() { return conn_total_; }
 
@@ -183,11 +188,14 @@ class Node {
   std::atomic<int> role_{0};
   std::mutex leader_mu_;  // guards leader_addr_: read only when refusing a TICKET
   std::string leader_addr_;
+  std::mutex stats_reset_mu_;  // INFO and CONFIG RESETSTAT only
+  metrics::StatsView stats_baseline_;
   std::mutex replication_mu_;  // INFO replication only, never the ticket path
   ReplicationView replication_;
 };
 
 uint64_t now_ms();
 uint64_t now_us();
+uint64_t mono_ns();  // steady clock, nanoseconds
 
 }  // namespace ticketd::server

@@ -84,7 +84,45 @@ const char* batch_status_error(BatchStatus s) {
   return "ERR internal";
 }
 
-Shard::Shard(Node& node, uint32_t index) : node_(node), index_(index) {}
+Shard::Shard(Node& node, uint32_t index)
+    : node_(node),
+      index_(index),
+      cmd_stats_(Commands::command_count()),
+      ticket_cmd_(Commands::ticket_id()),
+      block_cmd_(Commands::ticket_block_id()) {}
+
+uint64_t Shard::turn_ns() {
+  if (turn_ns_ == 0) turn_ns_ = mono_ns();
+  return turn_ns_;
+}
+
+namespace {
+// A redirect is not a failure of the command: Redis counts -MOVED as a rejected call.
+bool is_redirect(std::string_view reply) {
+  std::string_view w = metrics::ErrorCounters::error_word(reply);
+  return w == "MOVED" || w == "ASK";
+}
+bool is_error(std::string_view reply) { return !reply.empty() && reply[0] == '-'; }
+}  // namespace
+
+void Shard::finish_command(size_t id, uint64_t ns, std::string_view reply) {
+  if (refused_at_admission_ || is_redirect(reply)) {
+    reject(id, reply);
+    return;
+  }
+  bool err = is_error(reply);
+  cmd_stats_.record_call(id, ns, 1, err);
+  if (err) cmd_stats_.errors().add(metrics::ErrorCounters::error_word(reply));
+}
+
+void Shard::reject(size_t id, std::string_view reply, uint64_t n) {
+  cmd_stats_.record_rejected(id, n);
+  count_error(reply, n);
+}
+
+void Shard::count_error(std::string_view reply, uint64_t n) {
+  if (is_error(reply)) cmd_stats_.errors().add(metrics::ErrorCounters::error_word(reply), n);
+}
 
 Shard::~Shard() {
   if (thread_.joinable()) thread_.join();
@@ -441,11 +479,18 @@ void Shard::handle_input(Connection* c, const char* data, size_t len) {
   }
   if (!c->closing && c->inbuf.size() > kMaxStash) {
     resp::append_error(reply_buffer(c), "ERR Protocol error: too big request");
+    cmd_stats_.errors().add("ERR");
     c->closing = true;
     c->close_after_flush = true;
   }
   if (c->closing) c->inbuf.clear();
   queue_ticket_run(c);
+  // One turn can bring hundreds of receive buffers, and refused TICKETs answer ~10 bytes of
+  // input with up to ~80 of errors: the bound is checked per chunk, not only at the flush.
+  if (!(c->closing && !c->close_after_flush) && over_reply_bound(c)) {
+    drop_unread(c);
+    return;
+  }
   mark_dirty(c);
 }
 
@@ -462,7 +507,10 @@ size_t Shard::run_commands(Connection* c, const char* data, size_t len) {
     }
     if (st == resp::ParseStatus::kError) {
       queue_ticket_run(c);
-      resp::append_error(reply_buffer(c), c->parser.error());
+      std::string& out = reply_buffer(c);
+      size_t before = out.size();
+      resp::append_error(out, c->parser.error());
+      count_error(std::string_view(out).substr(before));
       stats_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
       c->closing = true;
       c->close_after_flush = true;
@@ -511,13 +559,13 @@ void Shard::queue_sequence_request(Connection* c, std::string_view name, uint64_
     }
   }
   if (refuse != BatchStatus::kOk) {
-    std::string& out = reply_buffer(c);
-    for (uint64_t i = 0; i < (block ? 1 : n); ++i) Commands::append_refusal(*this, out, refuse, name);
+    append_repeated(reply_buffer(c), Commands::refusal(*this, refuse, name), block ? 1 : n);
+    refused_at_admission_ = true;  // Commands::run counts it as a rejected call
     return;
   }
   push_segment(c, Connection::Segment{n, false, true, 0, {}, 0, block});
   c->outstanding++;
-  requests_.push_back(PendingRequest{c, n, slot, block});
+  requests_.push_back(PendingRequest{c, n, slot, block, current_t0_});
   if (slot == 0) {
     unsent_total_ += n;
   } else {
@@ -532,13 +580,14 @@ void Shard::queue_ticket_run(Connection* c) {
   c->ticket_run = 0;
   BatchStatus refuse = Commands::ticket_admission(*this);
   if (refuse != BatchStatus::kOk) {
-    std::string& out = reply_buffer(c);
-    for (uint64_t i = 0; i < n; ++i) Commands::append_refusal(*this, out, refuse);
+    std::string r = Commands::refusal(*this, refuse);
+    append_repeated(reply_buffer(c), r, n);
+    reject(ticket_cmd_, r, n);
     return;
   }
   push_segment(c, Connection::Segment{n, false, true, 0, {}, 0});
   c->outstanding++;
-  requests_.push_back(PendingRequest{c, n});
+  requests_.push_back(PendingRequest{c, n, 0, false, turn_ns()});
   unsent_total_ += n;
   stats_.ticket_requests.fetch_add(1, std::memory_order_relaxed);
 }
@@ -580,6 +629,33 @@ bool Shard::over_reply_bound(Connection* c) {
   return c->out.size() + c->sending.size() + c->waiting_bytes > kMaxOutput;
 }
 
+bool Shard::would_pass_reply_bound(const Connection* c, size_t replaced, size_t extra) const {
+  size_t queued = c->out.size() + c->sending.size() + c->waiting_bytes - replaced;
+  return queued > kMaxOutput || extra > kMaxOutput - queued;
+}
+
+void Shard::drop_unread(Connection* c) {
+  // The client does not read its replies (or piles them up behind a TICKET that waits for
+  // its commit): drop it rather than grow without bound. What is still pending resolves
+  // into nothing (apply_result and drain_admin_replies skip a dropped client).
+  c->closing = true;
+  c->close_after_flush = false;
+  c->out.clear();
+  c->out.shrink_to_fit();
+  c->waiting.clear();
+  c->waiting_bytes = 0;
+  c->inbuf.clear();
+  c->inbuf.shrink_to_fit();
+  c->ticket_run = 0;
+  stats_.reply_bound_drops.fetch_add(1, std::memory_order_relaxed);
+  start_close(c);
+}
+
+void Shard::append_repeated(std::string& out, std::string_view reply, uint64_t n) {
+  out.reserve(out.size() + n * reply.size());
+  for (uint64_t i = 0; i < n; ++i) out.append(reply);
+}
+
 void Shard::reply(Connection* c, std::string_view bytes) { reply_buffer(c).append(bytes); }
 
 void Shard::mark_dirty(Connection* c) {
@@ -604,6 +680,7 @@ void Shard::on_turn_end() {
     flush(c);
   }
   dirty_.clear();
+  turn_ns_ = 0;  // the next turn reads the clock again
 }
 
 void Shard::send_batch() {
@@ -692,6 +769,12 @@ void Shard::apply_result(const BatchResult& r) {
     }
     Connection* c = pr.conn;
     c->outstanding--;
+    // INFO commandstats: each TICKET of the request took from its read until now; a block
+    // is one call. Counted whether or not the client is still there to read it.
+    uint64_t calls = pr.block ? 1 : pr.n;
+    size_t cmd = pr.block ? block_cmd_ : ticket_cmd_;
+    uint64_t took = turn_ns() - std::min(pr.t0_ns, turn_ns());
+    if (status == BatchStatus::kOk) cmd_stats_.record_call(cmd, took, calls, false);
     if (!c->closing || c->close_after_flush) {
       // Ticket requests resolve in the order they were made: the first pending one is ours.
       Connection::Segment* seg = nullptr;
@@ -712,13 +795,24 @@ void Shard::apply_result(const BatchResult& r) {
         for (uint64_t i = 0; i < pr.n; ++i) resp::append_simple_u64(seg->bytes, first + i);
         stats_.tickets.fetch_add(pr.n, std::memory_order_relaxed);
       } else {
-        for (uint64_t i = 0; i < (pr.block ? 1 : pr.n); ++i) {
-          append_ticket_error(seg->bytes, status, name);
+        // A refusal is longer than the ticket it was charged as (a CLUSTERDOWN line is ~78
+        // bytes, a ticket ~10): a few million of them would be hundreds of MiB. Check the
+        // bound before writing them, not after.
+        std::string err;
+        append_ticket_error(err, status, name);
+        cmd_stats_.record_call(cmd, took, calls, true);
+        count_error(err, calls);
+        if (calls > kMaxOutput / err.size() ||
+            would_pass_reply_bound(c, seg->charged, calls * err.size())) {
+          drop_unread(c);
+          continue;
         }
+        append_repeated(seg->bytes, err, calls);
       }
       recharge(c, *seg);
       release_ready(c);
     } else {
+      if (status != BatchStatus::kOk) cmd_stats_.record_call(cmd, took, calls, true);
       maybe_free(c);
     }
   }
@@ -750,7 +844,10 @@ void Shard::release_ready(Connection* c) {
 
 void Shard::submit_admin(Connection* c, std::span<const std::string_view> args) {
   uint64_t seq = c->next_admin_seq++;
-  push_segment(c, Connection::Segment{0, true, true, seq, {}, 0});
+  Connection::Segment seg{0, true, true, seq, {}, 0};
+  seg.cmd = static_cast<uint16_t>(current_cmd_);
+  seg.t0_ns = current_t0_;
+  push_segment(c, std::move(seg));
   c->outstanding++;
   std::vector<std::string> copy(args.begin(), args.end());
   node_.post_admin(AdminRequest{index_, c, seq, std::move(copy)}, loop_.get());
@@ -789,6 +886,8 @@ void Shard::drain_admin_replies() {
     TICKETD_CHECK(seg != nullptr);
     seg->pending = false;
     seg->bytes = std::move(r.bytes);
+    refused_at_admission_ = false;  // (a flag of Commands::run's command only)
+    finish_command(seg->cmd, mono_ns() - std::min(seg->t0_ns, mono_ns()), seg->bytes);
     recharge(c, *seg);
     release_ready(c);
   }
@@ -796,18 +895,7 @@ void Shard::drain_admin_replies() {
 
 void Shard::flush(Connection* c) {
   if (!(c->closing && !c->close_after_flush) && over_reply_bound(c)) {
-    // The client does not read its replies (or piles them up behind a TICKET that waits
-    // for its commit): drop it rather than grow without bound. What is still pending
-    // resolves into nothing (apply_result and drain_admin_replies skip a dropped client).
-    c->closing = true;
-    c->close_after_flush = false;
-    c->out.clear();
-    c->out.shrink_to_fit();
-    c->waiting.clear();
-    c->waiting_bytes = 0;
-    c->inbuf.clear();
-    c->inbuf.shrink_to_fit();
-    start_close(c);
+    drop_unread(c);
     return;
   }
   if (c->send_inflight) return;

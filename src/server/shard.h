@@ -17,6 +17,7 @@
 
 #include "spsc_queue.h"
 #include "ticketd/io/loop.h"
+#include "ticketd/metrics/stats.h"
 #include "ticketd/resp/parser.h"
 #include "ticketd/tls/session.h"
 
@@ -86,6 +87,7 @@ struct ShardStats {
   std::atomic<uint64_t> auth_failures{0};      // AUTH / HELLO AUTH with a wrong pair
   std::atomic<uint64_t> perm_denied{0};        // -NOPERM
   std::atomic<uint64_t> protected_refused{0};  // -DENIED: not loopback, no password
+  std::atomic<uint64_t> reply_bound_drops{0};  // clients dropped at the 64 MiB reply bound
   // TLS (src/server/shard_tls.cpp).
   std::atomic<uint64_t> tls_connected{0};          // TLS connections now
   std::atomic<uint64_t> tls_handshakes{0};         // handshakes that passed
@@ -127,6 +129,8 @@ struct Connection {
     std::string bytes;
     size_t charged = 0;      // what this segment counts in waiting_bytes
     bool block = false;      // a TICKET.BLOCK: one [first, last] reply for its `tickets`
+    uint16_t cmd = 0;        // a pending admin command: which one, and when it was read
+    uint64_t t0_ns = 0;      // (INFO commandstats counts it when its reply arrives)
   };
   std::deque<Segment> waiting;
   // What `waiting` holds or will need, for the reply bound: encoded bytes, the replies a
@@ -159,6 +163,20 @@ class Shard {
   Node& node() { return node_; }
   io::Loop* loop() { return loop_.get(); }
   ShardStats& stats() { return stats_; }
+  // INFO commandstats / errorstats / latencystats: written by this shard's thread only,
+  // summed by Node::command_stats.
+  const metrics::CommandStats& command_stats() const { return cmd_stats_; }
+  // The command table's accounting (Commands::run): a command about to run (a command it
+  // sends to shard 0 is counted when the answer returns), one that answered now, one refused
+  // before it ran, an error reply outside any command.
+  void begin_command(size_t id, uint64_t t0_ns) {
+    current_cmd_ = id;
+    current_t0_ = t0_ns;
+    refused_at_admission_ = false;
+  }
+  void finish_command(size_t id, uint64_t ns, std::string_view reply);
+  void reject(size_t id, std::string_view reply, uint64_t n = 1);
+  void count_error(std::string_view reply, uint64_t n = 1);
 
   // Starts the thread; `ready` is signalled when the listener is armed (or failed).
   void start();
@@ -227,6 +245,13 @@ class Shard {
   void push_segment(Connection* c, Connection::Segment seg);
   void recharge(Connection* c, Connection::Segment& seg);  // updates waiting_bytes
   bool over_reply_bound(Connection* c);  // queued replies (all of them) past kMaxOutput
+  // Would `extra` more bytes of replies (replacing `replaced` bytes already charged) take
+  // `c` past kMaxOutput?
+  bool would_pass_reply_bound(const Connection* c, size_t replaced, size_t extra) const;
+  // Drops a client whose replies passed the bound: they are discarded, not written out.
+  void drop_unread(Connection* c);
+  // `n` copies of `reply` behind what `out` holds (one refusal per refused ticket).
+  static void append_repeated(std::string& out, std::string_view reply, uint64_t n);
   // TLS (src/server/shard_tls.cpp): a session per connection over memory BIOs; the ring
   // still owns the socket. Ciphertext in: tls_receive; out: tls_seal turns `out` into
   // ciphertext just before a send. A handshake not done in time is closed (tls_expire).
@@ -263,6 +288,15 @@ class Shard {
   std::atomic<bool> stop_requested_{false};
   bool stopping_ = false;  // begin_stop ran (this thread only)
   ShardStats stats_;
+  metrics::CommandStats cmd_stats_;
+  size_t ticket_cmd_ = 0;             // TICKET's and TICKET.BLOCK's places in the table
+  size_t block_cmd_ = 0;
+  size_t current_cmd_ = 0;            // the command Commands::run is running
+  uint64_t current_t0_ = 0;
+  bool refused_at_admission_ = false; // it asked for tickets this node does not take now
+  // One clock read per loop turn for the ticket path's latency (cleared at the turn's end).
+  uint64_t turn_ns_ = 0;
+  uint64_t turn_ns();
 
   SpscQueue<BatchRequest> to_log_{1024};
   SpscQueue<BatchResult> from_log_{1024};
@@ -276,6 +310,7 @@ class Shard {
     uint64_t n;
     uint32_t slot = 0;   // 0: the default sequence; s > 0: its batch's named slot s - 1
     bool block = false;  // one [first, last] reply instead of n simple strings
+    uint64_t t0_ns = 0;  // when it was read (its latency ends when its range arrives)
   };
   // Every request waiting for its range, oldest first. The newest ones have not been sent
   // to the log yet (this turn's, or the queue was full): unsent_total_ tickets of the

@@ -67,6 +67,7 @@ void Shard::tls_receive(Connection* c, const char* data, size_t len) {
     }
     if (n == 0) break;
     handle_input(c, buf, static_cast<size_t>(n));
+    if (!t.has_input()) break;
   }
   if (t.peer_closed() && !c->closing) {
     // close_notify: as an EOF, answer what was sent, then close.

@@ -75,6 +75,10 @@ SSL_CTX* make_ctx(bool accept, const Files& f, std::string* err) {
   SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION |
                                SSL_OP_CIPHER_SERVER_PREFERENCE);
   if (accept) SSL_CTX_set_num_tickets(ctx, 0);
+  // TLS 1.3 suites, the server's order first: AES-128-GCM (what most clients list, and the
+  // cheapest with AES-NI), then OpenSSL's defaults. TLS 1.2 keeps OpenSSL's default list.
+  SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                                "TLS_CHACHA20_POLY1305_SHA256");
   SSL_CTX_set_verify_depth(ctx, 8);
   if (SSL_CTX_use_certificate_chain_file(ctx, f.cert_file.c_str()) != 1) {
     *err = "--tls-cert-file " + f.cert_file + ": not a PEM certificate (" + openssl_errors() + ")";

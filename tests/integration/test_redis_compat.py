@@ -48,9 +48,14 @@ def main(args):
         r = c.call("INFO", "raft", "clients")
         check(sections(r) == ["Clients", "Raft"], "INFO raft clients: %r" % sections(r))
         full = sections(c.call("INFO"))
-        check("Raft" in full and "Memory" in full, "INFO default has every section: %r" % full)
-        for w in ("all", "everything", "default"):
-            check(sections(c.call("INFO", w)) == full, "INFO %s" % w)
+        check("Raft" in full and "Memory" in full and "Errorstats" in full,
+              "INFO default has every section but commandstats and latencystats: %r" % full)
+        check(sections(c.call("INFO", "default")) == full, "INFO default")
+        # As Redis 7: all and everything add commandstats and latencystats around errorstats.
+        i = full.index("Errorstats")
+        every = full[:i] + ["Commandstats", "Errorstats", "Latencystats"] + full[i + 1:]
+        for w in ("all", "everything"):
+            check(sections(c.call("INFO", w)) == every, "INFO %s" % w)
         check(sections(c.call("INFO", "nosuch")) == [], "an unknown section adds nothing")
         fields = dict(l.split(":", 1) for l in c.call("INFO").split("\r\n") if ":" in l)
         rss = int(fields["used_memory"])

@@ -196,6 +196,11 @@ def reload_cases(node, certs, tmp, w):
         return dict(x[0] for x in s)["commonName"]
 
     check(subject() == "ticketd node 1", "before the reload the node serves node 1's certificate")
+    c = TlsClient(tp, certs)
+    suite = c.sock.cipher()[0]
+    c.close()
+    # Python lists TLS_AES_256_GCM_SHA384 first; the server's order wins: AES-128-GCM.
+    check(suite == "TLS_AES_128_GCM_SHA256", "the server picks its suite (%s)" % suite)
     kept = TlsClient(tp, certs)  # made before the reload: must keep working after it
     kept_first = kept.tickets(1)[0]
     # Rotate to node 2's certificate (same CA), signal, and new connections get it.

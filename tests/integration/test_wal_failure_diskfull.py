@@ -82,11 +82,11 @@ def main(args):
         check(wait_for(lambda: "spare segment not ready" in node.log(), 10),
               "the disk has no room for a spare segment (logged once)")
         # Fill the first segment: about 420k entries at durability low.
-        bench = subprocess.Popen(["timeout", "90", "redis-benchmark", "-h", "127.0.0.1", "-p",
+        bench = subprocess.Popen(["timeout", "180", "redis-benchmark", "-h", "127.0.0.1", "-p",
                                   str(node.port), "-c", "50", "-P", "1", "-n", "20000000",
                                   "-q", "TICKET"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        filled = wait_for(lambda: stalled(node), 90)
+        filled = wait_for(lambda: stalled(node), 180)
         print("log entries written: %s" % info(node).get("wal_last_index"), flush=True)
         check(filled, "the node reports wal_stalled:1 when the segment is full (before: it "
               "spun in begin_write)")

@@ -38,11 +38,11 @@ def main(args):
         filler = leave_room_for_one_segment(disk.mnt)
         cl.start()
         one = cl.nodes[1]
-        bench = subprocess.Popen(["timeout", "60", "redis-benchmark", "-h", "127.0.0.1", "-p",
+        bench = subprocess.Popen(["timeout", "150", "redis-benchmark", "-h", "127.0.0.1", "-p",
                                   str(one.port), "-c", "50", "-P", "1", "-n", "20000000",
                                   "-q", "TICKET"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        check(wait_for(lambda: int(info(one)["wal_last_index"]) >= ALONE_UNTIL, 60),
+        check(wait_for(lambda: int(info(one)["wal_last_index"]) >= ALONE_UNTIL, 150),
               "node 1 alone fills most of its segment")
         bench.kill()
         bench.wait()

@@ -49,6 +49,9 @@ class Session {
   // Up to `cap` bytes of decrypted plaintext into buf. > 0: bytes; 0: nothing more now (or
   // the peer sent close_notify: peer_closed()); -1: the session failed.
   long read(char* buf, size_t cap);
+  // Could read() return more now? False once every fed byte was decrypted and taken: the
+  // reader stops there instead of paying for a call that can only say "want more".
+  bool has_input() const;
   // Encrypts plaintext into the outgoing ciphertext. Only after handshake_done(); false if
   // the session failed (or the handshake is not done: nothing is written then).
   bool write(std::string_view plaintext);
