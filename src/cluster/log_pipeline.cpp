@@ -93,7 +93,7 @@ void RaftTicketLog::applied_batch() { maybe_snapshot(false); }
 bool RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
   // The leader's ticket state is checked before anything is written: a snapshot that does
   // not decode is refused (nothing further is acknowledged; a restart asks again).
-  tickets::StateMachine next;
+  tickets::StateMachine next(tickets_options());
   std::string bad = next.decode_snapshot(s.data, s.index);
   if (!bad.empty()) {
     note_storage_trouble("refusing the leader's snapshot at index " + std::to_string(s.index) +

@@ -78,7 +78,8 @@ constexpr int kExitWalFailed = 3;
 // (the peer transport, the ticket state machine and its waiting clients).
 class RaftTicketLog final : public TicketLog, private driver::Storage, private driver::Application {
  public:
-  explicit RaftTicketLog(Node& node) : node_(node), durability_(node.opts().durability) {}
+  explicit RaftTicketLog(Node& node)
+      : node_(node), durability_(node.opts().durability), tickets_(tickets_options()) {}
   ~RaftTicketLog() override {
     if (join_) join_->stop();
   }
@@ -281,6 +282,13 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   std::string service_addr_;
   raft::HardState saved_hs_;
 
+  // --default-mode / --default-window: the default sequence's mode where the state starts.
+  tickets::Options tickets_options() const {
+    tickets::Options o;
+    o.default_mode = node_.opts().default_window_mode ? tickets::Mode::kWindow : tickets::Mode::kDense;
+    o.default_window = node_.opts().default_window;
+    return o;
+  }
   tickets::StateMachine tickets_;  // the replicated state: sequences and their counters
   uint64_t last_ticket() const { return tickets_.find(tickets::kDefaultSequence)->last; }
   uint64_t applied_index_ = 0;
