@@ -16,7 +16,11 @@ void RaftTicketLog::pump() {
   // stages into the WAL through the Storage hooks below, and releases what is durable.
   pipeline_->pump();
   // No longer leader: what is not committed may never be (see fail_uncommitted_proposals).
-  if (raft_->role() != raft::Role::kLeader) fail_uncommitted_proposals();
+  if (raft_->role() != raft::Role::kLeader) {
+    fail_uncommitted_proposals();
+    window_.set_leader(0);  // window batches not released fail (window_serving.cpp)
+    window_released();
+  }
   node_.log_stats().last_index.store(wal_->last_index(), std::memory_order_relaxed);
   if (storage_trouble_ && !pipeline_->stuck()) {
     node_.log_line("storage writable again");
