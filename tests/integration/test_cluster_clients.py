@@ -131,7 +131,11 @@ def check_replies(cl, leader, followers):
           sorted(int(re.search(r"port=(\d+)", s).group(1)) for s in slaves) == sorted(f.port for f in followers) and
           all(re.match(r"^ip=127\.0\.0\.1,port=\d+,state=online,offset=\d+,lag=\d+$", s) for s in slaves),
           "INFO replication: one slaveN line per replica (%r)" % slaves)
-    fi = kv(Client(followers[0].port).call("INFO", "replication"))
+    def follower_info():
+        return kv(Client(followers[0].port).call("INFO", "replication"))
+    # A follower names the leader once a heartbeat of its term has reached it.
+    wait_for(lambda: follower_info().get("master_link_status") == "up", 5)
+    fi = follower_info()
     check(fi.get("role") == "slave" and fi.get("master_host") == "127.0.0.1" and
           fi.get("master_port") == str(leader.port) and fi.get("master_link_status") == "up" and
           fi.get("master_replid") == li.get("master_replid"),
