@@ -39,6 +39,7 @@ struct ServerOptions {
   unsigned max_clients = 20000;  // connections past this are closed with -ERR max clients
   uint64_t snapshot_every = 10000;  // entries between automatic snapshots + WAL compaction
   uint64_t wal_segment_bytes = 16ull << 20;  // ~300k Allocate records; disk use is bounded by two
+  unsigned wal_writes_in_flight = 2;  // durable WAL writes side by side (docs/BENCHMARKS.md)
   uint64_t max_sequences = 10000;  // TICKET.CREATE refuses past this many (default included)
   // Clients. The default user's password, as its SHA-256 digest only (--requirepass*).
   std::optional<auth::Digest> requirepass;
