@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   app.add_option("--bug", bug, "switch on one deliberate bug (test build): commit-old-term, forget-vote, "
                                "no-log-check, ack-before-persist, read-without-quorum, allocate-ignores-floor, "
                                "snapshot-forgets-floors, release-before-durable, "
-                               "early-apply-out-of-order");
+                               "early-apply-out-of-order, durable-past-hole");
   CLI11_PARSE(app, argc, argv);
 
 #ifdef TICKETD_RAFT_BUGS
@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
   else if (bug == "snapshot-forgets-floors") ticketd::tickets::testing::bugs.snapshot_forgets_floors = true;
   else if (bug == "release-before-durable") ticketd::driver::testing::bugs.release_before_durable = true;
   else if (bug == "early-apply-out-of-order") ticketd::driver::testing::bugs.early_apply_out_of_order = true;
+  else if (bug == "durable-past-hole") ticketd::sim::testing::disk_bugs.durable_past_hole = true;
   else if (!bug.empty()) {
     std::fprintf(stderr, "raft-sim: unknown --bug '%s'\n", bug.c_str());
     return 2;
