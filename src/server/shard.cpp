@@ -110,9 +110,8 @@ void Shard::finish_command(size_t id, uint64_t ns, std::string_view reply) {
     reject(id, reply);
     return;
   }
-  bool err = is_error(reply);
-  cmd_stats_.record_call(id, ns, 1, err);
-  if (err) cmd_stats_.errors().add(metrics::ErrorCounters::error_word(reply));
+  cmd_stats_.record_call(id, ns, 1, is_error(reply));
+  count_error(reply);
 }
 
 void Shard::reject(size_t id, std::string_view reply, uint64_t n) {
@@ -773,7 +772,8 @@ void Shard::apply_result(const BatchResult& r) {
     // is one call. Counted whether or not the client is still there to read it.
     uint64_t calls = pr.block ? 1 : pr.n;
     size_t cmd = pr.block ? block_cmd_ : ticket_cmd_;
-    uint64_t took = turn_ns() - std::min(pr.t0_ns, turn_ns());
+    uint64_t now = turn_ns();
+    uint64_t took = now - std::min(pr.t0_ns, now);
     if (status == BatchStatus::kOk) cmd_stats_.record_call(cmd, took, calls, false);
     if (!c->closing || c->close_after_flush) {
       // Ticket requests resolve in the order they were made: the first pending one is ours.
@@ -887,7 +887,8 @@ void Shard::drain_admin_replies() {
     seg->pending = false;
     seg->bytes = std::move(r.bytes);
     refused_at_admission_ = false;  // (a flag of Commands::run's command only)
-    finish_command(seg->cmd, mono_ns() - std::min(seg->t0_ns, mono_ns()), seg->bytes);
+    uint64_t now = mono_ns();
+    finish_command(seg->cmd, now - std::min(seg->t0_ns, now), seg->bytes);
     recharge(c, *seg);
     release_ready(c);
   }
