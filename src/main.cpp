@@ -150,6 +150,8 @@ int main(int argc, char** argv) {
       ->default_str("");
   app.add_option("--dir", opts.dir, "data directory (the node keeps its data in <dir>/<id>/)")
       ->capture_default_str();
+  app.add_option("--metrics-addr", opts.metrics_addr,
+                 "serve Prometheus metrics (GET /metrics) on this host:port (default: none)");
   app.add_option("--durability", durability,
                  "high: ack after fdatasync; medium: ack after the write reaches the device, "
                  "fdatasync every 200 ms; low: ack from memory, write + fdatasync every 200 ms")
@@ -295,6 +297,19 @@ int main(int argc, char** argv) {
   if (!opts.join.empty()) {
     if (!ticketd::io::parse_host_port(opts.join, &host, &port)) {
       return usage_error("bad --join '" + opts.join + "' (want host:port or :port)");
+    }
+  }
+  if (!opts.metrics_addr.empty()) {
+    uint16_t sport = 0, rport = 0;
+    std::string h;
+    ticketd::io::parse_host_port(opts.saddr, &h, &sport);
+    ticketd::io::parse_host_port(opts.raddr, &h, &rport);
+    if (!ticketd::io::parse_host_port(opts.metrics_addr, &host, &port) || port == 0) {
+      return usage_error("bad --metrics-addr '" + opts.metrics_addr + "' (want host:port or :port)");
+    }
+    if (port == sport || port == rport || port == opts.tls_port) {
+      return usage_error("--metrics-addr port " + std::to_string(port) +
+                         " is another listener's: give each listener its own");
     }
   }
   if (opts.dir.empty()) return usage_error("--dir must not be empty");

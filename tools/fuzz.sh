@@ -5,7 +5,7 @@
 set -euo pipefail
 
 ALL_TARGETS=(fuzz_resp_parser fuzz_reply_reader fuzz_raft_codec fuzz_raft_node fuzz_peer_frames
-             fuzz_wal_recovery fuzz_tickets fuzz_acl fuzz_tls_session)
+             fuzz_wal_recovery fuzz_tickets fuzz_acl fuzz_tls_session fuzz_http_request)
 SECONDS_PER_TARGET=60
 UPDATE_CORPUS=0
 JOBS=$(nproc 2>/dev/null || echo 2)

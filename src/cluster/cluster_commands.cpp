@@ -278,6 +278,9 @@ server::ReplicationView RaftTicketLog::replication_view() const {
   return v;
 }
 
-void RaftTicketLog::publish_replication() { node_.publish_replication(replication_view()); }
+void RaftTicketLog::publish_replication() {
+  node_.publish_replication(replication_view());
+  node_.publish_raft_metrics(raft_metrics_view());
+}
 
 }  // namespace ticketd::cluster

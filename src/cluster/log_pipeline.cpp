@@ -125,6 +125,7 @@ bool RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
   applied_index_ = snapshot_index_ = s.index;
   node_.log_stats().counter.store(last_ticket());
   node_.log_stats().snapshot_index.store(snapshot_index_);
+  node_.log_stats().snapshot_ms.store(now_ms());
   publish_sequence_stats();  // INFO keyspace reflects the installed state at once
   node_.log_line("installed snapshot at index " + std::to_string(s.index) + " (last ticket " +
                  std::to_string(last_ticket()) + ")");
@@ -160,7 +161,14 @@ void RaftTicketLog::begin_wal_write() {
   TICKETD_TRACE_EV("wstart", wal_->last_index(), op_.len);
   writing_ = true;
   write_started_us_ = now_us();
-  node_.log_stats().writes.fetch_add(1, std::memory_order_relaxed);
+  LogStats& ls = node_.log_stats();
+  ls.writes.fetch_add(1, std::memory_order_relaxed);
+  if (tickets_since_write_ > 0) {
+    // The tickets of the entries proposed since the last write began: this write's.
+    ls.write_tickets.record(tickets_since_write_);
+    ls.write_tickets_sum.add(tickets_since_write_);
+    tickets_since_write_ = 0;
+  }
   loop_->write(op_.fd, op_.buf, op_.len, op_.offset, op_.dsync, &write_c_);
 }
 
@@ -178,7 +186,10 @@ void RaftTicketLog::finish_write(int64_t res) {
   writing_ = false;
   storage::Status s = wal_->end_write(res);
   LogStats& ls = node_.log_stats();
-  ls.last_write_us.store(now_us() - write_started_us_, std::memory_order_relaxed);
+  uint64_t took_us = now_us() - write_started_us_;
+  ls.last_write_us.store(took_us, std::memory_order_relaxed);
+  ls.wal_write_ns.record(took_us * 1000);
+  ls.wal_write_ns_sum.add(took_us * 1000);
   if (!s) stop_on_wal_failure("write failed");
   ls.durable_index.store(wal_->durable_index(), std::memory_order_relaxed);
   if (durability_ == Durability::kLow) {

@@ -119,7 +119,8 @@ void RaftTicketLog::propose_staged(bool full) {
   // apply() answers proposals front to back by index (see fail_uncommitted_proposals).
   TICKETD_CHECK(proposals_.empty() || proposals_.back().index < r.index);
   Proposal p{r.index, r.term, staged_total_, staging_.default_total(), staging_.named_items(),
-             now_ms(), {}};
+             now_ms(), {}, server::mono_ns()};
+  tickets_since_write_ += staged_total_;
   p.waiters.swap(staged_);
   staged_total_ = 0;
   staging_.clear();
@@ -160,6 +161,10 @@ void RaftTicketLog::apply(const raft::Entry& e) {
       if (!applied || cmd.kind != tickets::Command::Kind::kAllocate) {
         fail_waiters(p.waiters, BatchStatus::kExhausted);  // not ours after all: never here
       } else {
+        LogStats& ls = node_.log_stats();
+        uint64_t took = server::mono_ns() - p.created_ns;  // proposed -> applied, once per entry
+        ls.commit_ns.record(took);
+        ls.commit_ns_sum.add(took);
         hand_out(p, res);
       }
     } else {

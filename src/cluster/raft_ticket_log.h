@@ -118,6 +118,7 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
     size_t named_items;
     uint64_t created_ms;
     std::vector<Waiter> waiters;
+    uint64_t created_ns = 0;  // /metrics' commit latency ends when it is applied
   };
   // An admin command answered once the entry it proposed is applied (same index and term):
   // with ok_reply, or (a sequence command) from how its command applied.
@@ -263,7 +264,9 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   std::string cluster_nodes_text(const std::vector<ShardMember>& members) const;
   std::string cluster_info_text(const std::vector<ShardMember>& members) const;
   server::ReplicationView replication_view() const;
-  void publish_replication();
+  void publish_replication();  // and the Raft view of /metrics (metrics_view.cpp)
+  server::RaftMetricsView raft_metrics_view() const;
+  uint64_t tickets_since_write_ = 0;  // proposed since the last WAL write began (/metrics)
   uint64_t known_leader_ = raft::kNoId;  // the last leader this node knew of (peers.cpp)
 
   void on_tick();

@@ -71,6 +71,7 @@ void RaftTicketLog::finish_snapshot() {
   if (!st) node_.log_warning("wal compaction failed: " + st.message());
   LogStats& ls = node_.log_stats();
   ls.snapshot_index.store(snapshot_index_);
+  ls.snapshot_ms.store(now_ms());
   ls.snapshots.fetch_add(1);
 }
 

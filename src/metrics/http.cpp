@@ -104,10 +104,11 @@ HttpRequest parse_http_request(std::string_view buf) {
   r.path = target.substr(0, q);
   if (r.path.empty() || (r.path.front() != '/' && r.path != "*")) {
     // Absolute-form (http://host/metrics) is allowed by HTTP/1.1: keep its path.
-    size_t scheme = target.find("://");
-    if (scheme == std::string_view::npos) return bad(400, "malformed request target");
-    size_t slash = target.find('/', scheme + 3);
-    r.path = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash, q == std::string_view::npos ? std::string_view::npos : q - slash);
+    size_t scheme = ieq(target.substr(0, 7), "http://") ? 7 : ieq(target.substr(0, 8), "https://") ? 8 : 0;
+    if (scheme == 0) return bad(400, "malformed request target");
+    std::string_view rest = target.substr(scheme, q == std::string_view::npos ? std::string_view::npos : q - scheme);
+    size_t slash = rest.find('/');
+    r.path = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
   }
   // Header fields: NAME ":" VALUE; no obsolete line folding.
   size_t headers = 0;

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "client_auth.h"
+#include "metrics_endpoint.h"
 #include "ticketd/io/loop.h"
 #include "ticketd/server/server.h"
 
@@ -197,6 +198,14 @@ bool Node::start(std::string* err) {
            ": a server is already listening there";
     return false;
   }
+  if (!opts_.metrics_addr.empty()) {
+    // Bound before anything is written, so a taken port stops the node with nothing changed.
+    metrics_ = std::make_unique<MetricsEndpoint>(*this);
+    if (!metrics_->listen(opts_.metrics_addr, err)) {
+      metrics_.reset();
+      return false;
+    }
+  }
   if (!make_dirs(data_dir(), err)) return false;
   config_table_ = effective_config_table(*this);
   if (!log_->open(err)) return false;
@@ -220,6 +229,11 @@ bool Node::start(std::string* err) {
            " shard(s), durability " + durability_name(opts_.durability) + ", io_uring " +
            shards_[0]->loop()->setup_mode());
   log_line(auth_summary);
+  if (metrics_) {
+    metrics_->start();
+    log_line("metrics: Prometheus text format on http://" + opts_.metrics_addr + "/metrics (port " +
+             std::to_string(metrics_->port()) + ")");
+  }
   log(logging::Level::kVerbose, "settings: " + config_table_.describe());
   if (tls_) {
     auto set = tls_->current();
@@ -298,8 +312,11 @@ void Node::reply_admin(const AdminRequest& req, std::string bytes) {
   shards_[req.shard]->post_admin_reply(req.conn, req.seq, std::move(bytes));
 }
 
+uint16_t Node::metrics_port() const { return metrics_ ? metrics_->port() : 0; }
+
 void Node::stop() {
   std::lock_guard<std::mutex> g(stop_mu_);
+  if (metrics_) metrics_->stop();  // first: it reads the shards' counters
   if (stopped_) return;
   stopped_ = true;
   // Other shards first: their in-flight TICKETs still need shard 0's log to answer.

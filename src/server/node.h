@@ -19,6 +19,8 @@
 
 namespace ticketd::server {
 
+class MetricsEndpoint;
+
 // Figures the ticket log publishes for INFO and RAFT.* (written by shard 0, read anywhere).
 struct LogStats {
   std::atomic<uint64_t> counter{0};         // the last ticket handed out (applied state)
@@ -34,6 +36,42 @@ struct LogStats {
   std::atomic<bool> direct_io{false};
   std::atomic<bool> wal_stalled{false};     // no new WAL segment could be made (full disk)
   std::atomic<uint64_t> sequences{1};       // named sequences, `default` included (applied state)
+  std::atomic<uint64_t> snapshot_ms{0};     // now_ms() when this node last made or installed one
+  // /metrics histograms (shard 0 writes, the metrics thread reads): how long each WAL write
+  // took until durable (as the durability level defines it), how long from proposing an
+  // Allocate entry to applying it (the leader's commit), and how many tickets each log write
+  // that carried tickets held.
+  metrics::LatencyHistogram wal_write_ns;
+  metrics::Counter wal_write_ns_sum;
+  metrics::LatencyHistogram commit_ns;
+  metrics::Counter commit_ns_sum;
+  metrics::LatencyHistogram write_tickets;
+  metrics::Counter write_tickets_sum;
+};
+
+// What /metrics shows of Raft (src/server/metrics_endpoint.cpp), published by shard 0 with
+// ReplicationView every 100 ms. Indexes are Raft log indexes.
+struct RaftMetricsView {
+  struct Peer {
+    uint64_t id = 0;
+    std::string raft_addr;
+    bool voter = false;
+    bool link_up = false;        // our link to it is connected
+    bool progress = false;       // the fields below are known (this node leads)
+    uint64_t match = 0;          // the last entry it has durable, as the leader knows
+    uint64_t last_contact_ms = 0;
+  };
+  bool published = false;
+  std::string role;              // leader, follower, candidate, precandidate
+  uint64_t term = 0;
+  uint64_t leader_id = 0;        // 0: none known
+  uint64_t leader_changes = 0;
+  uint64_t commit_index = 0;
+  uint64_t applied_index = 0;
+  uint64_t last_index = 0;
+  uint64_t snapshot_index = 0;
+  bool voter = false;            // this node votes in its latest configuration
+  std::vector<Peer> peers;       // every other member of the latest configuration
 };
 
 // What INFO replication shows (src/server/cluster_api.cpp), published by the ticket log on
@@ -165,6 +203,16 @@ class Node {
     std::lock_guard<std::mutex> g(replication_mu_);
     return replication_;
   }
+  void publish_raft_metrics(RaftMetricsView v) {
+    std::lock_guard<std::mutex> g(replication_mu_);
+    raft_metrics_ = std::move(v);
+  }
+  RaftMetricsView raft_metrics() {
+    std::lock_guard<std::mutex> g(replication_mu_);
+    return raft_metrics_;
+  }
+  // --metrics-addr: the port bound (0: none).
+  uint16_t metrics_port() const;
 
  private:
   ServerOptions opts_;
@@ -192,6 +240,8 @@ class Node {
   metrics::StatsView stats_baseline_;
   std::mutex replication_mu_;  // INFO replication only, never the ticket path
   ReplicationView replication_;
+  RaftMetricsView raft_metrics_;
+  std::unique_ptr<MetricsEndpoint> metrics_;  // --metrics-addr (metrics_endpoint.h)
 };
 
 uint64_t now_ms();

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import urllib.request
 
 from harness import Client, Node, check, free_port, run_main
 
@@ -82,16 +83,17 @@ def allowed_syscalls():
 class ConfNode(Node):
     """A node from the sample config; addresses, dir and secret files from the command line."""
 
-    def __init__(self, binary, tmp, pwfile, secretfile, prefix=()):
+    def __init__(self, binary, tmp, pwfile, secretfile, prefix=(), more=()):
         super().__init__(binary, dir=tmp, auth=PASSWORD)
         self.prefix = list(prefix)
+        self.more = list(more)
         self.pwfile, self.secretfile = pwfile, secretfile
 
     def args(self):
         return self.prefix + [self.binary, "--config", CONF, "--saddr", "127.0.0.1:%d" % self.port,
                               "--raddr", "127.0.0.1:%d" % self.rport, "--dir", self.dir,
                               "--threads", "2", "--requirepass-file", self.pwfile,
-                              "--cluster-secret-file", self.secretfile]
+                              "--cluster-secret-file", self.secretfile] + self.more
 
 
 def main(args):
@@ -139,9 +141,11 @@ def main(args):
                 print("skip: strace is not installed: the system calls are not traced")
             else:
                 trace = os.path.join(tmp, "trace")
+                mport = free_port()  # the metrics thread's calls are traced too
                 node = ConfNode(args.binary, tmp, pwfile, secretfile,
                                 prefix=["strace", "-f", "-qq", "-e", "trace=all", "-e",
-                                        "signal=none", "-o", trace])
+                                        "signal=none", "-o", trace],
+                                more=["--metrics-addr", "127.0.0.1:%d" % mport])
                 node.start(wait=False)
                 node.wait_ready(timeout=30)
                 c = node.client()
@@ -151,6 +155,9 @@ def main(args):
                 c.call("RAFT.SNAPSHOT")
                 c.call("INFO")
                 c.call("CONFIG", "GET", "*")
+                with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=20) as r:
+                    check(r.status == 200 and b"ticketd_raft_term" in r.read(),
+                          "... and serves --metrics-addr under strace")
                 # SIGTERM to ticketd itself (strace's child); strace exits with its status.
                 with open("/proc/%d/task/%d/children" % (node.proc.pid, node.proc.pid)) as f:
                     child = int(f.read().split()[0])

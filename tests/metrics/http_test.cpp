@@ -64,6 +64,8 @@ TEST(HttpRequest, RefusesMalformedRequestsWith4xx) {
       {"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", 400},
       {"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
       {"GET /metrics HTTP/1.1\r\nHo st: x\r\n\r\n", 400},
+      // Found by fuzz_http_request: "://" alone made an absolute-form target.
+      {"GET ET%://ZZ HTTP/1.0\r\n\r\n", 400},
   };
   for (const Case& c : cases) {
     HttpRequest r = parse_http_request(c.req);

@@ -77,6 +77,8 @@ struct ServerOptions {
   TlsAuthClients tls_auth_clients = TlsAuthClients::kYes;  // as Redis: clients need a certificate
   bool tls_cluster = false;               // peer links: mutual TLS, the certificate names the node
   unsigned tls_handshake_timeout_ms = 10000;  // a client's or peer's handshake, from accept
+  // Prometheus metrics over HTTP (issue 14): host:port of GET /metrics, empty: none.
+  std::string metrics_addr;
 };
 
 // TLS is configured (a TLS client listener or TLS peer links): the files must load.
