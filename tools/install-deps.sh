@@ -25,6 +25,8 @@ PKGS=(
   # test_redis_exporter: the exporter monitoring stacks run against Redis, unmodified;
   # test_prometheus_scrape: a real Prometheus server scraping --metrics-addr.
   prometheus-redis-exporter prometheus
+  # test_rolling_upgrade: git exports the previous release, which cmake builds.
+  git
 )
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NODE_CLIENTS="$ROOT/tests/integration/node"

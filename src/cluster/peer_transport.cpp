@@ -29,6 +29,9 @@ constexpr size_t kMaxDiscardBytes = 1u << 20;
 constexpr char kHelloMagic[4] = {'T', 'K', 'D', 'P'};
 constexpr uint8_t kHelloVersion = 2;      // 2: + target id
 constexpr uint8_t kHelloVersionAuth = 3;  // 3: + the dialer's nonce (a cluster secret)
+constexpr uint8_t kHelloVersionWire = 4;  // 4: + flags and the dialer's wire versions
+constexpr uint8_t kHelloFlagNonce = 1;
+constexpr char kWelcomeMagic[4] = {'T', 'K', 'D', 'W'};
 constexpr char kChallengeMagic[4] = {'T', 'K', 'D', 'C'};
 constexpr char kProofMagic[4] = {'T', 'K', 'D', 'A'};
 
@@ -166,11 +169,22 @@ uint64_t xorshift(uint64_t* s) {
 
 }  // namespace
 
+uint8_t negotiate_wire(uint8_t min_a, uint8_t max_a, uint8_t min_b, uint8_t max_b) {
+  uint8_t hi = std::min(max_a, max_b);
+  return hi >= std::max(min_a, min_b) ? hi : 0;
+}
+
 void append_hello_frame(const PeerHello& h, std::string* out) {
   size_t start = begin_frame(out, PeerFrameKind::kHello);
   size_t body = out->size();
+  bool wire = h.wire_max >= 2;
   out->append(kHelloMagic, 4);
-  out->push_back(static_cast<char>(kHelloVersion));
+  out->push_back(static_cast<char>(wire ? kHelloVersionWire : kHelloVersion));
+  if (wire) {
+    out->push_back(static_cast<char>(h.has_nonce ? kHelloFlagNonce : 0));
+    out->push_back(static_cast<char>(h.wire_min));
+    out->push_back(static_cast<char>(h.wire_max));
+  }
   put64(out, h.cluster_id);
   put64(out, h.node_id);
   put64(out, h.incarnation);
@@ -181,7 +195,7 @@ void append_hello_frame(const PeerHello& h, std::string* out) {
   }
   put64(out, h.target_id);
   if (h.has_nonce) {
-    (*out)[body + 4] = static_cast<char>(kHelloVersionAuth);
+    if (!wire) (*out)[body + 4] = static_cast<char>(kHelloVersionAuth);
     out->append(reinterpret_cast<const char*>(h.nonce.data()), h.nonce.size());
   }
   put64(out, XXH3_64bits(out->data() + body, out->size() - body));
@@ -195,13 +209,28 @@ std::string decode_hello(std::string_view in, PeerHello* out) {
   size_t body = in.size() - 8;
   if (XXH3_64bits(in.data(), body) != get64(in.data() + body)) return "hello checksum mismatch";
   uint8_t version = static_cast<uint8_t>(in[4]);
-  if (version != kHelloVersion && version != kHelloVersionAuth) {
+  if (version != kHelloVersion && version != kHelloVersionAuth && version != kHelloVersionWire) {
     return "unsupported hello version " + std::to_string(version);
   }
-  out->cluster_id = get64(in.data() + 5);
-  out->node_id = get64(in.data() + 13);
-  out->incarnation = get64(in.data() + 21);
-  size_t pos = kFixed;
+  size_t ext = 0;  // version 4: flags, wire_min, wire_max after the version byte
+  out->has_nonce = version == kHelloVersionAuth;
+  out->wire_min = out->wire_max = 1;
+  if (version == kHelloVersionWire) {
+    ext = 3;
+    if (in.size() < kFixed + ext + 2 + 2 + 8 + 8) return "hello too short";
+    uint8_t flags = static_cast<uint8_t>(in[5]);
+    if ((flags & ~kHelloFlagNonce) != 0) return "unknown hello flags";
+    out->has_nonce = (flags & kHelloFlagNonce) != 0;
+    out->wire_min = static_cast<uint8_t>(in[6]);
+    out->wire_max = static_cast<uint8_t>(in[7]);
+    if (out->wire_min == 0 || out->wire_max < 2 || out->wire_min > out->wire_max) {
+      return "bad wire versions in hello";
+    }
+  }
+  out->cluster_id = get64(in.data() + ext + 5);
+  out->node_id = get64(in.data() + ext + 13);
+  out->incarnation = get64(in.data() + ext + 21);
+  size_t pos = kFixed + ext;
   for (std::string* s : {&out->service_addr, &out->raft_addr}) {
     if (pos + 2 > body) return "hello truncated";
     size_t n = get16(in.data() + pos);
@@ -213,7 +242,6 @@ std::string decode_hello(std::string_view in, PeerHello* out) {
   if (pos + 8 > body) return "hello truncated";
   out->target_id = get64(in.data() + pos);
   pos += 8;
-  out->has_nonce = version == kHelloVersionAuth;
   out->nonce = {};
   if (out->has_nonce) {
     if (pos + out->nonce.size() > body) return "hello truncated";
@@ -250,6 +278,25 @@ std::string decode_challenge(std::string_view in, PeerChallenge* out) {
   out->listener_id = get64(in.data() + 4);
   std::memcpy(out->nonce.data(), in.data() + 12, 32);
   std::memcpy(out->proof.data(), in.data() + 44, 32);
+  return "";
+}
+
+void append_welcome_frame(const PeerWelcome& w, std::string* out) {
+  size_t start = begin_frame(out, PeerFrameKind::kWelcome);
+  out->append(kWelcomeMagic, 4);
+  out->push_back(static_cast<char>(w.wire_min));
+  out->push_back(static_cast<char>(w.wire_max));
+  out->push_back(static_cast<char>(w.chosen));
+  end_frame(out, start);
+}
+
+std::string decode_welcome(std::string_view in, PeerWelcome* out) {
+  if (in.size() != 4 + 3) return "welcome of " + std::to_string(in.size()) + " bytes";
+  if (std::memcmp(in.data(), kWelcomeMagic, 4) != 0) return "welcome magic mismatch";
+  out->wire_min = static_cast<uint8_t>(in[4]);
+  out->wire_max = static_cast<uint8_t>(in[5]);
+  out->chosen = static_cast<uint8_t>(in[6]);
+  if (out->chosen < out->wire_min || out->chosen > out->wire_max) return "welcome chose outside its range";
   return "";
 }
 
@@ -315,6 +362,9 @@ struct PeerTransport::Conn {
   bool challenged = false;
   bool authed = false;
   bool auth_failed = false;  // closed for a failed proof (logged, rate-limited, already)
+  uint8_t hello_wire_max = 0;  // outbound: the wire_max our hello offered
+  bool welcomed = false;       // outbound: the listener answered WELCOME
+  bool got_refuse = false;     // outbound: the listener answered REFUSE
   std::string control;
   PeerFrameReader reader;
   std::string sending;  // the bytes of the one send in flight (whole frames only)
@@ -350,6 +400,10 @@ struct PeerTransport::Link {
   bool refused = false;      // the peer refused our hello: wait the longest backoff
   bool fail_logged = false;  // one log line per streak of failed attempts
   bool callback = false;     // dialled back to a caller outside our configuration (see Hooks)
+  // Wire versions: the peer closed our version 4 hello unanswered (an older release), so the
+  // next connections send the version 2/3 hello, until one of those breaks.
+  bool legacy_hello = false;
+  uint8_t wire = 0;          // of the current connection: 0 until known (see wire_version)
   uint64_t rng = 0;
 };
 
@@ -742,6 +796,10 @@ void PeerTransport::link_up(Conn* c) {
   // torn by an earlier connection's break was dropped, never resent in part).
   PeerHello h{t->opts_.cluster_id, t->opts_.self_id, t->opts_.incarnation, t->opts_.service_addr,
               t->opts_.raft_addr, l->id};
+  h.wire_min = kWireVersionMin;
+  h.wire_max = l->legacy_hello ? kWireVersionMin : kWireVersion;
+  c->hello_wire_max = h.wire_max;
+  l->wire = l->legacy_hello ? kWireVersionMin : 0;
   if (t->opts_.secret) {
     h.has_nonce = true;  // fresh per connection: a recorded handshake proves nothing here
     auth::random_bytes(h.nonce.data(), h.nonce.size());
@@ -822,6 +880,12 @@ void PeerTransport::on_send(io::Completion* comp, int32_t res, uint32_t) {
     }
     // The reason is on its way; FIN after it. We keep reading until the peer closes.
     ::shutdown(c->fd, SHUT_WR);
+    return;
+  }
+  if (c->link == nullptr && !c->control.empty()) {
+    c->sending.swap(c->control);  // an inbound link's WELCOME that waited for the CHALLENGE
+    c->control.clear();
+    t->start_send(c);
     return;
   }
   t->start_next_send(c);
@@ -1027,12 +1091,33 @@ bool PeerTransport::handle_frame(Conn* c, uint8_t kind, std::string_view payload
       log("peer " + std::to_string(l->id) + " at " + l->addr + " refused our hello: " + reason);
       stats_.refused_by_peer++;
       l->refused = true;
+      c->got_refuse = true;
       c->close_reason = "refused by the peer: " + reason;
       if (hooks_.on_refused) hooks_.on_refused(l->id, reason);
       return false;
     }
     if (kind == static_cast<uint8_t>(PeerFrameKind::kChallenge) && opts_.secret && !c->authed) {
       return handle_challenge(c, payload);
+    }
+    if (kind == static_cast<uint8_t>(PeerFrameKind::kWelcome) && c->hello_wire_max >= 2 && !c->welcomed) {
+      PeerWelcome w;
+      std::string err = decode_welcome(payload, &w);
+      if (err.empty() && negotiate_wire(kWireVersionMin, c->hello_wire_max, w.chosen, w.chosen) == 0) {
+        err = "it chose wire version " + std::to_string(w.chosen) + ", which we did not offer";
+      }
+      if (!err.empty()) {
+        stats_.bad_frames++;
+        c->close_reason = "bad welcome: " + err;
+        return false;
+      }
+      c->welcomed = true;
+      if (l->wire != w.chosen) {
+        log("peer " + std::to_string(l->id) + " at " + l->addr + ": wire version " +
+            std::to_string(w.chosen) + " (it speaks " + std::to_string(w.wire_min) + " to " +
+            std::to_string(w.wire_max) + ")");
+      }
+      l->wire = w.chosen;
+      return true;
     }
     stats_.bad_frames++;
     c->close_reason = "unexpected frame kind " + std::to_string(kind) + " on an outbound link";
@@ -1171,7 +1256,13 @@ bool PeerTransport::handle_challenge(Conn* c, std::string_view payload) {
 bool PeerTransport::accept_hello(Conn* c) {
   const PeerHello& h = c->hello;
   std::string reason;
-  if (h.cluster_id != 0 && opts_.cluster_id != 0 && h.cluster_id != opts_.cluster_id) {
+  uint8_t wire = negotiate_wire(kWireVersionMin, kWireVersion, h.wire_min, h.wire_max);
+  if (wire == 0) {
+    reason = "no common wire version: node " + std::to_string(h.node_id) + " speaks " +
+             std::to_string(h.wire_min) + " to " + std::to_string(h.wire_max) + ", this node " +
+             std::to_string(kWireVersionMin) + " to " + std::to_string(kWireVersion) +
+             " (upgrade one release at a time)";
+  } else if (h.cluster_id != 0 && opts_.cluster_id != 0 && h.cluster_id != opts_.cluster_id) {
     reason = "cluster id mismatch: ours " + std::to_string(opts_.cluster_id) + ", theirs " +
              std::to_string(h.cluster_id);
   } else if (h.cluster_id == 0 && opts_.cluster_id != 0 && !configured_peer(h.node_id)) {
@@ -1203,7 +1294,19 @@ bool PeerTransport::accept_hello(Conn* c) {
   unhelloed_--;
   c->reader.set_max_frame(opts_.max_frame_bytes);
   log("accepted peer node " + std::to_string(h.node_id) + " (raft " + h.raft_addr + ", service " +
-      h.service_addr + ")");
+      h.service_addr + ", wire version " + std::to_string(wire) + ")");
+  if (h.wire_max >= 2) {
+    // Only a dialer of the version 4 hello expects (and understands) the answer.
+    std::string frame;
+    append_welcome_frame(PeerWelcome{kWireVersionMin, kWireVersion, wire}, &frame);
+    if (c->send_inflight) {
+      c->control += frame;  // after the CHALLENGE's send (on_send)
+    } else {
+      c->sending = std::move(frame);
+      c->send_off = 0;
+      start_send(c);
+    }
+  }
   // A newer link from the same node replaces any older one (the peer opens one outbound link
   // at a time; an older one is half-open or about to close).
   std::vector<Conn*> older;
@@ -1255,9 +1358,22 @@ void PeerTransport::break_conn(Conn* c, const std::string& why) {
   c->closing = true;
   if (c->close_reason.empty()) c->close_reason = why;
   if (c->link != nullptr) {
+    Link* l = c->link;
     if (c->up && !c->auth_failed && !shutting_down_) {
-      log("link to peer " + std::to_string(c->link->id) + " at " + c->link->addr +
-          " closed: " + why);
+      log("link to peer " + std::to_string(l->id) + " at " + l->addr + " closed: " + why);
+    }
+    if (c->up && !shutting_down_ && !l->removed) {
+      if (c->hello_wire_max >= 2 && !c->welcomed && !c->got_refuse && !c->auth_failed) {
+        // A release before wire version 2 closes a hello it cannot read, without a word.
+        if (!l->legacy_hello) {
+          log("peer " + std::to_string(l->id) + " at " + l->addr + " closed the link without "
+              "answering our hello: it may run an older release; the next connection offers "
+              "wire version " + std::to_string(kWireVersionMin) + " only");
+        }
+        l->legacy_hello = true;
+      } else if (c->hello_wire_max < 2) {
+        l->legacy_hello = false;  // the peer may have been upgraded meanwhile: offer ours again
+      }
     }
   } else if (c->hello_ok && !shutting_down_) {
     log("link from peer node " + std::to_string(c->hello.node_id) + " closed: " + why);
@@ -1400,6 +1516,11 @@ size_t PeerTransport::inflight_ops() const {
   for (const auto& [id, l] : links_) n += l->timer_armed;
   for (const auto& l : retired_links_) n += l->timer_armed;
   return n;
+}
+
+uint8_t PeerTransport::wire_version(uint64_t id) const {
+  auto it = links_.find(id);
+  return it == links_.end() || it->second->conn == nullptr ? 0 : it->second->wire;
 }
 
 bool PeerTransport::connected(uint64_t id) const {

@@ -34,7 +34,21 @@ enum class PeerFrameKind : uint8_t {
   // the dialer checks that proof and answers PROOF (its own); only then do MESSAGEs flow.
   kChallenge = 4,  // listener -> dialer: see append_challenge_frame
   kProof = 5,      // dialer -> listener: see append_proof_frame
+  // Wire version 2: the listener's answer to an accepted hello of version 4 (see
+  // append_welcome_frame). Never sent to a dialer of an older hello.
+  kWelcome = 6,
 };
+
+// The peer protocol ("wire") versions this build speaks. 1: hellos of version 2/3 and nothing
+// back but CHALLENGE/REFUSE (every release before rolling upgrades); 2: the dialer's hello
+// (version 4) offers its range, the listener answers WELCOME with the version chosen. Raft
+// messages are codec version 1 (raft/codec.h) at both; a later message format is sent only
+// on a link whose negotiated version has it. A node dials a peer with version 4 first; a peer
+// of an older release closes such a link at once (it does not know the hello), and the next
+// connection to it uses the version 2/3 hello (wire 1) until that link breaks (the peer was
+// restarted: upgraded, maybe), when version 4 is tried again.
+inline constexpr uint8_t kWireVersionMin = 1;
+inline constexpr uint8_t kWireVersion = 2;
 
 using PeerNonce = std::array<uint8_t, 32>;
 
@@ -51,9 +65,16 @@ struct PeerHello {
   // Version 3: the sender holds a cluster secret; its fresh nonce opens the challenge.
   bool has_nonce = false;
   PeerNonce nonce{};
+  // The wire versions the sender speaks. [1, 1]: the hello of version 2/3 (every release before
+  // wire version 2, and this build's fallback to one); otherwise the hello of version 4.
+  uint8_t wire_min = 1;
+  uint8_t wire_max = 1;
 
   bool operator==(const PeerHello&) const = default;
 };
+
+// The wire version two ranges share (the highest), or 0 if they do not overlap.
+uint8_t negotiate_wire(uint8_t min_a, uint8_t max_a, uint8_t min_b, uint8_t max_b);
 
 struct PeerChallenge {
   uint64_t listener_id = 0;  // who answers (the dialer checks it is the node it meant)
@@ -73,18 +94,29 @@ inline constexpr size_t kMaxHelloAddrBytes = 1024;
 // The largest frame a link accepts before a valid hello (an inbound link) or at all (an outbound
 // link, which only ever receives a REFUSE): a stranger cannot make us reserve more than this.
 inline constexpr uint32_t kMaxHelloFrameBytes =
-    1 + 4 + 1 + 8 * 3 + 2 * (2 + kMaxHelloAddrBytes) + 8 + 32 + 8;
+    1 + 4 + 1 + 3 + 8 * 3 + 2 * (2 + kMaxHelloAddrBytes) + 8 + 32 + 8;
 inline constexpr uint32_t kMaxRefuseFrameBytes = 1 + 4096;
 
 // Hello payload: "TKDP" | u8 version (2, or 3 with a nonce) | u64 cluster | u64 node |
 // u64 incarnation | u16 len + service_addr | u16 len + raft_addr | u64 target |
 // [version 3: 32-byte nonce] | u64 xxh3 of everything before it (all LE).
+// Version 4 (wire_max >= 2): "TKDP" | u8 4 | u8 flags (1: nonce) | u8 wire_min | u8 wire_max |
+// then as version 2 from the cluster id on, the nonce if flagged, the checksum.
 void append_hello_frame(const PeerHello& h, std::string* out);
 // Decodes a hello payload (the bytes after the kind). "" on success, else the error text.
 std::string decode_hello(std::string_view payload, PeerHello* out);
 // Challenge payload: "TKDC" | u64 listener id (LE) | 32-byte nonce | 32-byte proof.
 void append_challenge_frame(const PeerChallenge& c, std::string* out);
 std::string decode_challenge(std::string_view payload, PeerChallenge* out);
+// Welcome payload: "TKDW" | u8 wire_min | u8 wire_max (the listener's) | u8 chosen.
+struct PeerWelcome {
+  uint8_t wire_min = 0;
+  uint8_t wire_max = 0;
+  uint8_t chosen = 0;
+  bool operator==(const PeerWelcome&) const = default;
+};
+void append_welcome_frame(const PeerWelcome& w, std::string* out);
+std::string decode_welcome(std::string_view payload, PeerWelcome* out);
 // Proof payload: "TKDA" | 32-byte proof.
 void append_proof_frame(const auth::Digest& proof, std::string* out);
 std::string decode_proof(std::string_view payload, auth::Digest* out);
@@ -232,6 +264,9 @@ class PeerTransport {
 
   const Stats& stats() const { return stats_; }
   bool connected(uint64_t id) const;  // outbound link up and hello sent
+  // The wire version of our link to `id` (0: not negotiated yet; 1 after a fallback to the
+  // older hello; else what its WELCOME chose).
+  uint8_t wire_version(uint64_t id) const;
   bool has_peer(uint64_t id) const { return links_.count(id) != 0; }  // configured or callback
   size_t inbound_conns() const { return inbound_; }
   // Kernel operations of ours not yet finally completed (0 after shutdown()).

@@ -12,7 +12,10 @@
 namespace ticketd::storage {
 namespace {
 
-constexpr uint64_t kMagic = 0x31765348444b5454ull;  // "TTKDHSv1" little-endian
+// "TTKDHSv1" little-endian: format version 1 is the last byte. Every format keeps the slot's
+// frame (the magic's first 7 bytes, the XXH3 of the slot's first kSlotBytes-8 bytes at its
+// end), so a slot of a newer release is told from a damaged one.
+constexpr uint64_t kMagic = 0x31765348444b5454ull;
 constexpr size_t kSeqOffset = 8;
 constexpr size_t kTermOffset = 16;
 constexpr size_t kVoteOffset = 24;
@@ -31,6 +34,13 @@ uint64_t load_u64(const std::byte* p) {
 void store_u64(std::byte* p, uint64_t v) { std::memcpy(p, &v, 8); }
 
 }  // namespace
+
+int hard_state_slot_format(const std::byte* slot) {
+  if (std::memcmp(slot, &kMagic, 7) != 0) return 0;
+  if (load_u64(slot + kChecksumOffset) != XXH3_64bits(slot, kChecksumOffset)) return 0;
+  char v = static_cast<char>(slot[7]);
+  return v >= '1' && v <= '9' ? v - '0' : 0;
+}
 
 bool decode_hard_state_slot(const std::byte* slot, uint64_t* sequence, HardState* state) {
   if (load_u64(slot) != kMagic) return false;
@@ -69,6 +79,14 @@ Status HardStateFile::open(const std::string& path, std::unique_ptr<HardStateFil
   if (data.size() != kFileBytes) {
     return Status::corrupt("hard state " + path + " has " + std::to_string(data.size()) +
                            " bytes, expected " + std::to_string(kFileBytes));
+  }
+  for (size_t i = 0; i < 2; ++i) {
+    int format = hard_state_slot_format(data.data() + i * kSlotBytes);
+    if (format > kHardStateFormat) {
+      return Status::corrupt("hard state " + path + " is in format " + std::to_string(format) +
+                             ", written by a newer release; this build reads format " +
+                             std::to_string(kHardStateFormat) + " (downgrades are not supported)");
+    }
   }
   uint64_t best_seq = 0;
   bool have = false;

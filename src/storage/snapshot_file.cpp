@@ -12,7 +12,11 @@
 namespace ticketd::storage {
 namespace {
 
-constexpr uint64_t kMagic = 0x3150414e53444b54ull;  // "TKDSNAP1" little-endian
+// "TKDSNAP1" little-endian: format version 1 is the last byte. Every format keeps the 24-byte
+// header (magic, length, checksum over the first 16 header bytes and the body), so a file of
+// a newer release is told from a damaged one.
+constexpr uint64_t kMagic = 0x3150414e53444b54ull;
+constexpr int kFormat = 1;
 constexpr size_t kHeaderBytes = 24;                 // magic, length, checksum
 
 uint64_t snapshot_checksum(const std::byte* header16, std::span<const std::byte> data) {
@@ -54,13 +58,20 @@ Status SnapshotFile::load(const std::string& path, std::vector<std::byte>* data)
   std::memcpy(&magic, image.data(), 8);
   std::memcpy(&len, image.data() + 8, 8);
   std::memcpy(&sum, image.data() + 16, 8);
-  if (magic != kMagic) return Status::corrupt("snapshot " + path + " has a bad magic number");
+  bool same_frame = std::memcmp(&magic, &kMagic, 7) == 0;
+  if (!same_frame) return Status::corrupt("snapshot " + path + " has a bad magic number");
   if (len != image.size() - kHeaderBytes) {
     return Status::corrupt("snapshot " + path + " length mismatch");
   }
   std::span<const std::byte> body(image.data() + kHeaderBytes, len);
   if (snapshot_checksum(image.data(), body) != sum) {
     return Status::corrupt("snapshot " + path + " fails its checksum");
+  }
+  if (magic != kMagic) {
+    char v = static_cast<char>(image[7]);
+    return Status::corrupt("snapshot " + path + " is in format " + std::string(1, v) +
+                           ", written by a newer release; this build reads format " +
+                           std::to_string(kFormat) + " (downgrades are not supported)");
   }
   data->assign(body.begin(), body.end());
   return Status::ok();

@@ -322,6 +322,14 @@ Status Wal::recover(WalRecoveryReport* rep, std::vector<WalRecord>* recovered) {
     for (;;) {
       WalRecordView v;
       dec = decode_wal_record(std::span<const std::byte>(data).subspan(off), max_payload_, &v);
+      if (dec == WalDecode::kNewerFormat) {
+        // Never cut off: the log is intact, this build cannot read it.
+        return Status::corrupt("wal segment " + seg.path + ": the record at index " +
+                               std::to_string(idx) + " is in format " +
+                               std::to_string(static_cast<unsigned>(data[off + kWalFormatOffset])) +
+                               ", written by a newer release; this build reads format " +
+                               std::to_string(kWalFormat) + " (downgrades are not supported)");
+      }
       if (dec != WalDecode::kOk) break;
       if (v.index != idx) {
         dec = WalDecode::kCorrupt;

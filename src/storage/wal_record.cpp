@@ -43,8 +43,8 @@ WalDecode decode_wal_record(std::span<const std::byte> in, size_t max_payload, W
   if (all_zero) return WalDecode::kEnd;
   uint32_t len;
   std::memcpy(&len, h + kWalLengthOffset, 4);
-  if (h[kWalReservedOffset] != std::byte{0} || h[kWalReservedOffset + 1] != std::byte{0} ||
-      h[kWalReservedOffset + 2] != std::byte{0} || len > max_payload) {
+  if (h[kWalReservedOffset + 1] != std::byte{0} || h[kWalReservedOffset + 2] != std::byte{0} ||
+      len > max_payload) {
     return WalDecode::kCorrupt;
   }
   if (in.size() - kWalHeaderBytes < len) return WalDecode::kTorn;
@@ -52,6 +52,7 @@ WalDecode decode_wal_record(std::span<const std::byte> in, size_t max_payload, W
   uint64_t stored;
   std::memcpy(&stored, h + kWalChecksumOffset, 8);
   if (stored != wal_record_checksum(h, payload)) return WalDecode::kCorrupt;
+  if (static_cast<uint8_t>(h[kWalFormatOffset]) != kWalFormat) return WalDecode::kNewerFormat;
   out->type = static_cast<uint8_t>(h[kWalTypeOffset]);
   std::memcpy(&out->term, h + kWalTermOffset, 8);
   std::memcpy(&out->index, h + kWalIndexOffset, 8);
@@ -70,6 +71,8 @@ const char* wal_decode_name(WalDecode d) {
       return "torn record";
     case WalDecode::kCorrupt:
       return "corrupt record";
+    case WalDecode::kNewerFormat:
+      return "record of a newer format";
   }
   return "?";
 }

@@ -251,16 +251,8 @@ class PeerTransportTest : public ::testing::Test {
 
 // ---- Framing, without sockets ----
 
-TEST(PeerFrames, HelloRoundTripsAndEveryCorruptionIsRejected) {
-  PeerHello h{7, 2, 99, "10.0.0.2:11002", "10.0.0.2:12002", 5};
-  std::string frame;
-  append_hello_frame(h, &frame);
-  ASSERT_GT(frame.size(), kPeerFrameHeader);
-  EXPECT_EQ(static_cast<uint8_t>(frame[4]), static_cast<uint8_t>(PeerFrameKind::kHello));
-  std::string payload = frame.substr(kPeerFrameHeader);
-  PeerHello back;
-  ASSERT_EQ(decode_hello(payload, &back), "");
-  EXPECT_EQ(back, h);
+// Every flipped bit-5 and every prefix of a hello payload is refused.
+void expect_every_corruption_refused(const std::string& payload) {
   for (size_t i = 0; i < payload.size(); ++i) {
     std::string bad = payload;
     bad[i] = static_cast<char>(bad[i] ^ 0x20);
@@ -271,6 +263,19 @@ TEST(PeerFrames, HelloRoundTripsAndEveryCorruptionIsRejected) {
     PeerHello x;
     EXPECT_NE(decode_hello(std::string_view(payload).substr(0, n), &x), "") << "prefix " << n;
   }
+}
+
+TEST(PeerFrames, HelloRoundTripsAndEveryCorruptionIsRejected) {
+  PeerHello h{7, 2, 99, "10.0.0.2:11002", "10.0.0.2:12002", 5};
+  std::string frame;
+  append_hello_frame(h, &frame);
+  ASSERT_GT(frame.size(), kPeerFrameHeader);
+  EXPECT_EQ(static_cast<uint8_t>(frame[4]), static_cast<uint8_t>(PeerFrameKind::kHello));
+  std::string payload = frame.substr(kPeerFrameHeader);
+  PeerHello back;
+  ASSERT_EQ(decode_hello(payload, &back), "");
+  EXPECT_EQ(back, h);
+  expect_every_corruption_refused(payload);
 }
 
 TEST(PeerFrames, ReaderReassemblesAtEverySplit) {
@@ -1049,6 +1054,110 @@ TEST_F(PeerTransportTest, APeerThatNeverChallengesIsDroppedAfterTheHelloTimeout)
   for (auto& f : frames) EXPECT_EQ(f.first, static_cast<uint8_t>(PeerFrameKind::kHello));
   EXPECT_FALSE(a->t->connected(9));
   ::close(c);
+  ::close(lfd);
+}
+
+// ---- Wire versions (rolling upgrades)
+
+TEST(PeerFrames, HelloVersion4CarriesWireVersionsAndTheOlderHelloIsUnchanged) {
+  PeerHello old{7, 2, 99, "10.0.0.2:11002", "10.0.0.2:12002", 5};
+  std::string frame;
+  append_hello_frame(old, &frame);
+  std::string payload = frame.substr(kPeerFrameHeader);
+  EXPECT_EQ(static_cast<uint8_t>(payload[4]), 2u) << "wire [1,1]: the hello of every earlier release";
+  EXPECT_EQ(payload.size(), 4 + 1 + 24 + 2 + 14 + 2 + 14 + 8 + 8u);
+  for (bool nonce : {false, true}) {
+    PeerHello h = old;
+    h.wire_min = kWireVersionMin;
+    h.wire_max = kWireVersion;
+    h.has_nonce = nonce;
+    if (nonce) h.nonce[3] = 9;
+    std::string f;
+    append_hello_frame(h, &f);
+    std::string p = f.substr(kPeerFrameHeader);
+    EXPECT_EQ(static_cast<uint8_t>(p[4]), 4u);
+    PeerHello back;
+    ASSERT_EQ(decode_hello(p, &back), "");
+    EXPECT_EQ(back, h);
+    expect_every_corruption_refused(p);
+  }
+}
+
+TEST(PeerFrames, WelcomeRoundTripsAndWireVersionsNegotiate) {
+  std::string f;
+  append_welcome_frame(PeerWelcome{1, 2, 2}, &f);
+  EXPECT_EQ(static_cast<uint8_t>(f[4]), static_cast<uint8_t>(PeerFrameKind::kWelcome));
+  PeerWelcome w;
+  ASSERT_EQ(decode_welcome(f.substr(kPeerFrameHeader), &w), "");
+  EXPECT_EQ(w, (PeerWelcome{1, 2, 2}));
+  std::string bad;
+  append_welcome_frame(PeerWelcome{1, 2, 3}, &bad);
+  EXPECT_NE(decode_welcome(bad.substr(kPeerFrameHeader), &w), "") << "a choice outside its range";
+  EXPECT_NE(decode_welcome(f.substr(kPeerFrameHeader, 5), &w), "");
+  EXPECT_EQ(negotiate_wire(1, 2, 1, 1), 1) << "the previous release";
+  EXPECT_EQ(negotiate_wire(1, 2, 1, 2), 2);
+  EXPECT_EQ(negotiate_wire(1, 2, 2, 5), 2) << "a later release that still speaks ours";
+  EXPECT_EQ(negotiate_wire(1, 2, 3, 5), 0) << "two releases apart";
+}
+
+TEST_F(PeerTransportTest, PeersOfThisBuildNegotiateWireVersion2) {
+  TestNode* a = start(1, 7);
+  TestNode* b = start(2, 7);
+  link(a, b);
+  EXPECT_TRUE(retry_until_delivered(a, b, 1));
+  ASSERT_TRUE(run_until([&] { return a->t->wire_version(2) == kWireVersion; }));
+  EXPECT_TRUE(any_contains(a->logs, "peer 2 at " + addr(b->t->listen_port()) + ": wire version 2 (it speaks 1 to 2)"));
+  EXPECT_TRUE(any_contains(b->logs, "wire version 2)"));
+  EXPECT_FALSE(any_contains(a->logs, "older release"));
+}
+
+// A peer of the previous release (played by a raw socket) closes a version 4 hello at once, as
+// its decode_hello refuses it; the dialer then offers the older hello, which it keeps, and
+// offers version 4 again once that link broke (the peer restarted: upgraded, maybe).
+TEST_F(PeerTransportTest, APeerOfThePreviousReleaseGetsTheOlderHello) {
+  TestNode* a = start(1, 7);
+  uint16_t port = 0;
+  int lfd = listen_raw(&port);
+  ::fcntl(lfd, F_SETFL, O_NONBLOCK);
+  a->t->set_peer(9, addr(port));
+  std::vector<int> versions;  // the hello version of each connection, in order
+  int kept = -1;
+  auto serve = [&] {
+    a->t->send(make_msg(MessageType::kHeartbeat, 1, 9, 1));
+    int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd >= 0) {
+      char buf[64];
+      ssize_t n = 0;
+      for (int i = 0; i < 200 && n < 10; ++i) {
+        ssize_t r = ::recv(fd, buf + n, sizeof(buf) - static_cast<size_t>(n), MSG_DONTWAIT);
+        if (r > 0) n += r;
+        if (r <= 0) run_for(2);
+      }
+      int v = n >= 10 ? static_cast<uint8_t>(buf[kPeerFrameHeader + 4]) : -1;
+      versions.push_back(v);
+      if (v == 4 || kept >= 0) {
+        ::close(fd);  // what a release before wire version 2 does with it
+      } else {
+        kept = fd;
+      }
+    }
+    return kept >= 0 && a->t->wire_version(9) == kWireVersionMin;
+  };
+  ASSERT_TRUE(run_until(serve));
+  ASSERT_GE(versions.size(), 2u);
+  EXPECT_EQ(versions.front(), 4) << "this build offers its own version first";
+  EXPECT_EQ(versions.back(), 2) << "then the previous release's hello";
+  EXPECT_TRUE(any_contains(a->logs, "it may run an older release"));
+  // The old peer goes away (an upgrade restarts it): the next connection offers version 4.
+  ::close(kept);
+  kept = -1;
+  size_t before = versions.size();
+  ASSERT_TRUE(run_until([&] {
+    serve();
+    return versions.size() > before;
+  }));
+  EXPECT_EQ(versions.back(), 4);
+  if (kept >= 0) ::close(kept);
   ::close(lfd);
 }
 

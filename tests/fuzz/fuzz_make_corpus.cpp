@@ -204,6 +204,18 @@ void peer_frames_seeds() {
   put_seed("fuzz_peer_frames", "stream-bytes", 0x81, stream);
   put_seed("fuzz_peer_frames", "stream-chunks", 0x82, stream);
   put_seed("fuzz_peer_frames", "stream-small", 0xc2, hello + stream.substr(0, 40));
+  // Wire version 2: a version 4 hello (with and without a nonce) and the WELCOME.
+  cluster::PeerHello h4 = h;
+  h4.wire_min = cluster::kWireVersionMin;
+  h4.wire_max = cluster::kWireVersion;
+  std::string hello4;
+  cluster::append_hello_frame(h4, &hello4);
+  h4.has_nonce = true;
+  h4.nonce.fill(0x3c);
+  cluster::append_hello_frame(h4, &hello4);
+  cluster::append_welcome_frame(cluster::PeerWelcome{1, 2, 2}, &hello4);
+  put_seed("fuzz_peer_frames", "hello4-fix", 0x80, hello4);
+  put_seed("fuzz_peer_frames", "hello4-bytes", 0x81, hello4);
   std::string refuse;
   cluster::append_refuse_frame("node id 0 is not valid", &refuse);
   put_seed("fuzz_peer_frames", "refuse", 0x02, refuse);

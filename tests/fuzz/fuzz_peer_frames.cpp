@@ -63,13 +63,21 @@ void check_hello(std::string_view payload, bool fix_checksum) {
   require(again == h);
 }
 
-// Every payload is also tried as a CHALLENGE and a PROOF: what decodes re-encodes to itself.
+// Every payload is also tried as a CHALLENGE, a WELCOME and a PROOF: what decodes re-encodes to
+// itself.
 void check_handshake(std::string_view payload) {
   using namespace ticketd::cluster;
   PeerChallenge c;
   if (decode_challenge(payload, &c).empty()) {
     std::string frame;
     append_challenge_frame(c, &frame);
+    require(std::string_view(frame).substr(kPeerFrameHeader) == payload);
+  }
+  PeerWelcome w;
+  if (decode_welcome(payload, &w).empty()) {
+    require(w.chosen >= w.wire_min && w.chosen <= w.wire_max);
+    std::string frame;
+    append_welcome_frame(w, &frame);
     require(std::string_view(frame).substr(kPeerFrameHeader) == payload);
   }
   ticketd::auth::Digest proof{};

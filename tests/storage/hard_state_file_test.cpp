@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 #include <sys/uio.h>
+#include <xxhash.h>
+
+#include <cstring>
 
 #include "ticketd/storage/scratch_dir.h"
 
@@ -36,6 +39,14 @@ class HardStateFileTest : public ::testing::TestWithParam<bool> {
       EXPECT_TRUE(s.is_ok()) << s.message();
     }
     return f;
+  }
+  // Two saves: terms 4 and 5, one in each slot.
+  void save_twice() {
+    HardState st;
+    bool found;
+    auto f = open(&st, &found);
+    ASSERT_TRUE(f->save(make_state(4, 1, 0, 0)).is_ok());
+    ASSERT_TRUE(f->save(make_state(5, 2, 0, 0)).is_ok());
   }
   ScratchDir dir_;
 };
@@ -127,13 +138,7 @@ TEST_P(HardStateFileTest, SaveAfterFallbackKeepsTheGoodSlot) {
 }
 
 TEST_P(HardStateFileTest, BothSlotsCorruptIsAClearError) {
-  {
-    HardState st;
-    bool found;
-    auto f = open(&st, &found);
-    ASSERT_TRUE(f->save(make_state(4, 1, 0, 0)).is_ok());
-    ASSERT_TRUE(f->save(make_state(5, 2, 0, 0)).is_ok());
-  }
+  save_twice();
   auto data = read_bytes(path());
   data[30] ^= std::byte{1};
   data[HardStateFile::kSlotBytes + 30] ^= std::byte{1};
@@ -151,6 +156,31 @@ TEST_P(HardStateFileTest, BothSlotsCorruptIsAClearError) {
   write_bytes(path(), data);
   f = open(&st, &found, &s);
   EXPECT_EQ(s.code(), Status::Code::kCorrupt);
+}
+
+// A slot of a later format (its frame intact) makes open refuse, naming it; one damaged in
+// the magic's version byte is damage like any other (the other slot is used).
+TEST_P(HardStateFileTest, ASlotOfANewerFormatIsRefusedADamagedOneIsNot) {
+  save_twice();
+  auto data = read_bytes(path());
+  ASSERT_EQ(hard_state_slot_format(data.data()), kHardStateFormat);
+  auto damaged = data;
+  damaged[7] = static_cast<std::byte>('2');  // checksum not updated: damage
+  write_bytes(path(), damaged);
+  HardState st;
+  bool found = false;
+  Status s;
+  auto f = open(&st, &found, &s);
+  EXPECT_TRUE(s.is_ok()) << s.message();
+  f.reset();
+  auto newer = data;
+  newer[7] = static_cast<std::byte>('2');
+  uint64_t sum = XXH3_64bits(newer.data(), HardStateFile::kSlotBytes - 8);
+  std::memcpy(newer.data() + HardStateFile::kSlotBytes - 8, &sum, 8);
+  write_bytes(path(), newer);
+  f = open(&st, &found, &s);
+  EXPECT_FALSE(f);
+  EXPECT_NE(s.message().find("format 2, written by a newer release"), std::string::npos) << s.message();
 }
 
 TEST_P(HardStateFileTest, AsyncSaveForm) {

@@ -2,6 +2,9 @@
 #include "ticketd/storage/snapshot_file.h"
 
 #include <gtest/gtest.h>
+#include <xxhash.h>
+
+#include <cstring>
 
 #include "ticketd/storage/scratch_dir.h"
 
@@ -42,6 +45,21 @@ TEST_F(SnapshotFileTest, RoundTripAndReplace) {
 TEST_F(SnapshotFileTest, MissingIsNotFound) {
   std::vector<std::byte> got;
   EXPECT_EQ(SnapshotFile::load(path(), &got).code(), Status::Code::kNotFound);
+}
+
+// A file of a later format (header intact) is refused, naming it.
+TEST_F(SnapshotFileTest, AFileOfANewerFormatIsRefusedWithItsFormat) {
+  ASSERT_TRUE(SnapshotFile::save(path(), blob(64, 5)).is_ok());
+  auto data = read_bytes(path());
+  EXPECT_EQ(static_cast<char>(data[7]), '1');
+  data[7] = static_cast<std::byte>('2');
+  uint64_t sum = XXH3_64bits_withSeed(data.data() + 24, data.size() - 24, XXH3_64bits(data.data(), 16));
+  std::memcpy(data.data() + 16, &sum, 8);
+  write_bytes(path(), data);
+  std::vector<std::byte> got;
+  Status s = SnapshotFile::load(path(), &got);
+  EXPECT_EQ(s.code(), Status::Code::kCorrupt);
+  EXPECT_NE(s.message().find("format 2, written by a newer release"), std::string::npos) << s.message();
 }
 
 TEST_F(SnapshotFileTest, AnyFlippedByteIsCorrupt) {

@@ -414,6 +414,40 @@ TEST_P(WalTest, BitFlipInMiddleRecordTruncatesThere) {
   }
 }
 
+// Downgrades: a record of a later format (intact: its checksum holds) stops the open with a
+// message naming it, and the log is left exactly as it was, never cut off as damage.
+TEST_P(WalTest, ARecordOfANewerFormatIsRefusedNotTruncated) {
+  WalOptions o = small_options();
+  {
+    auto wal = open_wal(o);
+    for (uint64_t i = 1; i <= 8; ++i) append(wal.get(), i, 1, 24);
+    ASSERT_TRUE(wal->sync_write().is_ok());
+  }
+  const std::string seg = dir_.path() + "/" + Wal::segment_name(1);
+  std::vector<std::byte> data = read_bytes(seg);
+  size_t off = 5 * (kWalHeaderBytes + 24);  // record 6
+  data[off + kWalFormatOffset] = std::byte{1};
+  uint64_t sum = wal_record_checksum(data.data() + off,
+                                     std::span<const std::byte>(data.data() + off + kWalHeaderBytes, 24));
+  std::memcpy(data.data() + off + kWalChecksumOffset, &sum, 8);
+  write_bytes(seg, data);
+  std::unique_ptr<Wal> wal;
+  std::vector<WalRecord> recs;
+  WalRecoveryReport rep;
+  Status s = Wal::open(dir_.path(), o, &wal, &rep, &recs);
+  EXPECT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("index 6 is in format 1, written by a newer release"), std::string::npos)
+      << s.message();
+  EXPECT_EQ(read_bytes(seg), data) << "nothing was cut or zeroed";
+  WalRecordView v;
+  EXPECT_EQ(decode_wal_record(std::span<const std::byte>(data).subspan(off), 1 << 20, &v),
+            WalDecode::kNewerFormat);
+  // The same byte changed without the checksum is damage, cut off as before.
+  data[off + kWalChecksumOffset] ^= std::byte{1};
+  EXPECT_EQ(decode_wal_record(std::span<const std::byte>(data).subspan(off), 1 << 20, &v),
+            WalDecode::kCorrupt);
+}
+
 TEST_P(WalTest, CorruptionInEarlySegmentDiscardsLaterSegments) {
   WalOptions o = small_options();
   {

@@ -75,5 +75,9 @@ class HardStateFile {
 
 // Exposed for tests: whether a slot image is valid, and its decoded contents.
 bool decode_hard_state_slot(const std::byte* slot, uint64_t* sequence, HardState* state);
+// The format this build writes and reads; a slot of a later one makes open() refuse.
+inline constexpr int kHardStateFormat = 1;
+// A slot's format version if its frame is intact (magic prefix and checksum), else 0.
+int hard_state_slot_format(const std::byte* slot);
 
 }  // namespace ticketd::storage

@@ -1,4 +1,5 @@
-// The WAL record format: a fixed 32-byte little-endian header {u32 length, u8 type, u8 reserved[3],
+// The WAL record format: a fixed 32-byte little-endian header {u32 length, u8 type, u8 format,
+// u8 reserved[2],
 // u64 term, u64 index, u64 checksum} followed by `length` payload bytes. Decoding never trusts a
 // byte it has not checksummed; an all-zero header marks the end of a segment's records.
 #pragma once
@@ -18,6 +19,11 @@ inline constexpr size_t kWalHeaderBytes = 32;
 inline constexpr size_t kWalLengthOffset = 0;
 inline constexpr size_t kWalTypeOffset = 4;
 inline constexpr size_t kWalReservedOffset = 5;
+// The header's first "reserved" byte is the record's format version: 0, the only one so far
+// (every release wrote 0 there). A record of a later format, whose checksum holds, is refused
+// with kNewerFormat, never cut off as damage.
+inline constexpr size_t kWalFormatOffset = kWalReservedOffset;
+inline constexpr uint8_t kWalFormat = 0;
 inline constexpr size_t kWalTermOffset = 8;
 inline constexpr size_t kWalIndexOffset = 16;
 inline constexpr size_t kWalChecksumOffset = 24;
@@ -47,6 +53,7 @@ enum class WalDecode {
   kEnd,      // an all-zero header: no record starts here (clean end or zero padding)
   kTorn,     // input ends inside the header or the payload
   kCorrupt,  // bad reserved bytes, absurd length, or checksum mismatch
+  kNewerFormat,  // an intact record of a later format version (written by a newer release)
 };
 
 // Decodes the record at the start of `in`. `max_payload` bounds the length field.
