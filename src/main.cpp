@@ -167,6 +167,18 @@ int main(int argc, char** argv) {
                  "them all: ~33 bytes each with short names)")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1}, uint64_t{100000}));
+  std::string default_mode = "dense";
+  app.add_option("--default-mode", default_mode,
+                 "the default sequence's mode on a fresh cluster: dense (every batch a quorum "
+                 "write, no gaps) or window (reserved windows served from memory on the leader; "
+                 "gaps of up to a window per leader change or crash, never a repeat). A "
+                 "snapshot keeps the mode it was taken with; give every node the same")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"dense", "window"}));
+  app.add_option("--default-window", opts.default_window,
+                 "with --default-mode window: the least reservation (tickets per Reserve entry)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1000000000}));
 
   auto* requirepass_opt = app.add_option(
       "--requirepass", requirepass,
@@ -353,6 +365,7 @@ int main(int argc, char** argv) {
   ticketd::auth::wipe(requirepass);
   if (!password.empty()) opts.requirepass = ticketd::auth::sha256(password);
   opts.protected_mode = protected_mode == "yes";
+  opts.default_window_mode = default_mode == "window";
   if (!opts.join.empty()) {
     // The join logs in elsewhere, so this one secret is kept in clear (like Redis's
     // masterauth): from its own file or variable, else the default user's password.

@@ -16,7 +16,11 @@ void RaftTicketLog::pump() {
   // stages into the WAL through the Storage hooks below, and releases what is durable.
   pipeline_->pump();
   // No longer leader: what is not committed may never be (see fail_uncommitted_proposals).
-  if (raft_->role() != raft::Role::kLeader) fail_uncommitted_proposals();
+  if (raft_->role() != raft::Role::kLeader) {
+    fail_uncommitted_proposals();
+    window_.set_leader(0);  // window batches not released fail (window_serving.cpp)
+    window_released();
+  }
   node_.log_stats().last_index.store(wal_->last_index(), std::memory_order_relaxed);
   if (storage_trouble_ && !pipeline_->stuck()) {
     node_.log_line("storage writable again");
@@ -93,7 +97,7 @@ void RaftTicketLog::applied_batch() { maybe_snapshot(false); }
 bool RaftTicketLog::install_snapshot(const raft::Snapshot& s) {
   // The leader's ticket state is checked before anything is written: a snapshot that does
   // not decode is refused (nothing further is acknowledged; a restart asks again).
-  tickets::StateMachine next;
+  tickets::StateMachine next(tickets_options());
   std::string bad = next.decode_snapshot(s.data, s.index);
   if (!bad.empty()) {
     note_storage_trouble("refusing the leader's snapshot at index " + std::to_string(s.index) +

@@ -10,18 +10,23 @@ namespace ticketd::cluster {
 
 void RaftTicketLog::submit(uint32_t shard, const BatchRequest& b) {
   if (shard >= outcomes_.size()) outcomes_.resize(shard + 1);
-  if (!staging_.fits(b.named)) {
+  if (split_submit(shard, b)) return;  // it has window parts (window_serving.cpp)
+  ShardOutcomes& o = outcomes_[shard];
+  o.results.push_back(BatchResult{});
+  o.resolved.push_back(false);
+  stage(Waiter{shard, b.total, b.named, o.next_seq++});
+}
+
+void RaftTicketLog::stage(const Waiter& w) {
+  if (!staging_.fits(w.named)) {
     // The entry is full: it goes now (a shard batch holds at most kMaxBatchSequences names,
     // so this one fits into the next). A transfer in progress takes no proposal: refuse.
     propose_staged(true);
     if (!staged_.empty()) fail_staged(BatchStatus::kLeadershipLost);
   }
   if (staged_.empty()) staged_since_ms_ = now_ms();
-  ShardOutcomes& o = outcomes_[shard];
-  o.results.push_back(BatchResult{});
-  o.resolved.push_back(false);
-  staged_.push_back(Waiter{shard, b.total, b.named, o.next_seq++});
-  staging_.add(b.total, b.named);
+  staged_.push_back(w);
+  staging_.add(w.n, w.named);
   staged_total_ = staging_.total();
 }
 
@@ -35,6 +40,7 @@ void RaftTicketLog::fail_staged(BatchStatus st) {
 // The loop turn.
 
 void RaftTicketLog::on_turn_end() {
+  window_turn();
   propose_staged();
   pump();
   if (transport_) transport_->flush();
@@ -144,6 +150,7 @@ void RaftTicketLog::apply(const raft::Entry& e) {
     if (bad.empty()) {
       res = tickets_.apply(e.index, cmd);
       applied = true;
+      window_.applied(e.index, e.term, cmd, res, tickets_);
       for (const tickets::ItemResult& ir : res.items) {
         if (ir.status == tickets::Status::kExhausted) bad = tickets::to_string(ir.status);
       }
@@ -194,6 +201,7 @@ void RaftTicketLog::apply(const raft::Entry& e) {
     }
   }
   publish_sequence_stats();
+  window_released();  // a committed reservation may have let waiting window batches go
 }
 
 void RaftTicketLog::hand_out(const Proposal& p, const tickets::ApplyResult& r) {
@@ -214,6 +222,10 @@ void RaftTicketLog::fail_waiters(std::vector<Waiter>& ws, BatchStatus st) {
 }
 
 void RaftTicketLog::resolve(const Waiter& w, const BatchResult& r) {
+  if (w.split != 0) {
+    merge_dense(w, r);
+    return;
+  }
   ShardOutcomes& o = outcomes_[w.shard];
   TICKETD_CHECK(w.seq >= o.base_seq && w.seq - o.base_seq < o.results.size());
   size_t i = static_cast<size_t>(w.seq - o.base_seq);
@@ -278,7 +290,8 @@ bool RaftTicketLog::drained() const {
   // a transfer that finished in milliseconds only delayed the exit.
   bool handing_over = shutting_down_ && raft_->role() == raft::Role::kLeader &&
                       raft_->transfer_target() != raft::kNoId;
-  return staged_total_ == 0 && proposals_.empty() && !writing_ && !syncing_ && !handing_over;
+  return staged_total_ == 0 && proposals_.empty() && !writing_ && !syncing_ && !handing_over &&
+         splits_.empty();
 }
 
 void RaftTicketLog::begin_shutdown() {

@@ -35,6 +35,7 @@
 #include "ticketd/storage/hard_state_file.h"
 #include "ticketd/storage/wal.h"
 #include "ticketd/tickets/state_machine.h"
+#include "ticketd/tickets/window.h"
 
 namespace ticketd::cluster {
 
@@ -78,7 +79,8 @@ constexpr int kExitWalFailed = 3;
 // (the peer transport, the ticket state machine and its waiting clients).
 class RaftTicketLog final : public TicketLog, private driver::Storage, private driver::Application {
  public:
-  explicit RaftTicketLog(Node& node) : node_(node), durability_(node.opts().durability) {}
+  explicit RaftTicketLog(Node& node)
+      : node_(node), durability_(node.opts().durability), tickets_(tickets_options()) {}
   ~RaftTicketLog() override {
     if (join_) join_->stop();
   }
@@ -98,6 +100,7 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
     uint64_t n;          // tickets of the default sequence
     NamedBatch* named;   // the named part (the shard's; handed back with the result), or null
     uint64_t seq;        // position in the shard's submission order
+    uint64_t split = 0;  // the dense part of a batch with window parts (splits_), or 0
   };
   // A shard matches results to its requests by order, so each shard's results leave in
   // the order its batches came in, even when a later batch fails before an earlier one
@@ -271,6 +274,35 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
 
   void on_tick();
 
+  // Window mode (window_serving.cpp, issue 15): the window-sequence parts of a batch go to
+  // window_ (tickets/window.h: which ticket, and when it may be released); the dense parts,
+  // if any, to the Allocate staging as a batch of their own; the shard gets one result once
+  // both answered.
+  struct Split {
+    Waiter w;                 // the shard's batch
+    BatchResult result;       // being filled in
+    int parts_left = 0;
+    std::unique_ptr<NamedBatch> dense_named;  // the dense named slots (a copy), or null
+    std::vector<size_t> dense_slots;          // dense_named slot k is w.named slot dense_slots[k]
+    std::vector<size_t> window_slots;         // window item k: w.named slot, or kDefaultSlot
+    bool dense_default = false;               // the default part went the dense way
+  };
+  static constexpr size_t kDefaultSlot = SIZE_MAX;
+  static constexpr uint64_t kWindowRoundCtx = uint64_t{1} << 62;  // read ctxs of window rounds
+  bool split_submit(uint32_t shard, const BatchRequest& b);  // false: no window part
+  void stage(const Waiter& w);
+  void merge_dense(const Waiter& w, const BatchResult& r);
+  void part_done(std::unordered_map<uint64_t, Split>::iterator it);  // both parts: to the shard
+  void window_turn();
+  void window_released();
+  bool is_window(std::string_view name) const {
+    const tickets::Sequence* s = tickets_.find(name);
+    return s != nullptr && s->mode == tickets::Mode::kWindow;
+  }
+  tickets::WindowServer window_;
+  std::unordered_map<uint64_t, Split> splits_;
+  uint64_t next_split_ = 1;
+
   Node& node_;
   Durability durability_;
   io::Loop* loop_ = nullptr;
@@ -288,6 +320,13 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   std::string service_addr_;
   raft::HardState saved_hs_;
 
+  // --default-mode / --default-window: the default sequence's mode where the state starts.
+  tickets::Options tickets_options() const {
+    tickets::Options o;
+    o.default_mode = node_.opts().default_window_mode ? tickets::Mode::kWindow : tickets::Mode::kDense;
+    o.default_window = node_.opts().default_window;
+    return o;
+  }
   tickets::StateMachine tickets_;  // the replicated state: sequences and their counters
   uint64_t last_ticket() const { return tickets_.find(tickets::kDefaultSequence)->last; }
   uint64_t applied_index_ = 0;

@@ -42,6 +42,11 @@ void RaftTicketLog::admin_last(AdminRequest&& req) {
 }
 
 void RaftTicketLog::read_done(const raft::ReadState& rs) {
+  if (rs.ctx & kWindowRoundCtx) {
+    window_.round_done(rs.ctx & ~kWindowRoundCtx, rs.ok);  // window mode's round
+    window_released();
+    return;
+  }
   auto it = reads_.find(rs.ctx);
   if (it == reads_.end()) return;  // expired meanwhile (answered already)
   PendingRead& r = it->second;

@@ -61,7 +61,10 @@ void RaftTicketLog::admin_sequence(AdminRequest&& req) {
       reply_error(req, no_such_sequence(name));
       return;
     }
-    resp::append_array_header(out, 8);
+    // Window mode: `last` is the highest ticket claimed (reserved); `reserved` the highest
+    // committed reservation, above which a new leader (or a restart) starts, so a leader
+    // change or crash skips at most a window's rest: gaps, never a repeat.
+    resp::append_array_header(out, 14);
     resp::append_bulk(out, "name");
     resp::append_bulk(out, name);
     resp::append_bulk(out, "last");
@@ -70,15 +73,40 @@ void RaftTicketLog::admin_sequence(AdminRequest&& req) {
     resp::append_integer_u64(out, seq->issued);
     resp::append_bulk(out, "created_index");
     resp::append_integer_u64(out, seq->created_index);
+    resp::append_bulk(out, "mode");
+    resp::append_bulk(out, tickets::to_string(seq->mode));
+    resp::append_bulk(out, "window");
+    resp::append_integer_u64(out, seq->window);
+    resp::append_bulk(out, "reserved");
+    resp::append_integer_u64(out, seq->reserved);
     reply(req, std::move(out));
     return;
   }
   uint64_t value = 0;
-  if (is("TICKET.CREATE") && (a.size() == 2 || a.size() == 4)) {
+  if (is("TICKET.CREATE") && a.size() >= 2 && a.size() % 2 == 0) {
     value = 1;
-    if (a.size() == 4 && (!resp::iequals(a[2], "START") || !parse_u64(a[3], &value) || value == 0 ||
-                          value > static_cast<uint64_t>(INT64_MAX))) {
-      reply_error(req, "ERR syntax error");
+    bool window_mode = false, window_seen = false;
+    uint64_t window = tickets::kDefaultWindow;
+    for (size_t i = 2; i + 1 < a.size(); i += 2) {
+      bool ok = true;
+      if (resp::iequals(a[i], "START")) {
+        ok = parse_u64(a[i + 1], &value) && value != 0 && value <= static_cast<uint64_t>(INT64_MAX);
+      } else if (resp::iequals(a[i], "MODE")) {
+        window_mode = resp::iequals(a[i + 1], "window");
+        ok = window_mode || resp::iequals(a[i + 1], "dense");
+      } else if (resp::iequals(a[i], "WINDOW")) {
+        window_seen = true;
+        ok = parse_u64(a[i + 1], &window) && window != 0 && window <= tickets::kMaxWindow;
+      } else {
+        ok = false;
+      }
+      if (!ok) {
+        reply_error(req, "ERR syntax error");
+        return;
+      }
+    }
+    if (window_seen && !window_mode) {
+      reply_error(req, "ERR WINDOW needs MODE window");
       return;
     }
     // The limit is a flag, so it is checked here, never in apply (nodes may differ in it).
@@ -93,7 +121,9 @@ void RaftTicketLog::admin_sequence(AdminRequest&& req) {
                            ", --max-sequences)");
       return;
     }
-    propose_sequence_command(std::move(req), tickets::Command::create(name, value));
+    propose_sequence_command(std::move(req), window_mode
+                                                 ? tickets::Command::create_window(name, value, window)
+                                                 : tickets::Command::create(name, value));
   } else if (is("TICKET.DROP") && a.size() == 2) {
     propose_sequence_command(std::move(req), tickets::Command::drop(name));
   } else if (is("TICKET.FLOOR") && a.size() == 3) {

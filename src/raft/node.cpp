@@ -288,7 +288,13 @@ bool Node::promotable() const {
   // still be able to campaign: otherwise, if it holds the longest log, the remaining voters can
   // never win its vote and the cluster deadlocks. It counts votes of the LATEST configuration
   // only (never its own), so election safety rests on the usual single-change quorum overlap.
-  return config_index_ > commit_ && committed_configuration().is_voter(cfg_.id);
+  // The configuration the removal changed counts too, not only the committed one: this
+  // node's commit index may lag (relearned after a restart), and the committed configuration
+  // it knows may predate its promotion to voter (found by the simulator, seed 10183: the
+  // self-removed leader crashed with the longest log, restarted with commit 723 < its
+  // promotion, and the last other voter could never win its vote).
+  return config_index_ > commit_ && (committed_configuration().is_voter(cfg_.id) ||
+                                     config_at(config_index_ - 1).is_voter(cfg_.id));
 }
 
 void Node::campaign() {

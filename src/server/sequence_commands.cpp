@@ -87,19 +87,42 @@ void cmd_block(Shard& s, Connection* c, Args args, std::string& out) {
 }
 
 void cmd_create(Shard& s, Connection* c, Args args, std::string& out) {
-  // TICKET.CREATE name [START n]
-  if (args.size() != 2 && args.size() != 4) {
+  // TICKET.CREATE name [START n] [MODE dense|window] [WINDOW size], options in any order,
+  // each at most once; WINDOW only with MODE window.
+  if (args.size() < 2 || args.size() % 2 != 0) {
     resp::append_error(out, "ERR syntax error");
     return;
   }
   if (!check_name(out, args[1])) return;
-  if (args.size() == 4) {
-    uint64_t start = 0;
-    if (!resp::iequals(args[2], "START")) {
+  bool start_seen = false, mode_seen = false, window_seen = false, window_mode = false;
+  for (size_t i = 2; i + 1 < args.size(); i += 2) {
+    uint64_t v = 0;
+    if (resp::iequals(args[i], "START") && !start_seen) {
+      start_seen = true;
+      if (!integer_arg(out, args[i + 1], 1, "START", &v)) return;
+    } else if (resp::iequals(args[i], "MODE") && !mode_seen) {
+      mode_seen = true;
+      if (resp::iequals(args[i + 1], "window")) {
+        window_mode = true;
+      } else if (!resp::iequals(args[i + 1], "dense")) {
+        resp::append_error(out, "ERR MODE must be dense or window");
+        return;
+      }
+    } else if (resp::iequals(args[i], "WINDOW") && !window_seen) {
+      window_seen = true;
+      if (!integer_arg(out, args[i + 1], 1, "WINDOW", &v)) return;
+      if (v > tickets::kMaxWindow) {
+        resp::append_error(out, "ERR WINDOW must be at most " + std::to_string(tickets::kMaxWindow));
+        return;
+      }
+    } else {
       resp::append_error(out, "ERR syntax error");
       return;
     }
-    if (!integer_arg(out, args[3], 1, "START", &start)) return;
+  }
+  if (window_seen && !window_mode) {
+    resp::append_error(out, "ERR WINDOW needs MODE window");
+    return;
   }
   s.submit_admin(c, args);  // shard 0 proposes it and answers once it is applied
 }
@@ -164,8 +187,12 @@ constexpr ArgDoc kOptionalName[] = {{"name", "key", nullptr, true}};
 constexpr ArgDoc kBlock[] = {{"name", "key", nullptr, false}, {"count", "integer", nullptr, false}};
 constexpr ArgDoc kFloor[] = {{"name", "key", nullptr, false}, {"value", "integer", nullptr, false}};
 constexpr ArgDoc kStart[] = {{"start", "integer", "START", false}};
+constexpr ArgDoc kMode[] = {{"mode", "string", "MODE", false}};
+constexpr ArgDoc kWindow[] = {{"window", "integer", "WINDOW", false}};
 constexpr ArgDoc kCreate[] = {{"name", "key", nullptr, false},
-                              {"start", "block", nullptr, true, kStart, 1}};
+                              {"start", "block", nullptr, true, kStart, 1},
+                              {"mode", "block", nullptr, true, kMode, 1},
+                              {"window", "block", nullptr, true, kWindow, 1}};
 
 constexpr ArgDoc kClusterArgs[] = {{"subcommand", "string", nullptr, false},
                                    {"argument", "string", nullptr, true}};
@@ -175,13 +202,15 @@ constexpr CommandDoc kDocs[] = {
      "O(1)", kOptionalName, 1},
     {"ticket.block", "Returns `count` consecutive tickets of a sequence as [first, last].", "O(1)",
      kBlock, 2},
-    {"ticket.create", "Creates a sequence whose first ticket is START (default 1).", "O(log N)",
-     kCreate, 2},
+    {"ticket.create", "Creates a sequence whose first ticket is START (default 1); MODE window "
+     "hands tickets out from reserved windows of at least WINDOW (gaps, never repeats).",
+     "O(log N)", kCreate, 4},
     {"ticket.floor", "Raises a sequence so every later ticket is greater than `value`.",
      "O(log N)", kFloor, 2},
     {"ticket.drop", "Deletes a sequence.", "O(log N)", kName, 1},
     {"ticket.list", "Lists the sequences.", "O(N)", nullptr, 0},
-    {"ticket.info", "Returns a sequence's last ticket, tickets issued and creating log index.",
+    {"ticket.info", "Returns a sequence's last ticket, tickets issued, creating log index, mode, "
+     "window and reserved high mark.",
      "O(log N)", kName, 1},
     {"ticket.last", "Returns the last ticket of a sequence, read linearizably.", "O(1)",
      kOptionalName, 1},

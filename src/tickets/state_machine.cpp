@@ -21,7 +21,9 @@ Bugs bugs;
 namespace {
 
 constexpr uint8_t kCommandVersion = 1;
-constexpr uint8_t kSnapshotVersion = 2;  // 1 was the bare 8-byte counter of earlier builds
+// 1 was the bare 8-byte counter of earlier builds; 2 had no mode, window or reservation.
+constexpr uint8_t kSnapshotVersion = 3;
+constexpr uint8_t kSnapshotVersionNoMode = 2;
 
 void put_u8(std::string* o, uint8_t v) { o->push_back(static_cast<char>(v)); }
 // Little-endian fields, appended in one step (entries carry one name and count per sequence:
@@ -125,6 +127,19 @@ Command Command::create(std::string name, uint64_t first) {
   c.value = first;
   return c;
 }
+Command Command::create_window(std::string name, uint64_t first, uint64_t window) {
+  Command c = create(std::move(name), first);
+  c.kind = Kind::kCreateWindow;
+  c.window = window;
+  return c;
+}
+Command Command::reserve(std::string name, uint64_t up_to) {
+  Command c;
+  c.kind = Kind::kReserve;
+  c.name = std::move(name);
+  c.value = up_to;
+  return c;
+}
 Command Command::drop(std::string name) {
   Command c;
   c.kind = Kind::kDrop;
@@ -164,6 +179,7 @@ std::string encode(const Command& c) {
   } else {
     put_name(&o, c.name);
     put_u64(&o, c.value);
+    if (c.kind == Command::Kind::kCreateWindow) put_u64(&o, c.window);
   }
   put_checksum(&o);
   return o;
@@ -182,7 +198,7 @@ std::string decode(std::string_view in, Command* out) {
   if (r.u(1) != kCommandVersion) return "unknown command version";
   Command c;
   uint64_t kind = r.u(1);
-  if (kind < 1 || kind > 4) return "unknown command kind";
+  if (kind < 1 || kind > 6) return "unknown command kind";
   c.kind = static_cast<Command::Kind>(kind);
   if (c.kind == Command::Kind::kAllocate) {
     uint64_t n = r.u(4);
@@ -198,6 +214,7 @@ std::string decode(std::string_view in, Command* out) {
   } else {
     if (!r.name(&c.name)) return "truncated or bad sequence name";
     c.value = r.u(8);
+    if (c.kind == Command::Kind::kCreateWindow) c.window = r.u(8);
   }
   if (!r.ok()) return "truncated";
   if (!r.done()) return "trailing bytes";
@@ -216,7 +233,23 @@ const char* to_string(Status s) {
   return "?";
 }
 
-StateMachine::StateMachine() { seqs_.emplace(std::string(kDefaultSequence), Sequence{}); }
+const char* to_string(Mode m) { return m == Mode::kWindow ? "window" : "dense"; }
+
+StateMachine::StateMachine(const Options& opts) : opts_(opts) {
+  if (opts_.default_mode == Mode::kWindow && opts_.default_window == 0) {
+    opts_.default_window = kDefaultWindow;
+  }
+  seqs_.emplace(std::string(kDefaultSequence), default_sequence(0, 0));
+}
+
+Sequence StateMachine::default_sequence(uint64_t last, uint64_t issued) const {
+  Sequence s;
+  s.last = last;
+  s.issued = issued;
+  s.mode = opts_.default_mode;
+  s.window = opts_.default_mode == Mode::kWindow ? opts_.default_window : 0;
+  return s;
+}
 
 const Sequence* StateMachine::find(std::string_view name) const {
   auto it = seqs_.find(name);
@@ -255,14 +288,42 @@ ApplyResult StateMachine::apply(uint64_t index, const Command& c) {
       }
       break;
     case Command::Kind::kCreate:
-      if (!check_name(c.name).empty() || c.value == 0) {
+    case Command::Kind::kCreateWindow: {
+      bool window = c.kind == Command::Kind::kCreateWindow;
+      if (!check_name(c.name).empty() || c.value == 0 ||
+          (window && (c.window == 0 || c.window > kMaxWindow))) {
         res.status = Status::kInvalid;
       } else if (seq(c.name) != nullptr) {
         res.status = Status::kExists;
         res.last = seq(c.name)->last;
       } else {
-        seqs_.emplace(c.name, Sequence{c.value - 1, 0, index});
+        Sequence s;
+        s.last = c.value - 1;
+        s.created_index = index;
+        s.mode = window ? Mode::kWindow : Mode::kDense;
+        s.window = window ? c.window : 0;
+        seqs_.emplace(c.name, s);
         res.last = c.value - 1;
+      }
+      break;
+    }
+    case Command::Kind::kReserve:
+      // Claims (last, up_to] for the leader that proposed it; whatever claimed past up_to
+      // meanwhile (a Floor, an Allocate) shrinks it, so two claims never overlap. Applied
+      // alike in either mode.
+      if (Sequence* s = seq(c.name)) {
+        ItemResult ir;
+        if (s->last == UINT64_MAX) {
+          ir.status = Status::kExhausted;
+        } else {
+          ir.first = s->last + 1;  // the range is [first, up_to]: empty if up_to <= last
+          if (c.value > s->last) s->last = c.value;
+          if (c.value > s->reserved) s->reserved = c.value;
+        }
+        res.last = s->last;
+        res.items.push_back(ir);
+      } else {
+        res.status = Status::kNoSuchSequence;
       }
       break;
     case Command::Kind::kDrop:
@@ -293,6 +354,9 @@ std::string StateMachine::encode_snapshot() const {
     put_u64(&o, TICKETD_TICKETS_BUG(snapshot_forgets_floors) ? s.issued : s.last);
     put_u64(&o, s.issued);
     put_u64(&o, s.created_index);
+    put_u8(&o, static_cast<uint8_t>(s.mode));
+    put_u64(&o, s.window);
+    put_u64(&o, s.reserved);
   }
   put_checksum(&o);
   return o;
@@ -303,15 +367,19 @@ std::string StateMachine::decode_snapshot(std::string_view in, uint64_t index) {
   if (in.size() == 8) {
     // Snapshot data of builds before sequences existed: the default counter alone.
     uint64_t last = load_le(in.data(), 8);
-    seqs.emplace(std::string(kDefaultSequence), Sequence{last, last, 0});
+    seqs.emplace(std::string(kDefaultSequence), default_sequence(last, last));
   } else {
     std::string_view body;
     std::string err = verified_body(in, &body);
     if (!err.empty()) return err;
     Reader r(body);
-    if (r.u(1) != kSnapshotVersion) return "unknown snapshot version";
+    uint64_t version = r.u(1);
+    if (version != kSnapshotVersion && version != kSnapshotVersionNoMode) {
+      return "unknown snapshot version";
+    }
+    bool modes = version == kSnapshotVersion;
     uint64_t n = r.u(4);
-    if (!r.ok() || n > body.size() / 27) return "bad sequence count";
+    if (!r.ok() || n > body.size() / (modes ? 44 : 27)) return "bad sequence count";
     for (uint64_t i = 0; i < n; ++i) {
       std::string name;
       if (!r.name(&name)) return "truncated or bad sequence name";
@@ -319,6 +387,23 @@ std::string StateMachine::decode_snapshot(std::string_view in, uint64_t index) {
       s.last = r.u(8);
       s.issued = r.u(8);
       s.created_index = r.u(8);
+      if (modes) {
+        uint64_t mode = r.u(1);
+        s.window = r.u(8);
+        s.reserved = r.u(8);
+        if (!r.ok()) return "truncated";
+        if (mode > 1) return "unknown sequence mode";
+        s.mode = static_cast<Mode>(mode);
+        // One state, one encoding: a dense sequence has no window, a window one a valid one.
+        if (s.mode == Mode::kDense ? s.window != 0 : (s.window == 0 || s.window > kMaxWindow)) {
+          return "bad window size";
+        }
+        if (s.reserved > s.last) return "reservation above the last ticket";
+      } else if (name == kDefaultSequence) {
+        Sequence d = default_sequence(s.last, s.issued);
+        d.created_index = s.created_index;
+        s = d;
+      }
       if (!r.ok()) return "truncated";
       // Sorted and unique, as encode_snapshot writes them: one state, one encoding.
       if (!seqs.empty() && !(seqs.rbegin()->first < name)) return "sequence names out of order";

@@ -354,6 +354,27 @@ void tickets_seeds() {
   s += rec(1, encode(Command::drop("orders")));
   s += rec(1, encode(Command::create("orders", 1)));
   put_seed("fuzz_tickets", "mixed", 1, s);
+  // Window mode (issue 15): a window sequence, reservations (one shrunk by a floor), an
+  // allocate above them, a version-3 snapshot with mode and reservation, and a version-2 one.
+  StateMachine w;
+  std::string ws;
+  std::vector<Command> cmds = {Command::create_window("win", 10, 100), Command::reserve("win", 109),
+                               Command::floor("win", 150), Command::reserve("win", 140),
+                               Command::allocate({{"win", 2}, {"default", 1}}),
+                               Command::reserve("default", 50), Command::reserve("nope", 5)};
+  uint64_t idx = 0;
+  for (const Command& c : cmds) {
+    ws += rec(1, encode(c));
+    w.apply(++idx, c);
+  }
+  ws += rec(0, w.encode_snapshot());
+  ws += rec(1, encode(Command::reserve("win", 1000)));
+  // Version 2: [2][count 1]{7 "default" last issued created_index}[sum, rewritten: ctl bit 0].
+  std::string v2("\x02\x01\x00\x00\x00\x07\x00" "default", 14);
+  v2 += std::string(24 + 8, '\0');
+  v2[14] = 7;  // last = 7
+  ws += rec(0, v2);
+  put_seed("fuzz_tickets", "window", 1, ws);
 }
 
 }  // namespace

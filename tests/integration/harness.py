@@ -197,6 +197,45 @@ def leader_loader(cluster, seen, stop, ports=None):
             time.sleep(0.01)
 
 
+def pipelined_loader(cl, plan, seen, stop, depth=8, step=3):
+    """Pipelines of `depth` requests over `plan` (tuples: TICKET [name], TICKET.BLOCK name n)
+    to whoever leads, following -MOVED, until `stop` is set; records each acknowledged
+    ticket (blocks expanded) as (sent, value, done) in seen[sequence] (time.time())."""
+    port = cl.leader().port
+    c = None
+    i = 0
+    while not stop.is_set():
+        try:
+            if c is None:
+                c = Client(port, timeout=2)
+            batch = [plan[(i + k) % len(plan)] for k in range(depth)]
+            i += step
+            sent = time.time()
+            c.send_raw(b"".join(Client.encode(*cmd) for cmd in batch))
+            moved = None
+            for cmd in batch:
+                r = c.read_reply()
+                if isinstance(r, RespError):
+                    if str(r).startswith("MOVED"):
+                        moved = int(str(r).rsplit(":", 1)[1])
+                    continue
+                seq = cmd[1] if len(cmd) > 1 else "default"
+                vals = range(r[0], r[1] + 1) if cmd[0] == "TICKET.BLOCK" else [int(r)]
+                done = time.time()
+                seen.setdefault(seq, []).extend((sent, v, done) for v in vals)
+            if moved:
+                port = moved
+                c.close()
+                c = None
+        except (OSError, ConnectionError, ValueError):
+            # The node went away: try another one (it redirects to the leader it knows).
+            if c:
+                c.close()
+            c = None
+            lead = cl.leader(timeout=0.5)
+            port = lead.port if lead else port
+
+
 def membership_call(port, *args, timeout=10):
     """A RAFT.ADDVOTER/REMOVESERVER/JOIN, retried while an earlier configuration change (a
     fresh cluster's own start-up changes, say) is still committing. Returns the last reply."""

@@ -15,47 +15,14 @@ import subprocess
 import threading
 import time
 
-from harness import Client, Cluster, RespError, check, key_slot, run_main
+from harness import Client, Cluster, RespError, check, key_slot, pipelined_loader, run_main
 
 SEQS = ["orders", "users", "invoices"]
 
 
 def loader(cl, plan, seen, stop):
-    """Pipelines of 8 requests over `plan` to whoever leads, following -MOVED; records each
-    acknowledged ticket (blocks expanded) with the time its pipeline was sent."""
-    port = cl.leader().port
-    c = None
-    i = 0
-    while not stop.is_set():
-        try:
-            if c is None:
-                c = Client(port, timeout=2)
-            batch = [plan[(i + k) % len(plan)] for k in range(8)]
-            i += 3
-            sent = time.time()
-            c.send_raw(b"".join(Client.encode(*cmd) for cmd in batch))
-            moved = None
-            for cmd in batch:
-                r = c.read_reply()
-                if isinstance(r, RespError):
-                    if str(r).startswith("MOVED"):
-                        moved = int(str(r).rsplit(":", 1)[1])
-                    continue
-                seq = cmd[1] if len(cmd) > 1 else "default"
-                vals = range(r[0], r[1] + 1) if cmd[0] == "TICKET.BLOCK" else [int(r)]
-                done = time.time()
-                seen.setdefault(seq, []).extend((sent, v, done) for v in vals)
-            if moved:
-                port = moved
-                c.close()
-                c = None
-        except (OSError, ConnectionError, ValueError):
-            # The node went away: try another one (it redirects to the leader it knows).
-            if c:
-                c.close()
-            c = None
-            lead = cl.leader(timeout=0.5)
-            port = lead.port if lead else port
+    """Pipelines of 8 requests over `plan` to whoever leads (harness.pipelined_loader)."""
+    pipelined_loader(cl, plan, seen, stop, depth=8, step=3)
 
 
 def reader(cl, seq, reads, stop):

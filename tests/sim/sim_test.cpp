@@ -125,13 +125,16 @@ struct BugGuard {
   ~BugGuard() { raft::testing::bugs = raft::testing::Bugs{}; }
 };
 
-// Returns the first failing result within `budget` seeds (ok=true if none failed).
-SimResult first_failure(int budget, int nodes, int steps, bool force = false) {
+// Returns the first failing result within `budget` seeds (ok=true if none failed): turbulent
+// seeds from 500000, or seeds of every profile from 600000 (calm ones pause leaders more often
+// and let them lead longer, where window mode's bugs show). `force` runs the force-new-cluster
+// scenario.
+SimResult first_failure(int budget, int nodes, int steps, bool turbulent = true, bool force = false) {
   for (int i = 0; i < budget; ++i) {
     SimOptions opt;
     opt.force_new_cluster = force;
-    opt.always_turbulent = true;
-    opt.seed = 500000 + static_cast<uint64_t>(i);
+    opt.always_turbulent = turbulent;
+    opt.seed = (turbulent ? 500000 : 600000) + static_cast<uint64_t>(i);
     opt.nodes = nodes;
     opt.steps = steps;
     SimResult r = run_simulation(opt);
@@ -180,7 +183,7 @@ TEST(SimTeeth, CatchesAcknowledgingAppendsBeforeTheyAreDurable) {
 TEST(SimTeeth, CatchesAForcedClusterThatDropsTheLogAfterTheCommitHint) {
   SKIP_TEETH_IF_QUICK();
   BugGuard guard(&raft::testing::Bugs::force_drops_uncommitted);
-  SimResult r = first_failure(100, 3, 5000, true);
+  SimResult r = first_failure(100, 3, 5000, true, /*force=*/true);
   EXPECT_FALSE(r.ok) << "the simulator missed --bug force-drops-uncommitted within 100 seeds";
   if (!r.ok) std::printf("caught --bug force-drops-uncommitted: %s\n", r.summary().c_str());
 }
@@ -190,15 +193,17 @@ TEST(SimTeeth, CatchesAForcedClusterThatDropsTheLogAfterTheCommitHint) {
 // a Floor) before each request, and compares every node's ticket state after each index.
 // Any room's bug switches: `bugs` is that room's global Bugs, reset after the run.
 template <typename Bugs>
-void expect_room_bug_caught(Bugs& bugs, bool Bugs::*flag, const char* name, int budget) {
+void expect_room_bug_caught(Bugs& bugs, bool Bugs::*flag, const char* name, int budget,
+                            bool turbulent = true) {
   bugs.*flag = true;
-  SimResult r = first_failure(budget, 3, 5000);
+  SimResult r = first_failure(budget, 3, 5000, turbulent);
   bugs = Bugs{};
   EXPECT_FALSE(r.ok) << "the simulator missed --bug " << name << " within " << budget << " seeds";
   if (!r.ok) std::printf("caught --bug %s: %s\n", name, r.summary().c_str());
 }
-void expect_tickets_bug_caught(bool tickets::testing::Bugs::*flag, const char* name, int budget) {
-  expect_room_bug_caught(tickets::testing::bugs, flag, name, budget);
+void expect_tickets_bug_caught(bool tickets::testing::Bugs::*flag, const char* name, int budget,
+                               bool turbulent = true) {
+  expect_room_bug_caught(tickets::testing::bugs, flag, name, budget, turbulent);
 }
 
 TEST(SimTeeth, CatchesAnAllocateThatIgnoresTheFloor) {
@@ -208,6 +213,22 @@ TEST(SimTeeth, CatchesAnAllocateThatIgnoresTheFloor) {
 TEST(SimTeeth, CatchesASnapshotThatForgetsFloors) {
   SKIP_TEETH_IF_QUICK();
   expect_tickets_bug_caught(&tickets::testing::Bugs::snapshot_forgets_floors, "snapshot-forgets-floors", 50);
+}
+
+// Window mode's deliberate bugs (tickets/window.h, the server's own WindowServer): the
+// simulator sends window batches to whichever node believes it leads and checks every
+// released ticket is unique and above what was acknowledged before the batch was sent.
+TEST(SimTeeth, CatchesAWindowBatchReleasedWithoutConfirmation) {
+  SKIP_TEETH_IF_QUICK();
+  expect_tickets_bug_caught(&tickets::testing::Bugs::window_skips_confirmation, "window-skips-confirmation", 40, false);
+}
+TEST(SimTeeth, CatchesANewTermServingBelowTheCommittedReservation) {
+  SKIP_TEETH_IF_QUICK();
+  expect_tickets_bug_caught(&tickets::testing::Bugs::window_keeps_old_windows, "window-keeps-old-windows", 40, false);
+}
+TEST(SimTeeth, CatchesAReservationServedBeforeItCommitted) {
+  SKIP_TEETH_IF_QUICK();
+  expect_tickets_bug_caught(&tickets::testing::Bugs::window_serves_uncommitted, "window-serves-uncommitted", 40, false);
 }
 
 // The driver's deliberate bugs: the simulator runs the server's own Ready pipeline
@@ -230,7 +251,9 @@ TEST(SimTeeth, BugsAreOffByDefault) {
   EXPECT_FALSE(none.commit_old_term_by_counting || none.forget_to_persist_vote || none.vote_without_log_check ||
                none.ack_before_persist || none.read_without_quorum || none.force_drops_uncommitted);
   tickets::testing::Bugs no_tickets_bug;
-  EXPECT_FALSE(no_tickets_bug.allocate_ignores_floor || no_tickets_bug.snapshot_forgets_floors);
+  EXPECT_FALSE(no_tickets_bug.allocate_ignores_floor || no_tickets_bug.snapshot_forgets_floors ||
+               no_tickets_bug.window_skips_confirmation || no_tickets_bug.window_keeps_old_windows ||
+               no_tickets_bug.window_serves_uncommitted);
   driver::testing::Bugs no_driver_bug;
   EXPECT_FALSE(no_driver_bug.release_before_durable || no_driver_bug.early_apply_out_of_order);
 }

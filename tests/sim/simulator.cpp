@@ -15,6 +15,7 @@
 #include "ticketd/driver/ready_pipeline.h"
 #include "ticketd/raft/node.h"
 #include "ticketd/tickets/state_machine.h"
+#include "ticketd/tickets/window.h"
 
 namespace ticketd::sim {
 namespace {
@@ -123,7 +124,32 @@ struct SimNode {
   tickets::StateMachine sm;
   uint64_t sm_applied = 0;
   uint64_t seen_commit = 0;
+  // Window mode on this node (the server's own tickets::WindowServer), lost on a crash.
+  std::unique_ptr<tickets::WindowServer> win = std::make_unique<tickets::WindowServer>();
+  // The node's clock: its ticks run at its own rate (rate_ppm of real time, within
+  // kClockSkewPpm), so elections, heartbeats and the window rate see skewed time.
+  uint64_t rate_ppm = 1'000'000;
+  uint64_t clock_acc = 0;  // ppm accumulated toward the next tick
+  uint64_t ticks = 0;      // ticks since this incarnation started (its local time)
+  // Window batches sent while the node was paused: they wait in its socket and are read
+  // when it wakes up, before anything from its peers (a stale leader's classic moment).
+  std::vector<uint64_t> inbox;
 };
+
+// A window-mode batch (TICKET/TICKET.BLOCK of window sequences) submitted to a node that
+// believed it led: floors[i] is the highest ticket of items[i]'s sequence acknowledged or
+// promised before it was submitted (real-time order: its tickets must be above it).
+struct WindowOp {
+  uint64_t node = 0;
+  uint64_t incarnation = 0;
+  std::vector<tickets::Command::Item> items;
+  std::vector<uint64_t> floors;
+};
+
+// Read contexts of window-mode ReadIndex rounds (the rest are TICKET.LAST reads).
+constexpr uint64_t kWindowRoundCtx = uint64_t{1} << 62;
+// Each node's clock runs within this much of real time (parts per million).
+constexpr uint64_t kClockSkewPpm = 200'000;
 
 // A TICKET.LAST: a linearizable read of one sequence's last value. It must reflect every
 // ticket acknowledged (or promised by a Create/Floor) before it was sent: `floor`.
@@ -253,6 +279,7 @@ class Simulation {
     n.disk.snap = st.snapshot;
     n.disk.entries = st.entries;
     n.node = std::make_unique<raft::Node>(node_config(id, 0), std::move(st));
+    n.rate_ppm = clock_rng_.range(1'000'000 - kClockSkewPpm, 1'000'000 + kClockSkewPpm);
     attach_driver(n);
     n.sm = tickets::StateMachine();
     n.sm_applied = n.node->applied_index();
@@ -270,6 +297,10 @@ class Simulation {
   }
 
   void shut_down(SimNode& n) {
+    n.win = std::make_unique<tickets::WindowServer>();  // windows live in memory only
+    n.ticks = 0;
+    n.inbox.clear();
+    std::erase_if(window_ops_, [&](const auto& kv) { return kv.second.node == n.id; });  // never answered
     n.pipeline.reset();
     n.hooks.reset();
     n.node.reset();
@@ -347,6 +378,14 @@ class Simulation {
       SimNode& n = nodes_[live[rng_.below(live.size())]];
       n.paused_until = now_ + rng_.range(5, 40);
       trace("pause %llu", static_cast<unsigned long long>(n.id));
+    }
+    if (clock_rng_.chance(crash_p_ / 2)) {
+      // A pause of the leader longer than an election timeout (a GC or VM stall, SIGSTOP):
+      // it wakes up believing it leads, with client requests waiting in its socket.
+      if (SimNode* l = leader()) {
+        l->paused_until = now_ + clock_rng_.range(15, 60);
+        trace("pause leader %llu until %llu", (unsigned long long)l->id, (unsigned long long)l->paused_until);
+      }
     }
     if (rng_.chance(member_p_)) membership();
     if (rng_.chance(snapshot_p_ * live.size())) {
@@ -570,6 +609,17 @@ class Simulation {
     SimNode* target = leader();
     if (!target || rng_.chance(0.2)) target = &nodes_[live[rng_.below(live.size())]];
     propose(*target, random_command(rng_.range(1, 5)), false);
+    // Window-mode batches: mostly at the leader, sometimes at any node that believes it leads
+    // (a deposed leader, paused or cut off, that has not heard of its successor).
+    if (client_rng_.chance(0.5)) {
+      SimNode* w = leader();
+      if (!w || client_rng_.chance(0.3)) w = &nodes_[live[client_rng_.below(live.size())]];
+      // Clients that have not heard of a new leader keep sending to the paused one.
+      for (auto& [id, p] : nodes_) {
+        if (p.node && now_ < p.paused_until && p.node->role() == Role::kLeader && client_rng_.chance(0.3)) w = &p;
+      }
+      if (w->node && w->node->role() == Role::kLeader) window_submit(*w);  // paused: queued
+    }
     // Now and then a TICKET.LAST at the node a client believes leads (the true leader, or a
     // deposed one still thinking it leads).
     if (client_rng_.chance(0.3)) {
@@ -595,15 +645,25 @@ class Simulation {
     static const char* const kNames[] = {"default", "orders", "users"};
     auto name = [&] { return std::string(kNames[client_rng_.below(3)]); };
     uint64_t roll = client_rng_.below(100);
-    if (roll < 4) return tickets::Command::create(name(), client_rng_.range(1, 1000));
+    static const char* const kWindowNames[] = {"win", "wide"};
+    auto window_name = [&] { return std::string(kWindowNames[client_rng_.below(2)]); };
+    if (roll < 4) {
+      // Window sequences with small windows, so reservations come often.
+      if (client_rng_.chance(0.4))
+        return tickets::Command::create_window(window_name(), client_rng_.range(1, 1000), client_rng_.range(1, 8));
+      return tickets::Command::create(name(), client_rng_.range(1, 1000));
+    }
     if (roll < 7) {
-      std::string n = name();
+      std::string n = client_rng_.chance(0.3) ? window_name() : name();
       return tickets::Command::floor(n, max_acked(n) + client_rng_.range(0, 50));
     }
     std::vector<tickets::Command::Item> items{{"default", count}};
     if (roll < 60) {
       items.clear();
-      for (uint64_t k = client_rng_.range(1, 3); k > 0; --k) items.push_back({name(), client_rng_.range(1, 5)});
+      // Now and then a dense Allocate of a window sequence too (a batch routed while the
+      // sequence was dense): it claims above the leader's windows, which must end there.
+      for (uint64_t k = client_rng_.range(1, 3); k > 0; --k)
+        items.push_back({client_rng_.chance(0.05) ? window_name() : name(), client_rng_.range(1, 5)});
     }
     return tickets::Command::allocate(std::move(items));
   }
@@ -635,9 +695,20 @@ class Simulation {
     ++now_;
     for (auto& [id, n] : nodes_) {
       if (!n.node || now_ < n.paused_until) continue;
-      // A little clock drift: a node occasionally misses a tick.
-      if (!rng_.chance(0.03)) n.node->tick();
+      window_read_inbox(n);
+      // A little clock drift: a node occasionally misses a tick; and each node's clock runs at
+      // its own rate (within kClockSkewPpm), so some tick twice in a step now and then.
+      bool miss = rng_.chance(0.03);
+      n.clock_acc += n.rate_ppm;
+      while (n.clock_acc >= 1'000'000 && n.node) {
+        n.clock_acc -= 1'000'000;
+        if (miss) continue;
+        n.node->tick();
+        ++n.ticks;
+      }
+      if (!n.node) continue;
       drain(n);
+      window_pump(n);
     }
     while (!net_.empty() && net_.top().at <= now_) {
       InFlight f = net_.top();
@@ -690,6 +761,80 @@ class Simulation {
     if (rng_.chance(0.005)) delay += rng_.range(10, 40);
     net_.push(InFlight{now_ + delay, seq_++, m});
     if (rng_.chance(dup_p_)) net_.push(InFlight{now_ + delay + rng_.range(0, 5), seq_++, m});
+  }
+
+  // ---- window mode, driven as the server's ticket log drives it: once per loop turn, the
+  // role into the WindowServer, its reservations proposed, one ReadIndex round started for
+  // every batch that arrived since the last, and what it released answered and checked.
+  void window_pump(SimNode& n) {
+    if (!n.node || now_ < n.paused_until) return;
+    tickets::WindowServer& w = *n.win;
+    w.set_leader(n.node->role() == Role::kLeader ? n.node->term() : 0);
+    bool changed = false;
+    for (const tickets::Command& c : w.reservations(n.sm, n.ticks * 10)) {  // its own clock, in ms
+      raft::ProposeResult r = n.node->propose(tickets::encode(c));
+      if (!r.ok()) break;
+      ++stats_.reservations;
+      w.proposed(c, r.index, r.term, n.sm);
+      changed = true;
+    }
+    if (std::optional<uint64_t> round = w.round_to_start()) {
+      if (!n.node->read_index(kWindowRoundCtx | *round).ok()) w.round_done(*round, false);
+      changed = true;
+    }
+    if (changed) drain(n);
+    for (tickets::WindowRelease& rel : w.take_released()) window_answer(n, rel);
+  }
+
+  void window_submit(SimNode& n) {
+    static const char* const kWindowNames[] = {"win", "wide"};
+    std::vector<tickets::Command::Item> items;
+    for (uint64_t k = client_rng_.range(1, 2); k > 0; --k)
+      items.push_back({kWindowNames[client_rng_.below(2)], client_rng_.range(1, 5)});
+    WindowOp op{n.id, n.incarnation, items, {}};
+    for (const auto& it : items) op.floors.push_back(max_acked(it.name));
+    uint64_t id = next_window_op_++;
+    window_ops_[id] = std::move(op);
+    ++stats_.window_batches;
+    if (now_ < n.paused_until) {
+      n.inbox.push_back(id);
+      return;
+    }
+    n.win->set_leader(n.node->role() == Role::kLeader ? n.node->term() : 0);
+    n.win->submit(id, std::move(items), n.sm);
+    window_pump(n);
+  }
+
+  void window_read_inbox(SimNode& n) {
+    if (n.inbox.empty()) return;
+    n.win->set_leader(n.node->role() == Role::kLeader ? n.node->term() : 0);
+    for (uint64_t id : n.inbox) n.win->submit(id, window_ops_.at(id).items, n.sm);
+    n.inbox.clear();
+  }
+
+  // A released window batch: its tickets must be unique in their sequence and above every
+  // ticket acknowledged (or promised) before the batch was submitted, whichever node served
+  // those: across leader changes, crashes, partitions, pauses and skewed clocks.
+  void window_answer(SimNode& n, tickets::WindowRelease& rel) {
+    auto it = window_ops_.find(rel.id);
+    if (it == window_ops_.end()) fail("node " + std::to_string(n.id) + " released an unknown window batch");
+    WindowOp op = std::move(it->second);
+    window_ops_.erase(it);
+    if (op.node != n.id || op.incarnation != n.incarnation) fail("a window batch released by another node or incarnation");
+    if (!rel.ok) {  // leadership lost: the client gets an error and retries
+      trace("window node %llu batch %llu failed", (unsigned long long)n.id, (unsigned long long)rel.id);
+      return;
+    }
+    if (rel.items.size() != op.items.size()) fail("a window batch released with the wrong number of items");
+    ++stats_.window_released;
+    for (size_t i = 0; i < op.items.size(); ++i) {
+      if (rel.items[i].status != tickets::Status::kOk) continue;  // no such sequence (yet)
+      const tickets::Command::Item& item = op.items[i];
+      trace("window node %llu %s [%llu,%llu]", (unsigned long long)n.id, item.name.c_str(),
+            (unsigned long long)rel.items[i].first, (unsigned long long)(rel.items[i].first + item.n - 1));
+      stats_.window_tickets += item.n;
+      ack(item.name, rel.items[i].first, rel.items[i].first + item.n - 1, op.floors[i]);
+    }
   }
 
   // Everything the node hands out goes through the server's own Ready pipeline.
@@ -754,6 +899,10 @@ class Simulation {
   void apply_on(SimNode& n, const Entry& e) { apply(n, e); }
 
   void read_done(SimNode& n, const raft::ReadState& rs) {
+    if (rs.ctx & kWindowRoundCtx) {
+      n.win->round_done(rs.ctx & ~kWindowRoundCtx, rs.ok);  // released in window_pump
+      return;
+    }
     auto it = reads_.find(rs.ctx);
     if (it == reads_.end()) fail("node " + std::to_string(n.id) + " answered an unknown read");
     PendingRead r = it->second;
@@ -818,6 +967,7 @@ class Simulation {
       std::string bad = tickets::decode(e.data, &cmd);
       if (!bad.empty()) fail("committed entry " + std::to_string(e.index) + " does not decode: " + bad);
       res = n.sm.apply(e.index, cmd);
+      n.win->applied(e.index, e.term, cmd, res, n.sm);
     }
     // Every node's ticket state after the same index is the same (state machine safety for
     // the application's state, not only for the log).
@@ -837,7 +987,7 @@ class Simulation {
       }
       if (it->term == e.term) {
         if (e.type != EntryType::kNormal || !(cmd == it->cmd)) fail("client answered with another entry");
-        answer(*it, res);
+        answer(*it, res, n.sm);
       }
       it = ops_.erase(it);
     }
@@ -859,14 +1009,23 @@ class Simulation {
 
   // The client's answer: per Allocate item its range (or an error), for a Create or Floor the
   // promise that later tickets of that sequence are above the sequence's last value.
-  void answer(const ClientOp& op, const tickets::ApplyResult& res) {
+  void answer(const ClientOp& op, const tickets::ApplyResult& res, const tickets::StateMachine& sm) {
     ++stats_.acked;
     if (forced_) ++stats_.acked_after_force;
     if (op.cmd.kind != tickets::Command::Kind::kAllocate) {
       if (res.status == tickets::Status::kOk || res.status == tickets::Status::kExists) {
+        // A window sequence's last is its reserved mark, above tickets still to be handed
+        // out of the leader's window: what is promised there is the Floor's value (and a
+        // new sequence's START), not the mark.
+        uint64_t promise = res.last;
+        const tickets::Sequence* s = sm.find(op.cmd.name);
+        if (s != nullptr && s->mode == tickets::Mode::kWindow) {
+          if (op.cmd.kind == tickets::Command::Kind::kFloor) promise = op.cmd.value;
+          else if (res.status == tickets::Status::kExists) promise = 0;
+        }
         uint64_t& m = max_acked_end_[op.cmd.name];
-        m = std::max(m, res.last);
-        if (opt_.force_new_cluster) ack_log_.push_back({op.node, op.index, op.term, op.cmd.name, res.last});
+        m = std::max(m, promise);
+        if (opt_.force_new_cluster) ack_log_.push_back({op.node, op.index, op.term, op.cmd.name, promise});
       }
       return;
     }
@@ -1051,6 +1210,9 @@ class Simulation {
   std::map<uint64_t, PendingRead> reads_;  // by read_index ctx
   uint64_t next_read_ = 1;
   Rng client_rng_{opt_.seed * 0x9E3779B97F4A7C15ull + 3};
+  Rng clock_rng_{opt_.seed * 0xD1B54A32D192ED03ull + 5};  // each node's clock rate
+  std::map<uint64_t, WindowOp> window_ops_;  // by batch id, until released
+  uint64_t next_window_op_ = 1;
   std::map<std::string, std::map<uint64_t, uint64_t>> acked_;  // per sequence: first -> last
   std::map<std::string, uint64_t> max_acked_end_;              // per sequence
   std::vector<uint64_t> state_hash_;  // per index: the ticket state after it (| 1; 0 = unseen)
@@ -1081,7 +1243,9 @@ std::string SimResult::summary() const {
      << " tickets=" << stats.tickets << " leaders=" << stats.elections << " crashes=" << stats.crashes
      << " partitions=" << stats.partitions << " conf_changes=" << stats.conf_changes
      << " snapshots=" << stats.snapshots_taken << "/" << stats.snapshots_installed << " msgs=" << stats.messages_sent
-     << " dropped=" << stats.messages_dropped << " removed_aware=" << stats.removed_aware;
+     << " dropped=" << stats.messages_dropped << " removed_aware=" << stats.removed_aware
+     << " window=" << stats.window_released << "/" << stats.window_batches << "/" << stats.window_tickets
+     << " reserves=" << stats.reservations;
   if (stats.forced) os << " forced=" << stats.forced << " floors=" << stats.floors << " acked_after=" << stats.acked_after_force;
   if (!ok) os << "\n  at step " << step << ": " << failure << "\n  replay: raft-sim --start-seed " << seed << " --seeds 1 --nodes " << nodes
                  << " --steps " << steps << replay_flags << " --trace";

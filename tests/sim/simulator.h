@@ -39,6 +39,10 @@ struct SimStats {
   uint64_t reads = 0;           // TICKET.LAST reads accepted by a leader
   uint64_t reads_answered = 0;  // ... answered with a value (the rest failed: leadership lost)
   uint64_t tickets = 0;
+  uint64_t window_batches = 0;   // window-mode batches submitted to a node that believed it led
+  uint64_t window_released = 0;  // ... answered with tickets (the rest failed: leadership lost)
+  uint64_t window_tickets = 0;
+  uint64_t reservations = 0;     // Reserve entries proposed
   uint64_t elections = 0;  // distinct (term, leader) pairs seen
   uint64_t crashes = 0;
   uint64_t partitions = 0;

@@ -244,10 +244,14 @@ TEST(Tickets, SameEntriesSameRangesOnEveryNode) {
   for (uint64_t idx = 1; idx <= 5000; ++idx) {
     Command c;
     std::string name = "s" + std::to_string(rng() % 8);
-    switch (rng() % 4) {
+    switch (rng() % 5) {
       case 0: c = Command::create(name, 1 + rng() % 100); break;
       case 1: c = Command::drop(name); break;
-      case 2: c = Command::floor(name, rng() % 1000); break;
+      case 2: c = rng() % 2 ? Command::floor(name, rng() % 1000)
+                            : Command::reserve(name, rng() % 1000); break;
+      case 3: c = rng() % 4 ? Command::allocate({{name, 1 + rng() % 5}, {"default", rng() % 3}})
+                            : Command::create_window(name, 1 + rng() % 100, 1 + rng() % 50);
+              break;
       default: c = Command::allocate({{name, 1 + rng() % 5}, {"default", rng() % 3}}); break;
     }
     Command via_wire = roundtrip(c);
@@ -258,6 +262,140 @@ TEST(Tickets, SameEntriesSameRangesOnEveryNode) {
     for (size_t k = 0; k < ra.items.size(); ++k) ASSERT_EQ(ra.items[k].first, rb.items[k].first);
   }
   EXPECT_EQ(a.encode_snapshot(), b.encode_snapshot());
+}
+
+// ---- window mode (issue 15)
+
+TEST(TicketsWindow, CreateWindowAndReserveClaimRanges) {
+  StateMachine sm;
+  ApplyResult r = sm.apply(1, Command::create_window("w", 10, 100));
+  ASSERT_EQ(r.status, Status::kOk);
+  const Sequence* s = sm.find("w");
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->mode, Mode::kWindow);
+  EXPECT_EQ(s->window, 100u);
+  EXPECT_EQ(s->last, 9u);
+  EXPECT_EQ(s->reserved, 0u);
+  r = sm.apply(2, Command::reserve("w", 109));
+  ASSERT_EQ(r.status, Status::kOk);
+  ASSERT_EQ(r.items.size(), 1u);
+  EXPECT_EQ(r.items[0].first, 10u);
+  EXPECT_EQ(r.last, 109u);
+  EXPECT_EQ(s->reserved, 109u);
+  // A Floor past the next reservation's end shrinks it to nothing, never overlaps.
+  sm.apply(3, Command::floor("w", 150));
+  r = sm.apply(4, Command::reserve("w", 140));
+  ASSERT_EQ(r.status, Status::kOk);
+  EXPECT_GT(r.items[0].first, r.last) << "empty reservation";
+  EXPECT_EQ(r.last, 150u);
+  EXPECT_EQ(s->reserved, 140u);
+  // An Allocate on a window sequence claims above every reservation (applied alike in
+  // either mode: the mode only tells the leader how to serve).
+  r = sm.apply(5, Command::allocate({{"w", 2}}));
+  EXPECT_EQ(r.items[0].first, 151u);
+  r = sm.apply(6, Command::reserve("w", 300));
+  EXPECT_EQ(r.items[0].first, 153u);
+  EXPECT_EQ(r.last, 300u);
+}
+
+TEST(TicketsWindow, RulesRefuseBadWindowsAndUnknownSequences) {
+  StateMachine sm;
+  EXPECT_EQ(sm.apply(1, Command::create_window("w", 1, 0)).status, Status::kInvalid);
+  EXPECT_EQ(sm.apply(2, Command::create_window("w", 1, kMaxWindow + 1)).status, Status::kInvalid);
+  EXPECT_EQ(sm.apply(3, Command::create_window("w", 0, 5)).status, Status::kInvalid);
+  EXPECT_EQ(sm.find("w"), nullptr);
+  EXPECT_EQ(sm.apply(4, Command::reserve("nope", 5)).status, Status::kNoSuchSequence);
+  sm.apply(5, Command::create_window("w", 1, 5));
+  EXPECT_EQ(sm.apply(6, Command::create_window("w", 1, 5)).status, Status::kExists);
+  EXPECT_EQ(sm.apply(7, Command::create("w", 1)).status, Status::kExists);
+  sm.apply(8, Command::floor("w", UINT64_MAX));
+  ApplyResult r = sm.apply(9, Command::reserve("w", 5));
+  ASSERT_EQ(r.items.size(), 1u);
+  EXPECT_EQ(r.items[0].status, Status::kExhausted);
+}
+
+TEST(TicketsWindow, CommandsRoundTrip) {
+  for (const Command& c : {Command::create_window("orders", 7, 1000), Command::reserve("orders", 99),
+                           Command::reserve("default", UINT64_MAX)}) {
+    EXPECT_EQ(roundtrip(c), c);
+  }
+  // The window field is part of the encoding: truncating it is refused.
+  std::string e = encode(Command::create_window("w", 1, 5));
+  std::string body = e.substr(0, e.size() - 16);
+  Command out;
+  EXPECT_NE(decode(with_checksum(body), &out), "");
+}
+
+TEST(TicketsWindow, SnapshotCarriesModeWindowAndReservation) {
+  StateMachine sm;
+  sm.apply(1, Command::create_window("w", 5, 42));
+  sm.apply(2, Command::reserve("w", 100));
+  sm.apply(3, Command::create("d", 1));
+  std::string snap = sm.encode_snapshot();
+  StateMachine back;
+  ASSERT_EQ(back.decode_snapshot(snap, 3), "");
+  EXPECT_EQ(*back.find("w"), *sm.find("w"));
+  EXPECT_EQ(back.find("w")->mode, Mode::kWindow);
+  EXPECT_EQ(back.find("w")->window, 42u);
+  EXPECT_EQ(back.find("w")->reserved, 100u);
+  EXPECT_EQ(back.find("d")->mode, Mode::kDense);
+  EXPECT_EQ(back.encode_snapshot(), snap);
+  for (size_t i = 0; i < snap.size(); ++i) {
+    std::string bad = snap;
+    bad[i] = static_cast<char>(bad[i] ^ 0x10);
+    StateMachine t;
+    EXPECT_NE(t.decode_snapshot(bad, 5), "") << "flip at " << i;
+  }
+}
+
+TEST(TicketsWindow, SnapshotRefusesStatesNoRuleMakes) {
+  // Version 3 with one sequence "default": mode, window, reserved as given.
+  auto snap = [](uint8_t mode, uint64_t window, uint64_t last, uint64_t reserved) {
+    std::string body("\x03\x01\x00\x00\x00\x07\x00" "default", 14);
+    auto u64 = [&](uint64_t v) {
+      for (int i = 0; i < 8; ++i) body.push_back(static_cast<char>(v >> (8 * i)));
+    };
+    u64(last);
+    u64(0);
+    u64(0);
+    body.push_back(static_cast<char>(mode));
+    u64(window);
+    u64(reserved);
+    return with_checksum(body);
+  };
+  StateMachine sm;
+  EXPECT_EQ(sm.decode_snapshot(snap(1, 10, 50, 50), 1), "");
+  EXPECT_NE(sm.decode_snapshot(snap(2, 10, 50, 50), 1), "") << "unknown mode";
+  EXPECT_NE(sm.decode_snapshot(snap(0, 10, 50, 0), 1), "") << "a dense sequence with a window";
+  EXPECT_NE(sm.decode_snapshot(snap(1, 0, 50, 0), 1), "") << "a window sequence without one";
+  EXPECT_NE(sm.decode_snapshot(snap(1, 10, 50, 51), 1), "") << "reserved above last";
+}
+
+TEST(TicketsWindow, DefaultModeFromOptionsAndOldSnapshots) {
+  Options o;
+  o.default_mode = Mode::kWindow;
+  StateMachine sm(o);
+  EXPECT_EQ(sm.find("default")->mode, Mode::kWindow);
+  EXPECT_EQ(sm.find("default")->window, kDefaultWindow);
+  // A version-2 snapshot (no modes): default takes the options' mode, the others are dense.
+  StateMachine v2;
+  v2.apply(1, Command::create("orders", 3));
+  std::string body("\x02\x02\x00\x00\x00", 5);
+  for (const char* n : {"default", "orders"}) {
+    body.push_back(static_cast<char>(std::string(n).size()));
+    body.push_back('\0');
+    body += n;
+    body += std::string(24, '\0');
+  }
+  StateMachine back(o);
+  ASSERT_EQ(back.decode_snapshot(with_checksum(body), 9), "");
+  EXPECT_EQ(back.find("default")->mode, Mode::kWindow);
+  EXPECT_EQ(back.find("orders")->mode, Mode::kDense);
+  std::string legacy(8, '\0');
+  legacy[0] = 5;
+  ASSERT_EQ(back.decode_snapshot(legacy, 10), "");
+  EXPECT_EQ(back.find("default")->mode, Mode::kWindow);
+  EXPECT_EQ(back.find("default")->last, 5u);
 }
 
 }  // namespace

@@ -36,7 +36,8 @@ int main(int argc, char** argv) {
   app.add_option("--bug", bug, "switch on one deliberate bug (test build): commit-old-term, forget-vote, "
                                "no-log-check, ack-before-persist, read-without-quorum, force-drops-uncommitted, allocate-ignores-floor, "
                                "snapshot-forgets-floors, release-before-durable, "
-                               "early-apply-out-of-order");
+                               "early-apply-out-of-order, window-skips-confirmation, "
+                               "window-keeps-old-windows, window-serves-uncommitted");
   CLI11_PARSE(app, argc, argv);
 
 #ifdef TICKETD_RAFT_BUGS
@@ -49,6 +50,9 @@ int main(int argc, char** argv) {
   else if (bug == "force-drops-uncommitted") b.force_drops_uncommitted = true;
   else if (bug == "allocate-ignores-floor") ticketd::tickets::testing::bugs.allocate_ignores_floor = true;
   else if (bug == "snapshot-forgets-floors") ticketd::tickets::testing::bugs.snapshot_forgets_floors = true;
+  else if (bug == "window-skips-confirmation") ticketd::tickets::testing::bugs.window_skips_confirmation = true;
+  else if (bug == "window-keeps-old-windows") ticketd::tickets::testing::bugs.window_keeps_old_windows = true;
+  else if (bug == "window-serves-uncommitted") ticketd::tickets::testing::bugs.window_serves_uncommitted = true;
   else if (bug == "release-before-durable") ticketd::driver::testing::bugs.release_before_durable = true;
   else if (bug == "early-apply-out-of-order") ticketd::driver::testing::bugs.early_apply_out_of_order = true;
   else if (!bug.empty()) {

@@ -51,6 +51,10 @@ struct ServerOptions {
   uint64_t snapshot_every = 10000;  // entries between automatic snapshots + WAL compaction
   uint64_t wal_segment_bytes = 16ull << 20;  // ~300k Allocate records; disk use is bounded by two
   uint64_t max_sequences = 10000;  // TICKET.CREATE refuses past this many (default included)
+  // The `default` sequence's mode where the ticket state starts (--default-mode window, issue
+  // 15): a snapshot carries the mode from then on. Give every node of a cluster the same.
+  bool default_window_mode = false;
+  uint64_t default_window = 10000;  // its least reservation (--default-window)
   // Clients. The default user's password, as its SHA-256 digest only (--requirepass*).
   std::optional<auth::Digest> requirepass;
   std::string aclfile;           // users and roles; read (and checked) at start
