@@ -554,7 +554,10 @@ StepResult Node::step_validated(const Message& m) {
       r.to = m.from;
       r.term = term_;
       r.reject = true;
-      r.index = m.index;
+      // A term notice, not an answer about the stale leader's entries: no index (as etcd). The
+      // sender may lead again in our term with a shorter log (its unsynced tail lost in a crash),
+      // and an index past that log would read as a rejection it never asked for.
+      r.index = 0;
       send(std::move(r), false);
     } else if (m.type == MessageType::kPreVote) {
       Message r;
@@ -772,7 +775,11 @@ StepResult Node::step_leader(const Message& m) {
   if (it == progress_.end()) return {};
   PeerProgress& pr = it->second;
   if (m.type == MessageType::kAppendResp && m.index > log_.last_index()) {
-    // We never sent an append past our log (and a leader's log never shrinks).
+    // A rejection past our log is a term notice an older peer sent in answer to one of our
+    // appends from an earlier term (before a crash cut our unsynced tail): stale, ignored. An
+    // acceptance is not: we never sent an append past our log in this term (and a leader's log
+    // never shrinks while it leads).
+    if (m.reject) return {};
     return refuse(StepStatus::kConflict, "append response for entries past our log");
   }
   if (m.type == MessageType::kHeartbeatResp && m.hint_index > read_round_) {

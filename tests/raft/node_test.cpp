@@ -972,6 +972,58 @@ TEST(RaftPeerInput, AckBeyondTheLeadersLogIsRefused) {
   EXPECT_GE(ln.commit_index(), r.index);
 }
 
+// The simulator's seed 90021: a leader of an earlier term crashed with an unsynced tail, led
+// again in a later term with a shorter log, and got the term notice a peer had sent in answer to
+// one of its old appends (a rejection at the old index, in the new term). That is stale, not
+// hostile: ignored without a refusal, and the follower's progress is untouched.
+TEST(RaftPeerInput, StaleRejectionBeyondTheLeadersLogIsIgnored) {
+  Settled s;
+  Node& ln = s.c.node(s.l);
+  uint64_t last = ln.last_index();
+  uint64_t match_before = 0;
+  for (const PeerProgress& pr : ln.progress()) {
+    if (pr.id == s.f) match_before = pr.match;
+  }
+  Message nack = msg(MessageType::kAppendResp, s.f, s.l, ln.term());
+  nack.reject = true;
+  nack.index = last + 7;
+  EXPECT_TRUE(ln.step(nack).ok());
+  for (const PeerProgress& pr : ln.progress()) {
+    if (pr.id == s.f) {
+      EXPECT_EQ(pr.match, match_before);
+    }
+  }
+  auto r = ln.propose(allocate(1));
+  s.c.tick_all(3);
+  EXPECT_EQ(s.c.node(s.f).last_index(), r.index);
+}
+
+// A follower's answer to an append of a lower term is a term notice without an index.
+TEST(RaftPeerInput, TermNoticeToAStaleLeaderCarriesNoIndex) {
+  Settled s;
+  Node& fn = s.c.node(s.f);
+  Message old = s.append();
+  old.term = fn.term() - 1;
+  old.index = fn.last_index() + 50;
+  old.log_term = old.term;
+  s.c.drain(s.f);
+  ASSERT_TRUE(fn.step(old).ok());
+  ASSERT_TRUE(fn.has_ready());
+  Ready rd = fn.ready();
+  std::vector<Message> out = rd.messages;
+  out.insert(out.end(), rd.persist_then_send.begin(), rd.persist_then_send.end());
+  bool saw = false;
+  for (const Message& m : out) {
+    if (m.type == MessageType::kAppendResp && m.to == old.from) {
+      saw = true;
+      EXPECT_TRUE(m.reject);
+      EXPECT_EQ(m.term, fn.term());
+      EXPECT_EQ(m.index, 0u);
+    }
+  }
+  EXPECT_TRUE(saw);
+}
+
 TEST(RaftPeerInput, SecondLeaderInOurTermIsRefused) {
   Settled s;
   Node& fn = s.c.node(s.f);
