@@ -102,7 +102,12 @@ HttpRequest parse_http_request(std::string_view buf) {
   r.minor_version = version[7] - '0';
   size_t q = target.find('?');
   r.path = target.substr(0, q);
-  if (r.path.empty() || (r.path.front() != '/' && r.path != "*")) {
+  if (r.path == "*") {
+    // Asterisk-form is for a server-wide OPTIONS, which is not served (GET and HEAD only).
+    if (method == "OPTIONS") return bad(405, "only GET and HEAD are served");
+    return bad(400, "an asterisk-form target is only for OPTIONS");
+  }
+  if (r.path.empty() || r.path.front() != '/') {
     // Absolute-form (http://host/metrics) is allowed by HTTP/1.1: keep its path.
     size_t scheme = ieq(target.substr(0, 7), "http://") ? 7 : ieq(target.substr(0, 8), "https://") ? 8 : 0;
     if (scheme == 0) return bad(400, "malformed request target");

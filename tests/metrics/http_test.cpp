@@ -66,6 +66,9 @@ TEST(HttpRequest, RefusesMalformedRequestsWith4xx) {
       {"GET /metrics HTTP/1.1\r\nHo st: x\r\n\r\n", 400},
       // Found by fuzz_http_request: "://" alone made an absolute-form target.
       {"GET ET%://ZZ HTTP/1.0\r\n\r\n", 400},
+      // Found by fuzz_http_request in CI: "*" was accepted as a path that is not "/...".
+      {"GET * HTTP/1.0\r\n\r\n", 400},
+      {"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 405},
   };
   for (const Case& c : cases) {
     HttpRequest r = parse_http_request(c.req);
