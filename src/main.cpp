@@ -162,6 +162,11 @@ int main(int argc, char** argv) {
   app.add_option("--maxclients", opts.max_clients, "maximum client connections")
       ->capture_default_str()
       ->check(CLI::Range(1u, 1000000u));
+  app.add_option("--wal-writes-in-flight", opts.wal_writes_in_flight,
+                 "durable log writes in flight side by side (1 = one at a time); each is "
+                 "acknowledged only once it and every write before it are durable")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 8u));
   app.add_option("--max-sequences", opts.max_sequences,
                  "most sequences TICKET.CREATE may make, `default` included (the snapshot holds "
                  "them all: ~33 bytes each with short names)")

@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 
+#include "ticketd/base/check.h"
 #include "ticketd/driver/ready_pipeline.h"
 
 #include "../server/trace.h"
@@ -45,7 +46,7 @@ bool RaftTicketLog::save_hard_state(const raft::HardState& hs) {
   return true;
 }
 
-bool RaftTicketLog::idle() const { return !writing_ && !wal_->has_pending(); }
+bool RaftTicketLog::idle() const { return !writing() && !wal_->has_pending(); }
 
 // Installing a snapshot rewrites the snapshot file: never while our own save runs.
 bool RaftTicketLog::may_install_snapshot() const { return !snapshot_writer_.busy(); }
@@ -76,13 +77,16 @@ uint64_t RaftTicketLog::durable_index() const {
 }
 
 void RaftTicketLog::start_write() {
-  // One write at a time: everything staged meanwhile goes into the next (group commit). At
-  // durability low the tick writes (on_tick).
+  // Up to --wal-writes-in-flight writes side by side; everything staged while none can start
+  // goes into the next (group commit). Each write is durable on its own; the WAL's durable
+  // index, and so every acknowledgement (to clients, or a follower's to the leader), covers
+  // only the contiguous prefix of completed writes. At durability low the tick writes.
   if (durability_ == Durability::kLow || !may_start_write()) return;
   // Replication first: queue the AppendEntries sends ahead of the write, so they leave
   // before the disk submission (a virtio kick) in the same io_uring_enter.
   transport_->flush();
-  begin_wal_write();
+  while (may_start_write() && begin_wal_write()) {
+  }
 }
 
 // ---- driver::Application
@@ -146,61 +150,78 @@ bool RaftTicketLog::may_start_write() const {
   // While stalled, only once the spare segment could be made (on_tick retries it every
   // second): each attempt in between would be a blocking write that is bound to fail.
   // After close() no write starts: no loop turn would complete it.
-  return !writing_ && !closed_ && wal_->has_pending() && (!wal_stalled_ || wal_->spare_ready());
+  return !closed_ && wal_->has_pending() && wal_->can_begin_write(durability_ == Durability::kHigh) &&
+         (!wal_stalled_ || wal_->spare_ready());
 }
 
-void RaftTicketLog::begin_wal_write() {
+bool RaftTicketLog::begin_wal_write() {
   auto op = wal_->begin_write(durability_ == Durability::kHigh);
   if (!op) {
+    // Else a segment switch waits for the writes in flight: their completion pumps again.
     if (wal_->failed()) stop_on_wal_failure("cannot write");
     if (!wal_->blocked().is_ok()) note_wal_stall();
-    return;
+    return false;
   }
   if (wal_stalled_) {
     wal_stalled_ = false;
     node_.log_stats().wal_stalled.store(false, std::memory_order_relaxed);
     node_.log_line("wal: a new segment was started; writing and acknowledging again");
   }
-  op_ = *op;
-  TICKETD_TRACE_EV("wstart", wal_->last_index(), op_.len);
-  writing_ = true;
-  write_started_us_ = now_us();
+  WriteSlot* w = nullptr;
+  for (WriteSlot& s : slots_) {
+    if (!s.busy) {
+      w = &s;
+      break;
+    }
+  }
+  TICKETD_CHECK(w != nullptr);  // the WAL allows at most kMaxWritesInFlight
+  w->busy = true;
+  w->op = *op;
+  TICKETD_TRACE_EV("wstart", w->op.last_index, w->op.len);
+  ++writes_in_flight_;
+  w->started_us = now_us();
   LogStats& ls = node_.log_stats();
   ls.writes.fetch_add(1, std::memory_order_relaxed);
+  ls.writes_in_flight.store(writes_in_flight_, std::memory_order_relaxed);
+  if (writes_in_flight_ > 1) ls.overlapped_writes.fetch_add(1, std::memory_order_relaxed);
   if (tickets_since_write_ > 0) {
     // The tickets of the entries proposed since the last write began: this write's.
     ls.write_tickets.record(tickets_since_write_);
     ls.write_tickets_sum.add(tickets_since_write_);
     tickets_since_write_ = 0;
   }
-  loop_->write(op_.fd, op_.buf, op_.len, op_.offset, op_.dsync, &write_c_);
+  loop_->write(w->op.fd, w->op.buf, w->op.len, w->op.offset, w->op.dsync, &w->write_c);
+  return true;
 }
 
-void RaftTicketLog::on_write_done(int32_t res) {
-  if (res >= 0 && static_cast<size_t>(res) == op_.len && op_.needs_fdatasync) {
+void RaftTicketLog::on_write_done(WriteSlot* w, int32_t res) {
+  if (res >= 0 && static_cast<size_t>(res) == w->op.len && w->op.needs_fdatasync) {
     node_.log_stats().syncs.fetch_add(1, std::memory_order_relaxed);
-    loop_->fdatasync(op_.fd, &fsync_after_write_c_);
+    loop_->fdatasync(w->op.fd, &w->fsync_c);
     return;
   }
-  finish_write(res);
+  finish_write(w, res);
 }
 
-void RaftTicketLog::finish_write(int64_t res) {
-  TICKETD_TRACE_EV("wdone", res, 0);
-  writing_ = false;
-  storage::Status s = wal_->end_write(res);
+void RaftTicketLog::finish_write(WriteSlot* w, int64_t res) {
+  TICKETD_TRACE_EV("wdone", res, w->op.last_index);
+  w->busy = false;
+  --writes_in_flight_;
+  // Completions come in any order: the WAL advances its durable index over the prefix only.
+  storage::Status s = wal_->end_write(w->op.last_index, res);
   LogStats& ls = node_.log_stats();
-  uint64_t took_us = now_us() - write_started_us_;
+  uint64_t took_us = now_us() - w->started_us;
   ls.last_write_us.store(took_us, std::memory_order_relaxed);
   ls.wal_write_ns.record(took_us * 1000);
   ls.wal_write_ns_sum.add(took_us * 1000);
+  ls.writes_in_flight.store(writes_in_flight_, std::memory_order_relaxed);
   if (!s) stop_on_wal_failure("write failed");
   ls.durable_index.store(wal_->durable_index(), std::memory_order_relaxed);
   if (durability_ == Durability::kLow) {
     // The tick's flush goes on until everything staged before it is out (a write carries at
     // most one buffer), then syncs; what staged since waits for the next tick.
     if (wal_->written_index() < low_flush_to_ && may_start_write()) {
-      begin_wal_write();
+      (void)begin_wal_write();
     } else {
       start_background_sync();
     }

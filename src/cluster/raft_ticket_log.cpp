@@ -72,7 +72,7 @@ void RaftTicketLog::on_tick() {
   // Zero-fill the next WAL segment ahead of time, one 1 MiB step per tick, so a segment
   // switch never waits for it. Only between writes: it is a short blocking write.
   // A failed attempt (a full disk) leaves the log healthy; try again a second later.
-  if (!writing_ && !wal_->spare_ready() && !wal_->failed() && now_ms() >= spare_retry_ms_) {
+  if (!writing() && !wal_->spare_ready() && !wal_->failed() && now_ms() >= spare_retry_ms_) {
     if (!wal_->prepare_spare_step() && !wal_->spare_error().is_ok()) {
       spare_retry_ms_ = now_ms() + 1000;
     }
@@ -107,10 +107,14 @@ void RaftTicketLog::propose_staged(bool full) {
                                                   : BatchStatus::kNotLeader);
     return;
   }
-  // Batching: while a log write is in flight, tickets keep gathering; they are proposed
-  // as ONE entry the moment the next write can start (finish_write), so every write
-  // carries everything that arrived meanwhile. (At durability low nothing waits on writes.)
-  if (writing_ && durability_ != Durability::kLow && !full) return;
+  // Batching: while no further log write can start (--wal-writes-in-flight are in flight),
+  // tickets keep gathering; they are proposed as ONE entry the moment the next write can
+  // start (finish_write), so every write carries everything that arrived meanwhile. (At
+  // durability low nothing waits on writes.)
+  if (writing() && !wal_->can_begin_write(durability_ == Durability::kHigh) &&
+      durability_ != Durability::kLow && !full) {
+    return;
+  }
   if (wal_stalled_) {
     // Our log cannot take more (note_wal_stall): refuse rather than queue without bound.
     fail_staged(BatchStatus::kLogFailed);
@@ -290,7 +294,7 @@ bool RaftTicketLog::drained() const {
   // a transfer that finished in milliseconds only delayed the exit.
   bool handing_over = shutting_down_ && raft_->role() == raft::Role::kLeader &&
                       raft_->transfer_target() != raft::kNoId;
-  return staged_total_ == 0 && proposals_.empty() && !writing_ && !syncing_ && !handing_over &&
+  return staged_total_ == 0 && proposals_.empty() && !writing() && !syncing_ && !handing_over &&
          splits_.empty();
 }
 
@@ -323,7 +327,7 @@ void RaftTicketLog::close() {
   if (wal_ && !wal_->failed()) {
     // What is staged goes out (not past a write still in flight: its buffer is in use), then
     // one fdatasync covers every written record, whatever background sync is outstanding.
-    storage::Status st = writing_ ? storage::Status::ok() : wal_->sync_write(true);
+    storage::Status st = writing() ? storage::Status::ok() : wal_->sync_write(true);
     if (!st) node_.log_warning("wal: final flush failed: " + st.message());
     st = wal_->sync_now();  // also after a refused write (a stalled WAL): what is written
     if (!st) node_.log_warning("wal: final fdatasync failed: " + st.message());

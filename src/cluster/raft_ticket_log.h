@@ -10,6 +10,7 @@
 // role), admin.cpp (RAFT.* and INFO raft).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -174,9 +175,10 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   // the Ready pipeline
   void pump();
   void note_storage_trouble(const std::string& what);
-  void begin_wal_write();
-  void on_write_done(int32_t res);
-  void finish_write(int64_t res);
+  struct WriteSlot;
+  bool begin_wal_write();
+  void on_write_done(WriteSlot* w, int32_t res);
+  void finish_write(WriteSlot* w, int64_t res);
   void start_background_sync();
   bool may_start_write() const;
   void note_wal_stall();
@@ -365,14 +367,24 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   std::vector<uint64_t> departed_;  // left the configuration; links dropped once it commits
   uint64_t departed_at_ = 0;        // the configuration index that removed them
 
-  bool writing_ = false;
+  // One slot per durable write in flight (up to --wal-writes-in-flight side by side; the WAL
+  // decides which may start, see storage::Wal::can_begin_write). A slot's completions are
+  // only rearmed once its write is over.
+  struct WriteSlot {
+    RaftTicketLog* self = nullptr;
+    bool busy = false;
+    storage::WalWriteOp op;
+    uint64_t started_us = 0;
+    io::Completion write_c, fsync_c;
+  };
+  std::array<WriteSlot, storage::kMaxWritesInFlight> slots_;
+  size_t writes_in_flight_ = 0;
+  bool writing() const { return writes_in_flight_ > 0; }
   bool syncing_ = false;
   bool wal_stalled_ = false;     // no new segment could be started (full disk); see note_wal_stall
   uint64_t low_flush_to_ = 0;    // durability low: the tick's write goes on up to this index
-  storage::WalWriteOp op_;
   storage::WalSyncOp sync_op_;
-  uint64_t write_started_us_ = 0;
-  io::Completion write_c_, fsync_after_write_c_, sync_c_, tick_c_;
+  io::Completion sync_c_, tick_c_;
   __kernel_timespec tick_ts_{};
   uint64_t ticks_ = 0;
   uint64_t sync_every_ticks_ = 20;

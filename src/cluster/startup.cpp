@@ -45,6 +45,7 @@ bool RaftTicketLog::load_state(raft::InitialState* st, bool* fresh, std::string*
 
   storage::WalOptions wo;
   wo.segment_bytes = node_.opts().wal_segment_bytes;
+  wo.max_writes_in_flight = node_.opts().wal_writes_in_flight;
   wo.log = [this](std::string_view msg) { node_.log_line("wal: " + std::string(msg)); };
   storage::WalRecoveryReport report;
   std::vector<storage::WalRecord> records;
@@ -313,19 +314,25 @@ bool RaftTicketLog::open(std::string* err) {
   ls.durable_index.store(raft_->last_index());
   ls.snapshot_index.store(snapshot_index_);
   ls.direct_io.store(wal_->direct_io());
+  ls.max_writes_in_flight.store(wal_->max_writes_in_flight());
   return true;
 }
 
 void RaftTicketLog::attach(io::Loop* loop) {
   loop_ = loop;
-  write_c_.owner = fsync_after_write_c_.owner = sync_c_.owner = tick_c_.owner = this;
-  write_c_.fn = [](io::Completion* c, int32_t res, uint32_t) {
-    static_cast<RaftTicketLog*>(c->owner)->on_write_done(res);
-  };
-  fsync_after_write_c_.fn = [](io::Completion* c, int32_t res, uint32_t) {
-    auto* self = static_cast<RaftTicketLog*>(c->owner);
-    self->finish_write(res < 0 ? res : static_cast<int64_t>(self->op_.len));
-  };
+  sync_c_.owner = tick_c_.owner = this;
+  for (WriteSlot& w : slots_) {
+    w.self = this;
+    w.write_c.owner = w.fsync_c.owner = &w;
+    w.write_c.fn = [](io::Completion* c, int32_t res, uint32_t) {
+      auto* w = static_cast<WriteSlot*>(c->owner);
+      w->self->on_write_done(w, res);
+    };
+    w.fsync_c.fn = [](io::Completion* c, int32_t res, uint32_t) {
+      auto* w = static_cast<WriteSlot*>(c->owner);
+      w->self->finish_write(w, res < 0 ? res : static_cast<int64_t>(w->op.len));
+    };
+  }
   sync_c_.fn = [](io::Completion* c, int32_t res, uint32_t) {
     auto* self = static_cast<RaftTicketLog*>(c->owner);
     self->syncing_ = false;

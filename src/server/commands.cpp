@@ -784,6 +784,12 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
     appendf(r, "wal_write_errors:%llu", static_cast<unsigned long long>(ls.write_errors.load()));
     appendf(r, "wal_stalled:%d", ls.wal_stalled.load() ? 1 : 0);
     appendf(r, "wal_last_write_us:%llu", static_cast<unsigned long long>(ls.last_write_us.load()));
+    appendf(r, "wal_writes_in_flight:%llu",
+            static_cast<unsigned long long>(ls.writes_in_flight.load()));
+    appendf(r, "wal_max_writes_in_flight:%llu",
+            static_cast<unsigned long long>(ls.max_writes_in_flight.load()));
+    appendf(r, "wal_overlapped_writes:%llu",
+            static_cast<unsigned long long>(ls.overlapped_writes.load()));
     appendf(r, "snapshot_index:%llu", static_cast<unsigned long long>(ls.snapshot_index.load()));
     appendf(r, "snapshots_taken:%llu", static_cast<unsigned long long>(ls.snapshots.load()));
     r += "\r\n";

@@ -33,6 +33,9 @@ struct LogStats {
   std::atomic<uint64_t> snapshots{0};
   std::atomic<uint64_t> write_errors{0};
   std::atomic<uint64_t> last_write_us{0};   // duration of the last durable write
+  std::atomic<uint64_t> writes_in_flight{0};   // log writes in flight now
+  std::atomic<uint64_t> max_writes_in_flight{1};  // --wal-writes-in-flight
+  std::atomic<uint64_t> overlapped_writes{0};  // writes started while another was in flight
   std::atomic<bool> direct_io{false};
   std::atomic<bool> wal_stalled{false};     // no new WAL segment could be made (full disk)
   std::atomic<uint64_t> sequences{1};       // named sequences, `default` included (applied state)

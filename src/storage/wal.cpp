@@ -63,6 +63,21 @@ uint64_t nonzero_end(const std::vector<std::byte>& data, uint64_t from) {
   return end;
 }
 
+// Decodes the record at *scan. An all-zero header inside a block is the zero padding after a
+// write's last record (a write begun while another was in flight starts on a fresh block): the
+// record, if any, is at the next block boundary, and *scan moves there. An all-zero header at
+// a block boundary is the end of the records.
+WalDecode next_record(const std::vector<std::byte>& data, uint64_t* scan, size_t max_payload,
+                      WalRecordView* v) {
+  std::span<const std::byte> all(data);
+  WalDecode dec = decode_wal_record(all.subspan(*scan), max_payload, v);
+  if (dec != WalDecode::kEnd || *scan % kBlockBytes == 0) return dec;
+  uint64_t next = round_up_block(*scan);
+  if (next >= data.size()) return dec;
+  *scan = next;
+  return decode_wal_record(all.subspan(next), max_payload, v);
+}
+
 std::string base_name(const std::string& path) {
   size_t slash = path.find_last_of('/');
   return slash == std::string::npos ? path : path.substr(slash + 1);
@@ -111,7 +126,7 @@ Wal::Wal(const std::string& dir, const WalOptions& options)
     : dir_(dir),
       options_(options),
       max_payload_(options.max_write_bytes - kBlockBytes - kWalHeaderBytes),
-      buf_(options.max_write_bytes),
+      tail_(kBlockBytes),
       zeros_(std::min<uint64_t>(options.spare_step_bytes, options.segment_bytes)) {}
 
 Wal::~Wal() {
@@ -154,6 +169,10 @@ Status Wal::open(const std::string& dir, const WalOptions& options, std::unique_
     return Status::invalid(
         "wal options: segment_bytes, max_write_bytes and spare_step_bytes must be multiples of "
         "4096, with 8192 <= max_write_bytes <= segment_bytes");
+  }
+  if (options.max_writes_in_flight < 1 || options.max_writes_in_flight > kMaxWritesInFlight) {
+    return Status::invalid("wal options: max_writes_in_flight must be 1.." +
+                           std::to_string(kMaxWritesInFlight));
   }
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return Status::io("mkdir " + dir, errno);
   std::unique_ptr<Wal> wal(new Wal(dir, options));
@@ -256,9 +275,9 @@ Status Wal::wipe_tail(int fd, const std::vector<std::byte>& data, uint64_t from,
 
 void Wal::load_tail_block(const std::byte* segment_data, uint64_t end) {
   buf_base_ = round_down_block(end);
-  std::memset(buf_.data(), 0, kBlockBytes);
+  std::memset(tail_.data(), 0, kBlockBytes);
   // An empty segment has no data pointer at all: memcpy must not see it, even for 0 bytes.
-  if (end > buf_base_) std::memcpy(buf_.data(), segment_data + buf_base_, end - buf_base_);
+  if (end > buf_base_) std::memcpy(tail_.data(), segment_data + buf_base_, end - buf_base_);
 }
 
 Status Wal::recover(WalRecoveryReport* rep, std::vector<WalRecord>* recovered) {
@@ -316,17 +335,18 @@ Status Wal::recover(WalRecoveryReport* rep, std::vector<WalRecord>* recovered) {
     }
     Status s = read_whole_file(seg.path, &data);
     if (!s) return s;
-    uint64_t off = 0;
+    uint64_t off = 0;   // end of the valid records
+    uint64_t scan = 0;  // where the next record is looked for (past padding: next_record)
     uint64_t idx = seg.first_index;
     WalDecode dec;
     for (;;) {
       WalRecordView v;
-      dec = decode_wal_record(std::span<const std::byte>(data).subspan(off), max_payload_, &v);
+      dec = next_record(data, &scan, max_payload_, &v);
       if (dec == WalDecode::kNewerFormat) {
         // Never cut off: the log is intact, this build cannot read it.
         return Status::corrupt("wal segment " + seg.path + ": the record at index " +
                                std::to_string(idx) + " is in format " +
-                               std::to_string(static_cast<unsigned>(data[off + kWalFormatOffset])) +
+                               std::to_string(static_cast<unsigned>(data[scan + kWalFormatOffset])) +
                                ", written by a newer release; this build reads format " +
                                std::to_string(kWalFormat) + " (downgrades are not supported)");
       }
@@ -351,7 +371,8 @@ Status Wal::recover(WalRecoveryReport* rep, std::vector<WalRecord>* recovered) {
       }
       last_index_ = v.index;
       rep->records_recovered++;
-      off += v.total_bytes;
+      scan += v.total_bytes;
+      off = scan;
       ++idx;
     }
     if (dec == WalDecode::kTorn || dec == WalDecode::kCorrupt) {
@@ -532,39 +553,85 @@ Status Wal::start_segment(uint64_t first_index) {
   return Status::ok();
 }
 
+size_t Wal::writes_in_flight() const {
+  size_t n = 0;
+  for (const InFlight& w : inflight_) n += w.done ? 0 : 1;
+  return n;
+}
+
+bool Wal::can_begin_write(bool durable) const {
+  if (writes_in_flight() >= options_.max_writes_in_flight) return false;
+  if (inflight_.empty()) return true;
+  // Side by side only durable writes that are durable on their own (RWF_DSYNC, or a write
+  // followed by its own fdatasync, with nothing unsynced before it in the file): each is then
+  // durable when it completes, whatever the order, and the prefix rule below holds.
+  if (!durable || seg_unsynced_) return false;
+  for (const InFlight& w : inflight_) {
+    if (!w.durable) return false;
+  }
+  return true;
+}
+
 std::optional<WalWriteOp> Wal::begin_write(bool durable) {
-  TICKETD_CHECK_MSG(!inflight_, "only one wal write may be in flight");
+  TICKETD_CHECK_MSG(can_begin_write(durable), "begin_write while can_begin_write() is false");
   // An outstanding sync is no obstacle: a segment switch keeps its file open (release_fd).
   if (failed() || !has_pending()) return std::nullopt;
-  size_t tail = fd_ >= 0 ? static_cast<size_t>(seg_end_ - buf_base_) : 0;
+  // With no write in flight, the write starts at the tail block and rewrites its head (the
+  // records already written there, identical bytes). With a write in flight, that block is
+  // the in-flight write's: start on a fresh block instead (its padding stays zeros).
+  bool share_tail = inflight_.empty();
+  uint64_t start = fd_ < 0 ? 0 : share_tail ? buf_base_ : round_up_block(seg_end_);
+  size_t head = fd_ >= 0 && share_tail ? static_cast<size_t>(seg_end_ - buf_base_) : 0;
+  size_t slot;
+  if (!free_bufs_.empty()) {
+    slot = free_bufs_.back();
+    free_bufs_.pop_back();
+  } else {
+    slot = bufs_.size();
+    bufs_.emplace_back(options_.max_write_bytes);
+  }
+  std::byte* buf = bufs_[slot].data();
+  size_t cap = bufs_[slot].size();
   size_t staged = 0;
+  uint64_t first = 0;
   uint64_t last = 0;
   size_t p = pending_begin_;
   while (p < pending_.size()) {
     size_t rec = wal_record_bytes(pending_len(pending_, p));
     uint64_t idx = pending_index(pending_, p);
-    if (fd_ < 0 || seg_end_ + staged + rec > seg_capacity_) {
+    if (fd_ < 0 || start + head + staged + rec > seg_capacity_) {
       if (staged > 0) break;  // this write ends the segment; the next one starts a new file
+      if (!inflight_.empty()) {
+        // A segment switch waits for the writes ahead of it (it syncs and closes the file
+        // they write). Nothing changed: the caller tries again after their end_write.
+        free_bufs_.push_back(slot);
+        return std::nullopt;
+      }
       // The spare first: if it cannot be made (a full disk), nothing has changed yet, so the
       // staged records simply wait for a later attempt.
       if (!finish_spare()) {
         if (!failed()) blocked_ = spare_error_;
+        free_bufs_.push_back(slot);
         return std::nullopt;
       }
       Status s = start_segment(idx);
       if (!s) {
         fail(s);
+        free_bufs_.push_back(slot);
         return std::nullopt;
       }
-      tail = 0;
+      start = 0;
+      head = 0;
     }
-    if (tail + staged + rec > buf_.size()) break;
-    std::memcpy(buf_.data() + tail + staged, pending_.data() + p, rec);
+    if (head + staged + rec > cap) break;
+    std::memcpy(buf + head + staged, pending_.data() + p, rec);
+    if (staged == 0) first = idx;
     staged += rec;
     p += rec;
     last = idx;
   }
   TICKETD_CHECK(staged > 0);
+  if (head > 0) std::memcpy(buf, tail_.data(), head);
   if (!blocked_.is_ok()) blocked_ = Status::ok();
   pending_begin_ = p;
   if (pending_begin_ == pending_.size()) {
@@ -574,18 +641,18 @@ std::optional<WalWriteOp> Wal::begin_write(bool durable) {
     pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(pending_begin_));
     pending_begin_ = 0;
   }
-  // The write starts at buf_base_, so it rewrites the head of the tail block, which may hold
-  // records already reported durable. That is safe: those bytes are rewritten identical, so a
+  // Rewriting the head of the tail block is safe: those bytes are rewritten identical, so a
   // torn write leaves each sector either old or new and both agree on them.
-  size_t end = tail + staged;
+  size_t end = head + staged;
   size_t padded = round_up_block(end);
-  std::memset(buf_.data() + end, 0, padded - end);  // recovery stops at the zero padding
+  std::memset(buf + end, 0, padded - end);  // recovery skips the zero padding to the next block
 
   WalWriteOp op;
   op.fd = fd_;
-  op.buf = buf_.data();
+  op.buf = buf;
   op.len = padded;
-  op.offset = buf_base_;
+  op.offset = start;
+  op.first_index = first;
   op.last_index = last;
   if (durable) {
     // RWF_DSYNC makes only this write durable; if earlier writes to this file were not synced
@@ -596,40 +663,59 @@ std::optional<WalWriteOp> Wal::begin_write(bool durable) {
       op.needs_fdatasync = true;
     }
   }
-  inflight_ = true;
-  inflight_op_ = op;
-  inflight_end_ = seg_end_ + staged;
-  inflight_durable_ = durable;
+  // The next write continues after these records; keep the head of their last block.
+  seg_end_ = start + end;
+  buf_base_ = round_down_block(seg_end_);
+  std::memset(tail_.data(), 0, kBlockBytes);
+  std::memcpy(tail_.data(), buf + (buf_base_ - start), seg_end_ - buf_base_);
+  inflight_.push_back(InFlight{op, slot, durable, false});
   return op;
 }
 
 Status Wal::end_write(int64_t result) {
-  TICKETD_CHECK(inflight_);
-  inflight_ = false;
-  if (result != static_cast<int64_t>(inflight_op_.len)) {
-    std::string what = "wal write of " + std::to_string(inflight_op_.len) + " bytes at offset " +
-                       std::to_string(inflight_op_.offset) + " in " + segments_.back().path;
+  TICKETD_CHECK(!inflight_.empty());
+  return end_write(inflight_.front().op.last_index, result);
+}
+
+Status Wal::end_write(uint64_t token, int64_t result) {
+  size_t i = 0;
+  while (i < inflight_.size() && inflight_[i].op.last_index != token) ++i;
+  TICKETD_CHECK_MSG(i < inflight_.size() && !inflight_[i].done,
+                    "end_write for a write that is not in flight");
+  InFlight& w = inflight_[i];
+  free_bufs_.push_back(w.buf);  // the write is over: its buffer may be reused
+  if (result != static_cast<int64_t>(w.op.len)) {
+    std::string what = "wal write of " + std::to_string(w.op.len) + " bytes at offset " +
+                       std::to_string(w.op.offset) + " in " + segments_.back().path;
+    inflight_.erase(inflight_.begin() + static_cast<ptrdiff_t>(i));
     if (result < 0) return fail(Status::io(what, static_cast<int>(-result)));
     return fail(Status::io(what + " was short (" + std::to_string(result) + " bytes)", EIO));
   }
-  seg_end_ = inflight_end_;
-  written_index_ = inflight_op_.last_index;
-  if (inflight_durable_) {
-    durable_index_ = written_index_;
-    seg_unsynced_ = false;
-  } else {
-    seg_unsynced_ = true;
+  w.done = true;
+  if (failed()) {
+    inflight_.erase(inflight_.begin() + static_cast<ptrdiff_t>(i));
+    return error_;
   }
-  // Keep only the partial tail block for the next write (it is rewritten with the new records).
-  uint64_t new_base = round_down_block(seg_end_);
-  if (new_base > buf_base_) {
-    std::memmove(buf_.data(), buf_.data() + (new_base - buf_base_), seg_end_ - new_base);
-    buf_base_ = new_base;
+  // Only the prefix of completed writes counts: a later write that completed first waits
+  // for the earlier ones (a crash now could leave a hole before it; recovery cuts there).
+  size_t n = 0;
+  while (n < inflight_.size() && inflight_[n].done) {
+    const InFlight& f = inflight_[n];
+    written_index_ = f.op.last_index;
+    if (f.durable) {
+      durable_index_ = written_index_;
+      seg_unsynced_ = false;
+    } else {
+      seg_unsynced_ = true;
+    }
+    ++n;
   }
+  inflight_.erase(inflight_.begin(), inflight_.begin() + static_cast<ptrdiff_t>(n));
   return Status::ok();
 }
 
 Status Wal::sync_write(bool durable) {
+  TICKETD_CHECK_MSG(inflight_.empty(), "sync_write with a wal write in flight");
   while (has_pending()) {
     std::optional<WalWriteOp> op = begin_write(durable);
     if (!op) return failed() ? error_ : blocked_;
@@ -643,7 +729,7 @@ Status Wal::sync_write(bool durable) {
         ::fdatasync(op->fd) != 0) {
       result = -errno;
     }
-    Status s = end_write(result);
+    Status s = end_write(op->last_index, result);
     if (!s) return s;
   }
   return failed() ? error_ : Status::ok();
@@ -672,7 +758,7 @@ Status Wal::end_sync(const WalSyncOp& op, int result) {
   // gone, and others written at the same indexes are not covered by it.
   if (op.epoch != sync_epoch_) return Status::ok();
   if (op.last_index > durable_index_) durable_index_ = op.last_index;
-  if (op.fd == fd_ && op.last_index == written_index_ && !inflight_) seg_unsynced_ = false;
+  if (op.fd == fd_ && op.last_index == written_index_ && inflight_.empty()) seg_unsynced_ = false;
   return Status::ok();
 }
 
@@ -683,12 +769,12 @@ Status Wal::sync_now() {
   Status s = fdatasync_fd(fd_, segments_.back().path);
   if (!s) return fail(s);
   if (upto > durable_index_) durable_index_ = upto;
-  if (!inflight_) seg_unsynced_ = false;
+  if (inflight_.empty()) seg_unsynced_ = false;
   return Status::ok();
 }
 
 Status Wal::truncate_suffix(uint64_t index) {
-  TICKETD_CHECK_MSG(!inflight_, "truncate_suffix with a wal write in flight");
+  TICKETD_CHECK_MSG(inflight_.empty(), "truncate_suffix with a wal write in flight");
   if (failed()) return error_;
   if (empty_ || index > last_index_) return Status::ok();
   TICKETD_CHECK(index >= 1);
@@ -757,15 +843,16 @@ Status Wal::truncate_suffix(uint64_t index) {
   Status s = read_whole_file(segments_[k].path, &data);
   if (!s) return fail(s);
   uint64_t off = 0;
+  uint64_t scan = 0;
   for (uint64_t idx = segments_[k].first_index; idx < index; ++idx) {
     WalRecordView v;
-    WalDecode dec =
-        decode_wal_record(std::span<const std::byte>(data).subspan(off), max_payload_, &v);
+    WalDecode dec = next_record(data, &scan, max_payload_, &v);
     if (dec != WalDecode::kOk || v.index != idx) {
       return fail(Status::corrupt("wal segment " + segments_[k].path + " unreadable at index " +
                                   std::to_string(idx) + " during truncate_suffix"));
     }
-    off += v.total_bytes;
+    scan += v.total_bytes;
+    off = scan;
   }
   // Zero from the cut to the last non-zero byte and sync: after this, recovery ends at `index`.
   s = wipe_tail(fd_, data, off, nonzero_end(data, off), segments_[k].path);

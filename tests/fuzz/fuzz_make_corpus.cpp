@@ -257,12 +257,14 @@ void wal_seeds() {
     int records;
     size_t payload;
     uint8_t flags;
+    int inflight = 0;  // 1: pairs of writes in flight (padded blocks), 2: the same, ending in a hole
   };
   // 8 KiB segments (as the target uses), so the larger shapes span several segment files.
   const Shape shapes[] = {
       {"one", 1, 1, 8, 0x00},         {"few", 1, 5, 8, 0x01},
       {"append", 1, 4, 16, 0x09},     {"later_start", 1000, 3, 8, 0x03},
       {"multi_seg", 1, 40, 500, 0x01}, {"spare", 7, 6, 100, 0x07},
+      {"inflight_padded", 1, 8, 100, 0x08, 1}, {"inflight_hole", 1, 8, 100, 0x08, 2},
   };
   for (const Shape& sh : shapes) {
     scratch::ScratchDir dir;
@@ -271,8 +273,32 @@ void wal_seeds() {
     opts.max_write_bytes = 8192;
     opts.spare_step_bytes = 4096;
     opts.refuse_direct_io_for_testing = true;
+    opts.max_writes_in_flight = sh.inflight ? 2 : 1;
     std::string wal_dir = dir.path() + "/wal";
-    {
+    if (sh.inflight) {
+      // Two writes in flight at a time (the second on a fresh block), completed out of order;
+      // the "hole" shape's last pair loses its first write (a crash): recovery must cut there.
+      std::unique_ptr<Wal> wal;
+      if (!Wal::open(wal_dir, opts, &wal, nullptr, nullptr).is_ok()) std::exit(1);
+      for (int i = 0; i < sh.records; i += 2) {
+        std::vector<std::byte> payload(sh.payload, static_cast<std::byte>(i + 1));
+        WalWriteOp ops[2];
+        for (int k = 0; k < 2; ++k) {
+          wal->append(1, 1, sh.first + static_cast<uint64_t>(i + k), payload);
+          ops[k] = *wal->begin_write();
+        }
+        bool hole = sh.inflight == 2 && i + 2 >= sh.records;
+        for (int k = 1; k >= (hole ? 1 : 0); --k) {
+          if (::pwrite(ops[k].fd, ops[k].buf, ops[k].len, static_cast<off_t>(ops[k].offset)) !=
+                  static_cast<ssize_t>(ops[k].len) ||
+              ::fdatasync(ops[k].fd) != 0) {
+            std::exit(1);
+          }
+        }
+        if (hole) break;
+        for (int k = 1; k >= 0; --k) (void)wal->end_write(ops[k].last_index, ops[k].len);
+      }
+    } else {
       std::unique_ptr<Wal> wal;
       Status s = Wal::open(wal_dir, opts, &wal, nullptr, nullptr);
       if (!s) {

@@ -72,11 +72,24 @@ uint64_t load64(const std::byte* p) {
   return v;
 }
 
-// Rewrites the checksum of every record that fits, walking the chunk as recovery would.
+bool zero_header(const std::byte* h) {
+  for (size_t i = 0; i < kWalHeaderBytes; ++i) {
+    if (h[i] != std::byte{0}) return false;
+  }
+  return true;
+}
+
+// Rewrites the checksum of every record that fits, walking the chunk as recovery would (an
+// all-zero header inside a block is padding: the next record is at the next block).
 void fix_checksums(std::vector<std::byte>* seg, size_t max_payload) {
   size_t off = 0;
   while (off + kWalHeaderBytes <= seg->size()) {
     std::byte* h = seg->data() + off;
+    if (zero_header(h)) {
+      if (off % kBlockBytes == 0) return;
+      off = round_up_block(off);
+      continue;
+    }
     uint32_t len;
     std::memcpy(&len, h + kWalLengthOffset, 4);
     if (len > max_payload || seg->size() - off - kWalHeaderBytes < len) return;
@@ -206,9 +219,19 @@ void run(const std::string& dir, const uint8_t* raw, size_t size) {
       require(r.payload.size() <= max_payload);
       enc.resize(wal_record_bytes(r.payload.size()));
       encode_wal_record(enc.data(), r.type, r.term, r.index, r.payload);
-      // The record continues the current segment, or starts the segment named by its index.
-      bool continues = seg_it != segs.end() && seg_off + enc.size() <= seg_it->second.size() &&
-                       std::memcmp(seg_it->second.data() + seg_off, enc.data(), enc.size()) == 0;
+      // The record continues the current segment (right after the previous one, or at the next
+      // block after zero padding), or starts the segment named by its index.
+      auto sits_at = [&](size_t off) {
+        return seg_it != segs.end() && off + enc.size() <= seg_it->second.size() &&
+               std::memcmp(seg_it->second.data() + off, enc.data(), enc.size()) == 0;
+      };
+      bool continues = sits_at(seg_off);
+      if (!continues && seg_it != segs.end() && seg_off % kBlockBytes != 0 &&
+          seg_off + kWalHeaderBytes <= seg_it->second.size() &&
+          zero_header(seg_it->second.data() + seg_off) && sits_at(round_up_block(seg_off))) {
+        seg_off = round_up_block(seg_off);
+        continues = true;
+      }
       if (!continues) {
         seg_it = segs.find(r.index);
         seg_off = 0;

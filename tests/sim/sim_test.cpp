@@ -246,6 +246,14 @@ TEST(SimTeeth, CatchesADriverThatAppliesEarlyOutOfOrder) {
   expect_driver_bug_caught(&driver::testing::Bugs::early_apply_out_of_order, "early-apply-out-of-order", 200);
 }
 
+// The simulated disk's deliberate bug: with writes in flight side by side, a write that
+// completes before an earlier one counts durable at once. A crash then keeps neither, and an
+// acknowledged entry is gone (the WAL's own tests hold the real log to the same rule).
+TEST(SimTeeth, CatchesADiskThatAcknowledgesPastAHole) {
+  SKIP_TEETH_IF_QUICK();
+  expect_room_bug_caught(testing::disk_bugs, &testing::DiskBugs::durable_past_hole, "durable-past-hole", 300);
+}
+
 TEST(SimTeeth, BugsAreOffByDefault) {
   raft::testing::Bugs none;
   EXPECT_FALSE(none.commit_old_term_by_counting || none.forget_to_persist_vote || none.vote_without_log_check ||
@@ -256,6 +264,7 @@ TEST(SimTeeth, BugsAreOffByDefault) {
                no_tickets_bug.window_serves_uncommitted);
   driver::testing::Bugs no_driver_bug;
   EXPECT_FALSE(no_driver_bug.release_before_durable || no_driver_bug.early_apply_out_of_order);
+  EXPECT_FALSE(testing::DiskBugs{}.durable_past_hole);
 }
 
 }  // namespace

@@ -18,6 +18,9 @@
 #include "ticketd/tickets/window.h"
 
 namespace ticketd::sim {
+namespace testing {
+DiskBugs disk_bugs;
+}  // namespace testing
 namespace {
 
 using raft::Entry;
@@ -60,9 +63,12 @@ struct Disk {
 };
 
 // One log write in flight on the simulated disk: everything staged when it started (group
-// commit, as the server's WAL does).
+// commit, as the server's WAL does). Up to disk_writes_max_ are in flight side by side and
+// complete in any order (each on its own blocks, as the WAL's); only the prefix of completed
+// writes is durable (a completed write behind an incomplete one waits, `done`).
 struct DiskWrite {
   uint64_t due = 0;
+  bool done = false;
   std::vector<Entry> entries;
 };
 
@@ -113,7 +119,7 @@ struct SimNode {
   std::unique_ptr<driver::ReadyPipeline> pipeline;
   Disk disk;
   std::vector<Entry> staged;         // appended, not yet written (lost on a crash)
-  std::optional<DiskWrite> writing;  // the write in flight (torn or lost on a crash)
+  std::vector<DiskWrite> writing;    // the writes in flight, in order (torn or lost on a crash)
   uint64_t last = 0;                 // the log's view, like the WAL's: last staged index,
   uint64_t durable = 0;              // last durable one (0 after a snapshot install)
   uint64_t incarnation = 0;
@@ -202,6 +208,8 @@ class Simulation {
     // Some seeds keep removed servers running for hundreds of ticks: they must neither
     // disrupt the cluster (outsiders may not move anyone's term) nor be left unaware.
     linger_removed_ = opt_.membership && rng_.chance(0.3);
+    // Durable log writes side by side (the server's --wal-writes-in-flight): 1..4.
+    disk_writes_max_ = static_cast<size_t>(rng_.range(1, 4));
     raft::Configuration conf;
     for (int i = 1; i <= opt_.nodes; ++i)
       conf.servers.push_back(raft::Server{uint64_t(i), raft::Suffrage::kVoter, "n" + std::to_string(i)});
@@ -288,7 +296,7 @@ class Simulation {
 
   void attach_driver(SimNode& n) {
     n.staged.clear();
-    n.writing.reset();
+    n.writing.clear();
     n.last = n.durable = n.disk.entries.empty() ? 0 : n.disk.entries.back().index;
     n.hooks = std::make_unique<SimDriverHooks>(*this, n);
     driver::PipelineOptions po;
@@ -305,7 +313,7 @@ class Simulation {
     n.hooks.reset();
     n.node.reset();
     n.staged.clear();
-    n.writing.reset();
+    n.writing.clear();
   }
 
   std::vector<uint64_t> live_ids() const {
@@ -435,13 +443,17 @@ class Simulation {
 
   void crash(SimNode& n) {
     ++stats_.crashes;
-    trace("crash %llu (%zu staged, write in flight %d)", static_cast<unsigned long long>(n.id), n.staged.size(),
-          n.writing ? 1 : 0);
-    // What was staged is lost; the write in flight may be torn: a prefix of its entries lands.
-    if (n.writing && rng_.chance(0.5)) {
-      DiskWrite w = std::move(*n.writing);
-      w.entries.resize(rng_.below(w.entries.size() + 1));
-      write_to_disk(n, w.entries);
+    trace("crash %llu (%zu staged, writes in flight %zu)", static_cast<unsigned long long>(n.id), n.staged.size(),
+          n.writing.size());
+    // What was staged is lost. Of the writes in flight any subset lands, each whole or torn
+    // (a prefix of its entries); completed ones (behind an incomplete one) have landed. The
+    // WAL's recovery keeps the writes up to the first that did not land whole (with the torn
+    // one's prefix) and discards every later one, landed or not.
+    for (DiskWrite& w : n.writing) {
+      int fate = w.done ? 0 : static_cast<int>(rng_.below(3));  // 0 whole, 1 torn, 2 lost
+      if (fate == 1) w.entries.resize(rng_.below(w.entries.size() + 1));
+      if (fate != 2) write_to_disk(n, w.entries);
+      if (fate != 0) break;
     }
     shut_down(n);
     std::erase_if(reads_, [&](const auto& kv) { return kv.second.node == n.id; });  // never answered
@@ -501,7 +513,7 @@ class Simulation {
     // by the survivor from an entry that is not on its disk (applied early, write torn).
     std::map<std::string, uint64_t> floor;
     for (const AckRecord& a : ack_log_) {
-      if (a.node == sid && on_disk(s, a.index, a.term)) continue;
+      if (!a.window && a.node == sid && on_disk(s, a.index, a.term)) continue;
       uint64_t& f = floor[a.seq];
       f = std::max(f, a.last);
     }
@@ -742,7 +754,20 @@ class Simulation {
       drain(n);
     }
     for (auto& [id, n] : nodes_) {
-      if (n.node && n.writing && n.writing->due <= now_) complete_write(n);
+      if (!n.node) continue;
+      // Due writes complete in a random order: out of order whenever more than one is due.
+      // (Tokens, not positions: a completion removes the completed prefix.)
+      std::vector<uint64_t> due;
+      for (const DiskWrite& w : n.writing) {
+        if (!w.done && w.due <= now_) due.push_back(w.entries.back().index);
+      }
+      for (size_t i = due.size(); i > 1; --i) std::swap(due[i - 1], due[rng_.below(i)]);
+      for (uint64_t token : due) {
+        // A completion may crash the node or reset its storage (drain): then the rest is moot.
+        if (!n.node) break;
+        if (!has_write(n, token)) continue;
+        complete_write(n, token);
+      }
     }
   }
 
@@ -834,6 +859,10 @@ class Simulation {
             (unsigned long long)rel.items[i].first, (unsigned long long)(rel.items[i].first + item.n - 1));
       stats_.window_tickets += item.n;
       ack(item.name, rel.items[i].first, rel.items[i].first + item.n - 1, op.floors[i]);
+      // The operator's floors after a lost majority cover window tickets too (the survivor's
+      // own among them: the reservation they came from may be missing from its disk).
+      if (opt_.force_new_cluster)
+        ack_log_.push_back({n.id, 0, 0, item.name, rel.items[i].first + item.n - 1, true});
     }
   }
 
@@ -857,7 +886,7 @@ class Simulation {
     return true;
   }
 
-  bool idle(const SimNode& n) const { return !n.writing && n.staged.empty(); }
+  bool idle(const SimNode& n) const { return n.writing.empty() && n.staged.empty(); }
 
   bool install_snapshot(SimNode& n, const raft::Snapshot& snap) {
     if (hs_full_p_ > 0 && rng_.chance(hs_full_p_)) return false;
@@ -884,11 +913,11 @@ class Simulation {
   }
 
   void start_write(SimNode& n) {
-    if (n.writing || n.staged.empty()) return;
+    if (n.writing.size() >= disk_writes_max_ || n.staged.empty()) return;
     DiskWrite w;
     w.due = now_ + static_cast<uint64_t>(rng_.below(disk_latency_ + 1));
     w.entries.swap(n.staged);
-    n.writing = std::move(w);
+    n.writing.push_back(std::move(w));
   }
 
   void send_from(SimNode& n, const Message& m) {
@@ -942,11 +971,33 @@ class Simulation {
     }
   }
 
-  void complete_write(SimNode& n) {
-    DiskWrite w = std::move(*n.writing);
-    n.writing.reset();
-    write_to_disk(n, w.entries);
-    if (!w.entries.empty()) n.durable = std::max(n.durable, w.entries.back().index);
+  static bool has_write(const SimNode& n, uint64_t token) {
+    for (const DiskWrite& w : n.writing) {
+      if (!w.done && w.entries.back().index == token) return true;
+    }
+    return false;
+  }
+
+  // The write whose last entry is `token` completed (writes never carry no entries).
+  void complete_write(SimNode& n, uint64_t token) {
+    size_t i = 0;
+    while (n.writing[i].entries.back().index != token) ++i;
+    n.writing[i].done = true;
+    // A write that completes ahead of an earlier one is a crash point worth trying: a crash
+    // now leaves a hole with a landed write after it (recovery must drop that write).
+    if (i > 0 && crash_p_ > 0 && !crash_soon_.count(n.id) && rng_.chance(turbulent_ ? 0.2 : 0.05)) {
+      crash_soon_[n.id] = now_ + rng_.range(0, 1);
+    }
+    if (testing::disk_bugs.durable_past_hole) {
+      // The deliberate bug: durable as soon as it completes, though an earlier write may not
+      // have landed (a crash then keeps neither).
+      n.durable = std::max(n.durable, token);
+    }
+    while (!n.writing.empty() && n.writing.front().done) {
+      write_to_disk(n, n.writing.front().entries);
+      n.durable = std::max(n.durable, n.writing.front().entries.back().index);
+      n.writing.erase(n.writing.begin());
+    }
     drain(n);
   }
 
@@ -1155,7 +1206,7 @@ class Simulation {
       roles += " " + std::to_string(id) + ":" + raft::to_string(n.node->role()) + "/t" + std::to_string(n.node->term()) +
                "/last" + std::to_string(n.node->last_index()) + "/commit" + std::to_string(n.node->commit_index()) +
                "/voters" + std::to_string(n.node->configuration().voter_count()) + "/durable" +
-               std::to_string(n.node->durable_index()) + "/staged" + std::to_string(n.staged.size()) + "/writing" + std::to_string(n.writing ? 1 : 0);
+               std::to_string(n.node->durable_index()) + "/staged" + std::to_string(n.staged.size()) + "/writing" + std::to_string(n.writing.size());
       for (const auto& p : n.node->progress()) {
         roles += " [peer " + std::to_string(p.id) + " match " + std::to_string(p.match) + " next " + std::to_string(p.next) +
                  " state " + std::to_string(static_cast<int>(p.state)) + " inflight " + std::to_string(p.inflight.size()) +
@@ -1178,6 +1229,7 @@ class Simulation {
     uint64_t node, index, term;
     std::string seq;
     uint64_t last;
+    bool window = false;  // from a leader's window (no entry of its own): always floored
   };
 
   SimOptions opt_;
@@ -1186,6 +1238,7 @@ class Simulation {
   int step_ = 0;
   double drop_p_, dup_p_, reorder_p_, crash_p_, partition_p_, member_p_, snapshot_p_, propose_p_;
   int disk_latency_ = 0;
+  size_t disk_writes_max_ = 1;
   bool turbulent_ = false;
   bool apply_early_ = false;
   double hs_full_p_ = 0;  // chance that a hard state save or snapshot install fails (disk full)

@@ -72,4 +72,13 @@ struct SimResult {
 
 SimResult run_simulation(const SimOptions& opt);
 
+namespace testing {
+// Deliberate bugs of the simulated disk (SimTeeth): the server's WAL has unit tests of its own
+// for the same rule (tests/storage/wal_inflight_test.cpp). All off by default.
+struct DiskBugs {
+  bool durable_past_hole = false;  // a completed write counts durable though an earlier one is not
+};
+extern DiskBugs disk_bugs;  // process-global (the simulator is single-threaded); reset after use
+}  // namespace testing
+
 }  // namespace ticketd::sim

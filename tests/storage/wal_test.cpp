@@ -26,15 +26,7 @@ using scratch::read_bytes;
 using scratch::ScratchDir;
 using scratch::write_bytes;
 
-// Deterministic payload for (index, term): the tests can verify every byte after recovery.
-// Bytes are never zero, so zeroing any part of a payload always changes it.
-std::vector<std::byte> payload_for(uint64_t index, uint64_t term, size_t len) {
-  std::vector<std::byte> p(len);
-  for (size_t i = 0; i < len; ++i) {
-    p[i] = static_cast<std::byte>(1 + ((index * 31 + term * 7 + i) % 250));
-  }
-  return p;
-}
+using scratch::payload_for;
 
 size_t len_for(uint64_t index) { return static_cast<size_t>((index * 37) % 300); }
 

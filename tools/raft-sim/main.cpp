@@ -37,7 +37,8 @@ int main(int argc, char** argv) {
                                "no-log-check, ack-before-persist, read-without-quorum, force-drops-uncommitted, allocate-ignores-floor, "
                                "snapshot-forgets-floors, release-before-durable, "
                                "early-apply-out-of-order, window-skips-confirmation, "
-                               "window-keeps-old-windows, window-serves-uncommitted");
+                               "window-keeps-old-windows, window-serves-uncommitted, "
+                               "durable-past-hole");
   CLI11_PARSE(app, argc, argv);
 
 #ifdef TICKETD_RAFT_BUGS
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
   else if (bug == "window-serves-uncommitted") ticketd::tickets::testing::bugs.window_serves_uncommitted = true;
   else if (bug == "release-before-durable") ticketd::driver::testing::bugs.release_before_durable = true;
   else if (bug == "early-apply-out-of-order") ticketd::driver::testing::bugs.early_apply_out_of_order = true;
+  else if (bug == "durable-past-hole") ticketd::sim::testing::disk_bugs.durable_past_hole = true;
   else if (!bug.empty()) {
     std::fprintf(stderr, "raft-sim: unknown --bug '%s'\n", bug.c_str());
     return 2;

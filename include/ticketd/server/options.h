@@ -50,6 +50,7 @@ struct ServerOptions {
   unsigned max_clients = 20000;  // connections past this are closed with -ERR max clients
   uint64_t snapshot_every = 10000;  // entries between automatic snapshots + WAL compaction
   uint64_t wal_segment_bytes = 16ull << 20;  // ~300k Allocate records; disk use is bounded by two
+  unsigned wal_writes_in_flight = 2;  // durable WAL writes side by side (docs/BENCHMARKS.md)
   uint64_t max_sequences = 10000;  // TICKET.CREATE refuses past this many (default included)
   // The `default` sequence's mode where the ticket state starts (--default-mode window, issue
   // 15): a snapshot carries the mode from then on. Give every node of a cluster the same.

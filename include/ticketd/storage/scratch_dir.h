@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -72,6 +73,16 @@ inline std::vector<std::byte> read_bytes(const std::string& path) {
 inline void write_bytes(const std::string& path, const std::vector<std::byte>& data) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
+}
+
+// Deterministic record payload for (index, term): tests can verify every byte after recovery.
+// Bytes are never zero, so zeroing any part of a payload always changes it.
+inline std::vector<std::byte> payload_for(uint64_t index, uint64_t term, size_t len) {
+  std::vector<std::byte> p(len);
+  for (size_t i = 0; i < len; ++i) {
+    p[i] = static_cast<std::byte>(1 + ((index * 31 + term * 7 + i) % 250));
+  }
+  return p;
 }
 
 inline std::vector<std::string> list_dir(const std::string& dir) {

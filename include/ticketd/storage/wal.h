@@ -29,7 +29,12 @@ namespace ticketd::storage {
 //   wal.lock                 flock'ed while a Wal has the directory open.
 // Recovery rules: a segment's first record has the index in its name; each segment starts at
 // the previous one's last index + 1; indexes are consecutive within a segment. The first
-// violation (torn record, checksum mismatch, gap) ends the log there.
+// violation (torn record, checksum mismatch, gap) ends the log there. An all-zero header in
+// the middle of a 4 KiB block is the zero padding after a write's last record: the scan goes on
+// at the next block (a write that began while another was in flight starts on a fresh block).
+// An all-zero header at a block boundary is the end. Anything non-zero after the end (a later
+// write that landed while an earlier one did not: a hole) is wiped: none of it was ever
+// reported durable, because durable_index() only advances over the contiguous prefix.
 
 // How a durable write is made durable. Measured on this machine (ext4 on virtio, 4 KiB O_DIRECT
 // overwrite of a zero-filled preallocated file): RWF_DSYNC ~85 us, pwrite + fdatasync ~85 us.
@@ -50,6 +55,11 @@ struct WalOptions {
   WalSyncMethod sync_method = WalSyncMethod::kRwfDsync;
   WalPreallocate preallocate = WalPreallocate::kZeroFill;
   size_t spare_step_bytes = 1u << 20;  // zeros written per prepare_spare_step() call
+  // How many durable writes may be in flight side by side (1..kMaxWritesInFlight). With more
+  // than one, a write begun while another is in flight starts on a fresh 4 KiB block (the
+  // in-flight write's partial tail block is never rewritten), so each in-flight write owns
+  // its blocks; completions may arrive in any order. See docs/BENCHMARKS.md for the choice.
+  size_t max_writes_in_flight = 1;
   // Test hook: behave exactly as if the filesystem refused O_DIRECT (open returns EINVAL).
   bool refuse_direct_io_for_testing = false;
   // Notable events (buffered-I/O fallback, recovery truncation). May be empty.
@@ -91,7 +101,10 @@ struct WalWriteOp {
   bool dsync = false;         // pass RWF_DSYNC (pwritev2 / io_uring_prep_writev2)
   bool needs_fdatasync = false;
   uint64_t last_index = 0;  // highest record index this write carries (the token)
+  uint64_t first_index = 0;  // lowest record index this write carries
 };
+
+inline constexpr size_t kMaxWritesInFlight = 8;
 
 // A lazy sync (durability levels below `high`): fdatasync(fd), then end_sync(result).
 struct WalSyncOp {
@@ -117,23 +130,39 @@ class Wal {
   // when the log is empty. Amortised allocation-free (the staging buffer is reused).
   void append(uint8_t type, uint64_t term, uint64_t index, std::span<const std::byte> payload);
   bool has_pending() const { return pending_begin_ < pending_.size(); }
-  bool write_in_flight() const { return inflight_; }
+  bool write_in_flight() const { return !inflight_.empty(); }
+  // Writes begun and not yet completed (a completed write that waits for an earlier one to
+  // complete holds no buffer and does not count).
+  size_t writes_in_flight() const;
+  size_t max_writes_in_flight() const { return options_.max_writes_in_flight; }
+  // Whether begin_write(durable) may be called now: fewer than max_writes_in_flight writes are
+  // in flight, and if any is, they and the new one are all durable writes on a file with no
+  // unsynced data (a plain write, or a durable one that needs an fdatasync, runs alone).
+  // begin_write may still return nullopt when the next records need a new segment: a segment
+  // switch waits until every write in flight has completed.
+  bool can_begin_write(bool durable = true) const;
 
-  // Moves as many staged records as fit (one segment, one buffer) into the aligned buffer and
-  // returns the write covering them. At most one write is in flight: requires
-  // !write_in_flight(). Returns nullopt when nothing is staged, or on failure (see failed()).
+  // Moves as many staged records as fit (one segment, one buffer) into an aligned buffer of
+  // its own and returns the write covering them. Requires can_begin_write(durable). Returns
+  // nullopt when nothing is staged, on failure (see failed()), or when a segment switch must
+  // wait for the writes in flight (neither failed() nor blocked(): try again after end_write).
   // May switch to a new segment (synchronous rename + directory fsync, once per segment).
   // `durable` = false asks for a plain write (durability levels below `high`): the records then
   // count as written, not durable, until a sync (begin_sync/end_sync).
   // When a new segment is needed and its spare cannot be made (a full disk), returns nullopt
   // without failing the Wal and without changing anything: see blocked().
   std::optional<WalWriteOp> begin_write(bool durable = true);
-  // Reports the result of the op from begin_write: bytes written, or -errno. Anything but the
-  // full length fails the Wal for good: after a failed write the on-disk state of those blocks
-  // is unknown, so the process must restart and let recovery decide.
+  // Reports the result of the op from begin_write whose last_index is `token`: bytes written,
+  // or -errno. Completions may come in any order; written_index() and durable_index() advance
+  // only over the writes completed without a gap before them. Anything but the full length
+  // fails the Wal for good: after a failed write the on-disk state of those blocks is unknown,
+  // so the process must restart and let recovery decide.
+  Status end_write(uint64_t token, int64_t result);
+  // The same for the oldest write in flight (callers that keep one write in flight).
   Status end_write(int64_t result);
   // Convenience for tests, tools and shutdown: begin_write + pwritev2 (+ fdatasync) + end_write,
-  // looping until nothing is staged. Returns blocked() if a write could not start.
+  // looping until nothing is staged. Returns blocked() if a write could not start. Requires
+  // !write_in_flight().
   Status sync_write(bool durable = true);
   // Why the last begin_write could not start: a new segment was needed and no spare could be
   // made (spare_error()). Ok when it could. Nothing is lost or changed: the staged records
@@ -204,6 +233,7 @@ class Wal {
   Status wipe_tail(int fd, const std::vector<std::byte>& data, uint64_t from, uint64_t to,
                    const std::string& what);
   void load_tail_block(const std::byte* segment_data, uint64_t end);
+  bool must_wait_for_switch() const;
   void note(const std::string& msg);
   Status fail(Status s);
 
@@ -226,10 +256,15 @@ class Wal {
   uint64_t seg_end_ = 0;       // end of completely written records in the current segment
   bool seg_unsynced_ = false;  // written but not yet fdatasync'ed data in the current segment
 
-  // buf_ mirrors the file from buf_base_ (block aligned) on: [buf_base_, seg_end_) is the
-  // already-written head of the tail block, rewritten by the next write along with new records.
-  AlignedBuffer buf_;
+  // seg_end_ is the end of the records of every write begun in the current segment (in
+  // flight or completed). tail_ holds the head of its block, [buf_base_, seg_end_) with
+  // buf_base_ = round_down_block(seg_end_): with no write in flight the next write starts at
+  // buf_base_ and rewrites it (identical bytes); with a write in flight it starts at
+  // round_up_block(seg_end_) instead, so it never shares a block with an in-flight write.
+  AlignedBuffer tail_;
   uint64_t buf_base_ = 0;
+  std::vector<AlignedBuffer> bufs_;  // one per write in flight, reused
+  std::vector<size_t> free_bufs_;
 
   std::vector<std::byte> pending_;  // encoded records not yet staged into buf_
   size_t pending_begin_ = 0;
@@ -240,10 +275,13 @@ class Wal {
   uint64_t written_index_ = 0;
   uint64_t durable_index_ = 0;
 
-  bool inflight_ = false;
-  WalWriteOp inflight_op_;
-  uint64_t inflight_end_ = 0;  // seg_end_ once the in-flight write completes
-  bool inflight_durable_ = false;
+  struct InFlight {
+    WalWriteOp op;
+    size_t buf = 0;   // index into bufs_
+    bool durable = false;
+    bool done = false;  // completed, waiting for an earlier write to complete
+  };
+  std::vector<InFlight> inflight_;  // in begin order (= index order = offset order)
 
   // The next segment, zero-filled ahead of time under a temporary name.
   AlignedBuffer zeros_;
