@@ -185,6 +185,12 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1}, uint64_t{1000000000}));
 
+  app.add_flag("--lease", opts.window_lease,
+               "window sequences: release batches under the leader's lease (200 ms from the tick "
+               "before a heartbeat round a quorum answered; followers refuse votes for 240 ms "
+               "after hearing a leader) instead of after a quorum round each; assumes clocks run "
+               "within ~15% of each other. Give every node the same");
+
   auto* requirepass_opt = app.add_option(
       "--requirepass", requirepass,
       "password of the default user; visible in ps while the process starts: prefer "

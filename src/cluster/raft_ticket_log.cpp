@@ -49,7 +49,9 @@ void RaftTicketLog::on_turn_end() {
 void RaftTicketLog::on_tick() {
   if (closed_) return;
   ++ticks_;
+  uint64_t at = now_us();  // before the tick: no round of it can have been sent earlier
   raft_->tick();
+  tick_at_us_[raft_->now_ticks() % tick_at_us_.size()] = at;
   expire_proposals();
   expire_reads();
   if (join_ && join_->cluster_id() != 0 && cluster_id_ == 0) {

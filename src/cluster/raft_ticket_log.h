@@ -57,6 +57,9 @@ using server::now_us;
 constexpr int64_t kTickNs = 10'000'000;         // one raft tick = 10 ms
 constexpr int kElectionTicks = 25;              // election timeout 250..500 ms
 constexpr int kHeartbeatTicks = 5;              // heartbeat every 50 ms
+// --lease: 200 ms from the tick before a confirmed round, against the followers' vote guard
+// of at least (kElectionTicks - 1) ticks = 240 ms after they heard it (timers never fire early).
+constexpr int kLeaseTicks = 20;
 constexpr uint64_t kProposalTimeoutMs = 5000;   // a proposal never committed fails after this
 // While a member knows no leader (an election), its TICKETs wait this long for one before
 // they fail -CLUSTERDOWN: twice the longest election timeout, so a failover or a transfer
@@ -387,6 +390,10 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   io::Completion sync_c_, tick_c_;
   __kernel_timespec tick_ts_{};
   uint64_t ticks_ = 0;
+  // --lease: when (now_us) the raft node made each of its recent ticks, by its tick number %
+  // 64 (raft::Node::now_ticks()); lease_holds_now() measures the lease from there.
+  std::array<uint64_t, 64> tick_at_us_{};
+  bool lease_holds_now() const;
   uint64_t sync_every_ticks_ = 20;
 
   bool shutting_down_ = false;

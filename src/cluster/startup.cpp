@@ -295,6 +295,9 @@ bool RaftTicketLog::open(std::string* err) {
   cfg.id = o.id;
   cfg.election_ticks = kElectionTicks;
   cfg.heartbeat_ticks = kHeartbeatTicks;
+  cfg.lease_ticks = o.window_lease ? kLeaseTicks : 0;
+  // On every node, leases or not: a restarted follower may have answered a lease's round.
+  cfg.guard_votes_after_start = true;
   cfg.max_inflight_msgs = 4;
   cfg.max_msg_bytes = 256 * 1024;
   cfg.seed = random_u64();
@@ -304,6 +307,7 @@ bool RaftTicketLog::open(std::string* err) {
     return probe.decode_snapshot(d, 1).empty();
   };
   raft_ = std::make_unique<raft::Node>(cfg, std::move(st));
+  tick_at_us_[0] = now_us();  // tick number 0: the start
   pipeline_ = std::make_unique<driver::ReadyPipeline>(*raft_, static_cast<driver::Storage&>(*this),
                                                       static_cast<driver::Application&>(*this));
   pipeline_->set_applied_index(applied_index_);

@@ -2,8 +2,8 @@
 // is decided by tickets::WindowServer (tickets/window.h, the code the simulator checks);
 // this file only wires it to the loop: the role and term into it, its Reserve entries into
 // the log, one ReadIndex round per loop turn for the batches that arrived in it (rounds
-// pipeline: a new one starts while one is in flight), and what it released back to the
-// shards. A shard batch with both window and dense parts is split: the dense part is staged
+// pipeline: a new one starts while one is in flight) or, with --lease, the leader's lease
+// while it holds, and what it released back to the shards. A shard batch with both window and dense parts is split: the dense part is staged
 // for the next Allocate entry as a batch of its own, and the shard gets one result once both
 // parts answered (results still leave in the shard's submission order: resolve()).
 #include "raft_ticket_log.h"
@@ -68,6 +68,7 @@ bool RaftTicketLog::split_submit(uint32_t shard, const BatchRequest& b) {
   NamedBatch* dense_named = sp.dense_named.get();
   window_.set_leader(raft_->role() == raft::Role::kLeader ? raft_->term() : 0);
   window_.submit(id, std::move(items), tickets_);  // may answer at once (not leading)
+  if (lease_holds_now()) window_.lease_confirms();  // --lease: no round to wait for
   if (dense) stage(Waiter{shard, sp.dense_default ? b.total : 0, dense_named, 0, id});
   window_released();
   return true;
@@ -139,10 +140,25 @@ void RaftTicketLog::window_turn() {
       window_.proposed(c, r.index, r.term, tickets_);
     }
   }
-  if (std::optional<uint64_t> round = window_.round_to_start()) {
+  if (lease_holds_now()) {
+    window_.lease_confirms();
+  } else if (std::optional<uint64_t> round = window_.round_to_start()) {
+    node_.log_stats().window_rounds.fetch_add(1, std::memory_order_relaxed);
     if (!raft_->read_index(kWindowRoundCtx | *round).ok()) window_.round_done(*round, false);
   }
   window_released();
+}
+
+bool RaftTicketLog::lease_holds_now() const {
+  // --lease: the raft node's lease, measured on the monotonic clock from the moment of the
+  // tick it counts from (a paused process wakes up with a stale tick count: the clock is not
+  // stale). Without --lease the node never has one.
+  raft::Lease le = raft_->lease();
+  if (le.ticks == 0) return false;
+  bool holds = raft::lease_holds(le, tick_at_us_[le.from_tick % tick_at_us_.size()], now_us(),
+                                 static_cast<uint64_t>(kTickNs / 1000));
+  if (holds) node_.log_stats().window_lease_confirms.fetch_add(1, std::memory_order_relaxed);
+  return holds;
 }
 
 }  // namespace ticketd::cluster

@@ -161,6 +161,7 @@ Node::Node(const Config& cfg, InitialState st) : cfg_(cfg) {
   TICKETD_CHECK(cfg_.election_ticks > cfg_.heartbeat_ticks && cfg_.heartbeat_ticks > 0);
   TICKETD_CHECK(cfg_.max_inflight_msgs > 0);
   TICKETD_CHECK(cfg_.max_pending_reads > 0);
+  TICKETD_CHECK(cfg_.lease_ticks >= 0 && (cfg_.lease_ticks == 0 || cfg_.lease_ticks < cfg_.election_ticks - 1));
   rng_state_ = cfg_.seed * 0x9E3779B97F4A7C15ull + cfg_.id;
   snapshot_ = st.snapshot;
   log_ = RaftLog(st.snapshot, std::move(st.entries));
@@ -216,8 +217,11 @@ void Node::reset(uint64_t term) {
   transfer_elapsed_ = 0;
   broadcast_pending_ = false;
   broadcast_commit_ = false;
-  // Every role change passes here: reads queued while leading can no longer be confirmed.
+  // Every role change passes here: reads queued while leading can no longer be confirmed,
+  // and a lease is this term's and this role's only.
   fail_pending_reads();
+  lease_ = Lease{};
+  round_ticks_.clear();
 }
 
 void Node::note_role_change(RoleChange c) {
@@ -359,6 +363,7 @@ void Node::send(Message m, bool after_persist) {
 // tick
 
 void Node::tick() {
+  ++now_ticks_;
   if (role_ != Role::kLeader) {
     ++ticks_since_leader_;
     ++election_elapsed_;
@@ -532,7 +537,10 @@ StepResult Node::step_validated(const Message& m) {
     if (vote_request) {
       // Leader lease: a server that heard from a live leader within the election timeout
       // ignores (pre)votes, so a rejoining node cannot disrupt a healthy cluster.
-      bool in_lease = cfg_.check_quorum && in_leader_lease();
+      // After a restart we may have acknowledged a leader's lease and forgotten it: the
+      // guard covers the first election timeout (guard_votes_after_start).
+      bool guard = cfg_.guard_votes_after_start && now_ticks_ < static_cast<uint64_t>(cfg_.election_ticks);
+      bool in_lease = cfg_.check_quorum && (in_leader_lease() || guard);
       if (in_lease && !m.transfer) return {};
     }
     if (m.type == MessageType::kPreVote) {
@@ -797,6 +805,7 @@ StepResult Node::step_leader(const Message& m) {
       if (m.hint_index > pr.read_round) {
         pr.read_round = m.hint_index;
         release_confirmed_reads();
+        extend_lease();
       }
       if (m.hint_index & 1) return {};  // a round started for reads: it confirms reads only
       if (pr.state == ProgressState::kReplicate && pr.inflight.size() >= static_cast<size_t>(cfg_.max_inflight_msgs)) {
@@ -954,11 +963,42 @@ void Node::broadcast_heartbeat(bool for_reads) {
   // the flow-control recovery in step_leader, so reads cannot loosen the in-flight window.
   read_round_ += (read_round_ & 1) != (for_reads ? 1u : 0u) ? 1 : 2;
   read_round_wanted_ = false;
+  if (cfg_.lease_ticks > 0) {
+    // Bounded: a round a quorum never answers is dropped once a later one is confirmed
+    // (extend_lease), and the oldest go first if answers stop for long.
+    if (round_ticks_.size() >= 64) round_ticks_.pop_front();
+    round_ticks_.emplace_back(read_round_, now_ticks_);
+  }
   for (auto& [id, pr] : progress_) {
     if (for_reads && !config_.is_voter(id)) continue;  // only voters' answers confirm reads
     send_heartbeat(pr);
   }
   release_confirmed_reads();  // a quorum of one (ourselves) confirms at once
+  extend_lease();
+}
+
+void Node::extend_lease() {
+  if (cfg_.lease_ticks == 0 || round_ticks_.empty()) return;
+  uint64_t confirmed = confirmed_read_round();
+  // The latest confirmed round started at tick t: no voter of that quorum votes for anyone
+  // else before election_ticks of its ticks after it heard that round, which was after t.
+  uint64_t started = 0;
+  bool any = false;
+  while (!round_ticks_.empty() && round_ticks_.front().first <= confirmed) {
+    started = round_ticks_.front().second;
+    any = true;
+    round_ticks_.pop_front();
+  }
+  if (!any) return;
+  uint64_t len = TICKETD_BUG(lease_outlives_election) ? 4 * static_cast<uint64_t>(cfg_.election_ticks)
+                                                      : static_cast<uint64_t>(cfg_.lease_ticks);
+  if (started >= lease_.from_tick) lease_ = Lease{started, len};
+}
+
+Lease Node::lease() const {
+  if (role_ != Role::kLeader || cfg_.lease_ticks == 0 || transferee_ != kNoId) return Lease{};
+  if (lease_.ticks == 0 || now_ticks_ >= lease_.from_tick + lease_.ticks) return Lease{};
+  return lease_;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1044,6 +1084,10 @@ void Node::broadcast_append() {
 }
 
 void Node::send_timeout_now(uint64_t to) {
+  // The target campaigns at once, past its peers' lease check (m.transfer): our lease ends
+  // here, for good (an aborted transfer confirms leadership by rounds again).
+  lease_ = Lease{};
+  round_ticks_.clear();
   Message m;
   m.type = MessageType::kTimeoutNow;
   m.to = to;

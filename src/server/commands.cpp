@@ -790,6 +790,10 @@ std::string Commands::info_text(Shard& s, std::span<const std::string_view> sect
             static_cast<unsigned long long>(ls.max_writes_in_flight.load()));
     appendf(r, "wal_overlapped_writes:%llu",
             static_cast<unsigned long long>(ls.overlapped_writes.load()));
+    appendf(r, "window_confirmation:%s", o.window_lease ? "lease" : "quorum");
+    appendf(r, "window_rounds:%llu", static_cast<unsigned long long>(ls.window_rounds.load()));
+    appendf(r, "window_lease_confirms:%llu",
+            static_cast<unsigned long long>(ls.window_lease_confirms.load()));
     appendf(r, "snapshot_index:%llu", static_cast<unsigned long long>(ls.snapshot_index.load()));
     appendf(r, "snapshots_taken:%llu", static_cast<unsigned long long>(ls.snapshots.load()));
     r += "\r\n";

@@ -36,6 +36,9 @@ struct LogStats {
   std::atomic<uint64_t> writes_in_flight{0};   // log writes in flight now
   std::atomic<uint64_t> max_writes_in_flight{1};  // --wal-writes-in-flight
   std::atomic<uint64_t> overlapped_writes{0};  // writes started while another was in flight
+  // Window mode: times the leader's lease stood for a quorum round (--lease), and rounds run.
+  std::atomic<uint64_t> window_lease_confirms{0};
+  std::atomic<uint64_t> window_rounds{0};
   std::atomic<bool> direct_io{false};
   std::atomic<bool> wal_stalled{false};     // no new WAL segment could be made (full disk)
   std::atomic<uint64_t> sequences{1};       // named sequences, `default` included (applied state)

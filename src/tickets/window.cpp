@@ -58,6 +58,15 @@ void WindowServer::round_done(uint64_t ctx, bool ok) {
   release();
 }
 
+void WindowServer::lease_confirms() {
+  if (term_ == 0) return;
+  // Every batch so far waits for a round <= next_round_; later ones get a later round.
+  confirmed_round_ = std::max(confirmed_round_, next_round_);
+  ++next_round_;
+  round_wanted_ = false;
+  release();
+}
+
 void WindowServer::add_window(Seq& q, uint64_t lo, uint64_t hi) {
   if (lo > hi) return;
   if (!q.windows.empty() && q.windows.back().hi != UINT64_MAX && q.windows.back().hi + 1 == lo) {

@@ -80,6 +80,8 @@ class Harness {
     cfg_.max_msg_bytes = 64;
     cfg_.pre_vote = !(ctl & 2);
     cfg_.check_quorum = !(ctl & 4);
+    cfg_.lease_ticks = (ctl & 8) ? 5 : 0;
+    cfg_.guard_votes_after_start = (ctl & 16) != 0;
     if (!(ctl & 1)) {
       Configuration c;
       for (uint64_t id = 1; id <= 3; ++id) c.servers.push_back(Server{id, Suffrage::kVoter, ""});
@@ -265,6 +267,10 @@ class Harness {
       reads_.erase(it);
     }
     require(reads_.size() <= cfg_.max_pending_reads);
+    // A lease only on a leader, never longer than configured, never from the future.
+    Lease le = node_->lease();
+    require(le.ticks == 0 || (node_->role() == Role::kLeader && le.ticks == static_cast<uint64_t>(cfg_.lease_ticks) &&
+                              le.from_tick <= node_->now_ticks() && le.from_tick + le.ticks > node_->now_ticks()));
   }
 
   void read() {

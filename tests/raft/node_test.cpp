@@ -31,8 +31,13 @@ class Cluster {
     c.max_inflight_msgs = 4;
     c.max_msg_bytes = 1024;
     c.seed = 42;
+    c.lease_ticks = lease_ticks;
+    c.guard_votes_after_start = guard_votes;
     return c;
   }
+  // Set by a test (LeaseSettings) for the clusters it makes.
+  static inline int lease_ticks = 0;
+  static inline bool guard_votes = false;
 
   // n voters 1..n bootstrapped with the same configuration.
   explicit Cluster(int n) {
@@ -1022,6 +1027,104 @@ TEST(RaftPeerInput, TermNoticeToAStaleLeaderCarriesNoIndex) {
     }
   }
   EXPECT_TRUE(saw);
+}
+
+// ---- leader lease (Config::lease_ticks) and the vote guard after a start
+
+struct LeaseSettings {
+  LeaseSettings(int lease, bool guard) {
+    Cluster::lease_ticks = lease;
+    Cluster::guard_votes = guard;
+  }
+  ~LeaseSettings() {
+    Cluster::lease_ticks = 0;
+    Cluster::guard_votes = false;
+  }
+};
+
+TEST(RaftLease, AQuorumAnswerToARoundStartsALeaseFromTheTickBeforeItsSend) {
+  LeaseSettings ls(6, false);
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  c.tick_all(3);  // a periodic round went out and was answered by everyone
+  Node& n = c.node(l);
+  Lease le = n.lease();
+  ASSERT_EQ(le.ticks, 6u);
+  EXPECT_LE(le.from_tick, n.now_ticks());
+  EXPECT_GT(le.from_tick + le.ticks, n.now_ticks());
+  // lease_holds measures from the moment of tick from_tick on the caller's clock.
+  EXPECT_TRUE(lease_holds(le, 1000, 1000 + 6 * 10 - 1, 10));
+  EXPECT_FALSE(lease_holds(le, 1000, 1000 + 6 * 10, 10));
+  EXPECT_FALSE(lease_holds(le, 1000, 999, 10));
+  // Followers cut off: no round is answered, the lease runs out by the tick count too.
+  for (uint64_t id = 1; id <= 3; ++id) {
+    if (id != l) c.dropped.insert(id);
+  }
+  for (int t = 0; t < 7; ++t) {
+    n.tick();
+    c.deliver_all();
+  }
+  EXPECT_EQ(n.lease().ticks, 0u);
+  EXPECT_EQ(n.role(), Role::kLeader) << "check_quorum has not stepped it down yet";
+  // Healed: the next answered round brings the lease back.
+  c.dropped.clear();
+  c.tick_all(3);
+  EXPECT_EQ(c.node(l).lease().ticks, 6u);
+}
+
+TEST(RaftLease, ATransferEndsTheLeaseAndFollowersOnlyHaveNone) {
+  LeaseSettings ls(6, false);
+  Cluster c(3);
+  uint64_t l = c.elect();
+  ASSERT_NE(l, 0u);
+  c.tick_all(3);
+  ASSERT_GT(c.node(l).lease().ticks, 0u);
+  for (uint64_t id = 1; id <= 3; ++id) {
+    if (id != l) {
+      EXPECT_EQ(c.node(id).lease().ticks, 0u);
+    }
+  }
+  uint64_t target = l == 1 ? 2 : 1;
+  ASSERT_TRUE(c.node(l).transfer_leadership(target));
+  EXPECT_EQ(c.node(l).lease().ticks, 0u) << "no lease while a transfer runs";
+  c.deliver_all();
+  c.tick_all(3);
+  EXPECT_EQ(c.leader(), target);
+  EXPECT_EQ(c.node(l).lease().ticks, 0u);
+}
+
+TEST(RaftLease, ALeaseMustEndBeforeTheFollowersVoteGuard) {
+  Config cfg = Cluster::config(1);
+  cfg.lease_ticks = cfg.election_ticks - 1;  // not shorter than the guard's election_ticks - 1
+  Configuration conf{{Server{1, Suffrage::kVoter, ""}}};
+  EXPECT_DEATH(Node(cfg, bootstrap(conf)), "");
+}
+
+// A restarted follower may have answered the round of a leader's lease and forgotten it: with
+// guard_votes_after_start it ignores (pre)votes for its first election_ticks ticks.
+TEST(RaftLease, ARestartedFollowerIgnoresVotesForAnElectionTimeout) {
+  for (bool guard : {false, true}) {
+    LeaseSettings ls(0, guard);
+    Cluster c(3);
+    uint64_t l = c.elect();
+    ASSERT_NE(l, 0u);
+    uint64_t f = l == 1 ? 2 : 1;
+    uint64_t other = 6 - l - f;
+    c.restart(f);
+    Node& fn = c.node(f);
+    Message v = msg(MessageType::kVote, other, f, fn.term() + 1);
+    v.index = c.node(other).last_index();
+    v.log_term = c.node(other).last_term();
+    c.drain(f);
+    ASSERT_TRUE(fn.step(v).ok());
+    EXPECT_EQ(fn.term(), guard ? v.term - 1 : v.term) << "guard " << guard;
+    if (!guard) continue;
+    for (int t = 0; t < 10; ++t) fn.tick();
+    c.drain(f);
+    ASSERT_TRUE(fn.step(v).ok());
+    EXPECT_EQ(fn.term(), v.term) << "after an election timeout it votes again";
+  }
 }
 
 TEST(RaftPeerInput, SecondLeaderInOurTermIsRefused) {

@@ -1,5 +1,6 @@
 #include "simulator.h"
 
+#include <array>
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
@@ -137,6 +138,12 @@ struct SimNode {
   uint64_t rate_ppm = 1'000'000;
   uint64_t clock_acc = 0;  // ppm accumulated toward the next tick
   uint64_t ticks = 0;      // ticks since this incarnation started (its local time)
+  // Its monotonic clock, in ppm units (1'000'000 = one tick at rate 1): it runs at rate_ppm
+  // even while the node is paused (as the OS clock runs under SIGSTOP), so a node that wakes
+  // up sees that its lease ran out although it counted no ticks. last_tick_at: the instant of
+  // each of its recent ticks on that clock.
+  uint64_t local = 0;
+  std::array<uint64_t, 64> tick_at{};  // by raft::Node::now_ticks() % 64: when it ticked
   // Window batches sent while the node was paused: they wait in its socket and are read
   // when it wakes up, before anything from its peers (a stale leader's classic moment).
   std::vector<uint64_t> inbox;
@@ -156,6 +163,9 @@ struct WindowOp {
 constexpr uint64_t kWindowRoundCtx = uint64_t{1} << 62;
 // Each node's clock runs within this much of real time (parts per million).
 constexpr uint64_t kClockSkewPpm = 200'000;
+// The lease a leader holds after a confirmed round (raft::Config::lease_ticks), for
+// election_ticks 10: lease * (1 + skew) <= (election - 1) * (1 - skew) needs <= 6; one spare.
+constexpr int kSimLeaseTicks = 5;
 
 // A TICKET.LAST: a linearizable read of one sequence's last value. It must reflect every
 // ticket acknowledged (or promised by a Create/Floor) before it was sent: `floor`.
@@ -182,7 +192,10 @@ struct CommitRecord {
 
 class Simulation {
  public:
-  explicit Simulation(const SimOptions& opt) : opt_(opt), rng_(opt.seed * 0x2545F4914F6CDD1Dull + 17) {
+  explicit Simulation(const SimOptions& opt)
+      : opt_(opt), rng_(opt.seed * 0x2545F4914F6CDD1Dull + 17),
+        // From the seed alone (not rng_), so every seed keeps its fault schedule.
+        lease_(opt.lease >= 0 ? opt.lease == 1 : (((opt.seed * 0x9E3779B97F4A7C15ull) >> 41) & 1) != 0) {
     // Per-seed fault profile: some seeds are calm, some are brutal.
     // A third of the seeds are turbulent: leaders crash soon after they win, restarts are quick,
     // so uncommitted suffixes of many terms pile up (Raft paper Figure 8 territory).
@@ -231,6 +244,7 @@ class Simulation {
     if (!opt_.snapshots) res.replay_flags += " --no-snapshots";
     if (opt_.force_new_cluster) res.replay_flags += " --force-new-cluster";
     if (!opt_.force_floors) res.replay_flags += " --no-floors";
+    if (opt_.lease >= 0) res.replay_flags += opt_.lease == 1 ? " --lease on" : " --lease off";
     if (opt_.liveness_ticks != SimOptions{}.liveness_ticks)
       res.replay_flags += " --liveness-ticks " + std::to_string(opt_.liveness_ticks);
     try {
@@ -277,6 +291,8 @@ class Simulation {
     c.max_inflight_msgs = max_inflight_;
     c.max_msg_bytes = max_msg_bytes_;  // often small, so batches split (and acks land mid-batch)
     c.seed = opt_.seed * 1000003 + id * 101 + incarnation;
+    c.lease_ticks = lease_ ? kSimLeaseTicks : 0;
+    c.guard_votes_after_start = true;  // as the server sets it
     return c;
   }
 
@@ -287,6 +303,7 @@ class Simulation {
     n.disk.snap = st.snapshot;
     n.disk.entries = st.entries;
     n.node = std::make_unique<raft::Node>(node_config(id, 0), std::move(st));
+    n.tick_at[0] = n.local;  // tick number 0: the start
     n.rate_ppm = clock_rng_.range(1'000'000 - kClockSkewPpm, 1'000'000 + kClockSkewPpm);
     attach_driver(n);
     n.sm = tickets::StateMachine();
@@ -465,6 +482,7 @@ class Simulation {
     ++n.incarnation;
     raft::InitialState st{n.disk.hs, n.disk.snap, n.disk.entries};
     n.node = std::make_unique<raft::Node>(node_config(n.id, n.incarnation), std::move(st));
+    n.tick_at[0] = n.local;  // tick number 0: the start
     attach_driver(n);
     n.sm = tickets::StateMachine();
     if (n.disk.snap) restore(n, *n.disk.snap);
@@ -706,17 +724,25 @@ class Simulation {
   void advance() {
     ++now_;
     for (auto& [id, n] : nodes_) {
+      uint64_t local0 = n.local;
+      n.local += n.rate_ppm;  // its clock runs on while it is paused
       if (!n.node || now_ < n.paused_until) continue;
       window_read_inbox(n);
       // A little clock drift: a node occasionally misses a tick; and each node's clock runs at
       // its own rate (within kClockSkewPpm), so some tick twice in a step now and then.
       bool miss = rng_.chance(0.03);
+      // The instant (on its clock) each tick of this step happens: ticks are one tick length
+      // apart or more, as a timer that is re-armed after each tick fires.
+      uint64_t at = local0 + (1'000'000 - n.clock_acc);
       n.clock_acc += n.rate_ppm;
       while (n.clock_acc >= 1'000'000 && n.node) {
         n.clock_acc -= 1'000'000;
+        uint64_t tick_at = at;
+        at += 1'000'000;
         if (miss) continue;
         n.node->tick();
         ++n.ticks;
+        n.tick_at[n.node->now_ticks() % n.tick_at.size()] = tick_at;
       }
       if (!n.node) continue;
       drain(n);
@@ -803,7 +829,14 @@ class Simulation {
       w.proposed(c, r.index, r.term, n.sm);
       changed = true;
     }
-    if (std::optional<uint64_t> round = w.round_to_start()) {
+    // --lease: a lease that holds on the node's own clock stands for the round (checked at
+    // the end of the step, after anything it did in it).
+    raft::Lease lease = n.node->lease();
+    if (lease_ && raft::lease_holds(lease, n.tick_at[lease.from_tick % n.tick_at.size()], n.local, 1'000'000)) {
+      size_t before = w.waiting();
+      w.lease_confirms();
+      stats_.lease_releases += before - w.waiting();
+    } else if (std::optional<uint64_t> round = w.round_to_start()) {
       if (!n.node->read_index(kWindowRoundCtx | *round).ok()) w.round_done(*round, false);
       changed = true;
     }
@@ -1234,6 +1267,7 @@ class Simulation {
 
   SimOptions opt_;
   Rng rng_;
+  bool lease_ = false;
   uint64_t now_ = 0;
   int step_ = 0;
   double drop_p_, dup_p_, reorder_p_, crash_p_, partition_p_, member_p_, snapshot_p_, propose_p_;
@@ -1298,7 +1332,7 @@ std::string SimResult::summary() const {
      << " snapshots=" << stats.snapshots_taken << "/" << stats.snapshots_installed << " msgs=" << stats.messages_sent
      << " dropped=" << stats.messages_dropped << " removed_aware=" << stats.removed_aware
      << " window=" << stats.window_released << "/" << stats.window_batches << "/" << stats.window_tickets
-     << " reserves=" << stats.reservations;
+     << " reserves=" << stats.reservations << " lease_releases=" << stats.lease_releases;
   if (stats.forced) os << " forced=" << stats.forced << " floors=" << stats.floors << " acked_after=" << stats.acked_after_force;
   if (!ok) os << "\n  at step " << step << ": " << failure << "\n  replay: raft-sim --start-seed " << seed << " --seeds 1 --nodes " << nodes
                  << " --steps " << steps << replay_flags << " --trace";

@@ -29,6 +29,9 @@ struct SimOptions {
   // entries) start again at the rewrite, which makes a new history by design.
   bool force_new_cluster = false;
   bool force_floors = true;  // false: the rewrite gets no floors (the check must see repeats)
+  // Window batches released under a leader lease (the server's --lease) instead of a quorum
+  // round each: -1 by seed (half of them), 0 never, 1 always.
+  int lease = -1;
 };
 
 struct SimStats {
@@ -43,6 +46,7 @@ struct SimStats {
   uint64_t window_released = 0;  // ... answered with tickets (the rest failed: leadership lost)
   uint64_t window_tickets = 0;
   uint64_t reservations = 0;     // Reserve entries proposed
+  uint64_t lease_releases = 0;   // window releases confirmed by a lease (no round)
   uint64_t elections = 0;  // distinct (term, leader) pairs seen
   uint64_t crashes = 0;
   uint64_t partitions = 0;

@@ -77,6 +77,36 @@ TEST(Window, ARoundThatStartedBeforeTheBatchDoesNotConfirmIt) {
   ASSERT_EQ(l.w.take_released().size(), 1u);
 }
 
+// --lease: a lease that holds stands for a round started and answered now: it confirms the
+// batches that arrived so far, not later ones, and a round already in flight that answers
+// afterwards changes nothing.
+TEST(Window, ALeaseConfirmsWhatArrivedSoFar) {
+  Leader l;
+  l.w.submit(1, {{"w", 2}}, l.sm);
+  l.reserve_and_commit();
+  auto inflight = l.w.round_to_start();
+  ASSERT_TRUE(inflight.has_value());
+  l.w.submit(2, {{"w", 1}}, l.sm);
+  EXPECT_TRUE(l.w.take_released().empty());
+  l.w.lease_confirms();
+  std::vector<WindowRelease> out = l.w.take_released();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].items[0].first, 1u);
+  EXPECT_EQ(out[1].items[0].first, 3u);
+  EXPECT_FALSE(l.w.round_to_start().has_value()) << "no round wanted for what the lease released";
+  l.w.submit(3, {{"w", 1}}, l.sm);
+  l.w.round_done(*inflight, true);  // started before batch 3 arrived: does not confirm it
+  EXPECT_TRUE(l.w.take_released().empty());
+  l.w.lease_confirms();
+  out = l.w.take_released();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].items[0].first, 4u);
+  // Not leading: nothing to confirm, nothing released.
+  l.w.set_leader(0);
+  l.w.lease_confirms();
+  for (const WindowRelease& r : l.w.take_released()) EXPECT_FALSE(r.ok);
+}
+
 TEST(Window, ANewTermServesOnlyFromItsOwnReservation) {
   Leader l;
   l.w.submit(1, {{"w", 1}}, l.sm);

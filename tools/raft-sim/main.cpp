@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
   int steps = 5000, nodes = 3, liveness = 600;
   bool trace = false, verbose = false, keep_going = false, turbulent = false, no_crashes = false, no_partitions = false, no_membership = false,
        no_snapshots = false, force = false, no_floors = false;
-  std::string bug;
+  std::string bug, lease = "auto";
   app.add_option("--seeds", seeds, "number of seeds to run")->check(CLI::PositiveNumber);
   app.add_option("--start-seed", start_seed, "first seed");
   app.add_option("--steps", steps, "steps (ticks) per seed")->check(CLI::PositiveNumber);
@@ -32,13 +32,15 @@ int main(int argc, char** argv) {
   app.add_flag("--no-snapshots", no_snapshots, "disable snapshots");
   app.add_flag("--force-new-cluster", force, "lose all nodes but one for good mid-run, recover it with "
                                              "force_new_cluster and floors, add members back");
+  app.add_option("--lease", lease, "window batches released under a leader lease: on, off, or auto (by seed)")
+      ->check(CLI::IsMember({"on", "off", "auto"}));
   app.add_flag("--no-floors", no_floors, "with --force-new-cluster: give the rewrite no floors (shows why they exist)");
   app.add_option("--bug", bug, "switch on one deliberate bug (test build): commit-old-term, forget-vote, "
                                "no-log-check, ack-before-persist, read-without-quorum, force-drops-uncommitted, allocate-ignores-floor, "
                                "snapshot-forgets-floors, release-before-durable, "
                                "early-apply-out-of-order, window-skips-confirmation, "
                                "window-keeps-old-windows, window-serves-uncommitted, "
-                               "durable-past-hole");
+                               "durable-past-hole, lease-outlives-election");
   CLI11_PARSE(app, argc, argv);
 
 #ifdef TICKETD_RAFT_BUGS
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
   else if (bug == "ack-before-persist") b.ack_before_persist = true;
   else if (bug == "read-without-quorum") b.read_without_quorum = true;
   else if (bug == "force-drops-uncommitted") b.force_drops_uncommitted = true;
+  else if (bug == "lease-outlives-election") b.lease_outlives_election = true;
   else if (bug == "allocate-ignores-floor") ticketd::tickets::testing::bugs.allocate_ignores_floor = true;
   else if (bug == "snapshot-forgets-floors") ticketd::tickets::testing::bugs.snapshot_forgets_floors = true;
   else if (bug == "window-skips-confirmation") ticketd::tickets::testing::bugs.window_skips_confirmation = true;
@@ -84,6 +87,7 @@ int main(int argc, char** argv) {
     opt.snapshots = !no_snapshots;
     opt.force_new_cluster = force;
     opt.force_floors = !no_floors;
+    opt.lease = lease == "on" ? 1 : lease == "off" ? 0 : -1;
     ticketd::sim::SimResult r = ticketd::sim::run_simulation(opt);
     acked += r.stats.acked;
     tickets += r.stats.tickets;

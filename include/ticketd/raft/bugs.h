@@ -16,6 +16,7 @@ struct Bugs {
                                              // (no heartbeat round, no wait for the term's commit)
   bool force_drops_uncommitted = false;      // force_new_cluster drops the log after the stored
                                              // commit hint (as etcd drops uncommitted entries)
+  bool lease_outlives_election = false;      // the lease runs four election timeouts
 };
 
 // Process-global switches (the simulator is single-threaded). Reset to {} after each test.

@@ -126,7 +126,34 @@ struct Config {
   // Reads queued by read_index plus released ones not yet handed out in a Ready; past it
   // read_index answers kTooManyReads. 24 bytes each.
   size_t max_pending_reads = 4096;
+  // Leader lease (issue 15's --lease; 0: none). A leader whose heartbeat round a quorum of
+  // voters answered holds a lease for lease_ticks of its own ticks counted from the tick
+  // BEFORE that round was sent (so from before the send). Followers ignore (pre)votes while
+  // they heard from a leader within election_ticks (check_quorum), so no other leader can be
+  // elected before the lease ends, provided lease_ticks * (fastest clock rate) <=
+  // (election_ticks - 1) * (slowest clock rate): must be < election_ticks - 1 (checked).
+  // Node::lease() reads it; lease_holds() turns it into real time for the caller.
+  int lease_ticks = 0;
+  // Ignore (pre)votes for the first election_ticks ticks after start, as if a leader had just
+  // been heard: a follower that restarted forgot it acknowledged a lease. The server sets it
+  // on every node (leases or not: a mixed cluster stays safe); unit tests leave it off.
+  bool guard_votes_after_start = false;
 };
+
+// A leader's lease: it runs `ticks` tick lengths from the moment of tick number `from_tick`
+// (the tick before the confirmed heartbeat round was sent). ticks == 0: none.
+struct Lease {
+  uint64_t from_tick = 0;
+  uint64_t ticks = 0;
+};
+
+// Whether `lease` still holds at `now`, given `from_tick_at`: when the caller made tick number
+// lease.from_tick (Node::now_ticks() after that tick()), on a monotonic clock, with ticks at
+// least `tick_len` apart (all in that clock's unit). Measured on the clock, not by counting
+// ticks: a process that was paused counted none while the time went on.
+inline bool lease_holds(const Lease& lease, uint64_t from_tick_at, uint64_t now, uint64_t tick_len) {
+  return lease.ticks > 0 && now >= from_tick_at && now - from_tick_at < lease.ticks * tick_len;
+}
 
 struct InitialState {
   HardState hard_state;
@@ -372,6 +399,11 @@ class Node {
   // Reads queued and not yet released (the leader's; 0 on any other node).
   size_t pending_reads() const { return pending_reads_.size(); }
   uint64_t heartbeat_round() const { return read_round_; }  // latest round started
+  // Leader with a lease (Config::lease_ticks): the lease of its latest confirmed round (none:
+  // not leading, no round confirmed, a transfer under way (a TimeoutNow ends the lease for
+  // good), or already past it by the tick count). Check it with lease_holds().
+  Lease lease() const;
+  uint64_t now_ticks() const { return now_ticks_; }  // tick() calls since construction
   // Set once we know we were removed: our committed configuration lacks us, or a peer sent a
   // removal notice. A report for the operator only (the node keeps obeying the protocol: a
   // removal notice from one peer is not proof, and a re-added server learns it from its log).
@@ -494,6 +526,12 @@ class Node {
   // peer echoing a higher one contradicts us): odd rounds start early for waiting reads, even
   // ones are the periodic heartbeats, which confirm reads too (a lost odd round is retried).
   uint64_t read_round_ = 0;
+  // Leader lease: the tick count (never reset), each round's tick when it was started (this
+  // term, oldest first, rounds not yet confirmed), and the latest confirmed round's lease.
+  uint64_t now_ticks_ = 0;
+  std::deque<std::pair<uint64_t, uint64_t>> round_ticks_;
+  Lease lease_;
+  void extend_lease();
   bool read_round_wanted_ = false;  // a queued read waits for a round that has not started
   std::deque<PendingRead> pending_reads_;  // arrival order: `after` and `index` non-decreasing
   std::vector<ReadState> read_states_;     // released, for the next Ready

@@ -56,6 +56,9 @@ struct ServerOptions {
   // 15): a snapshot carries the mode from then on. Give every node of a cluster the same.
   bool default_window_mode = false;
   uint64_t default_window = 10000;  // its least reservation (--default-window)
+  // --lease: window batches are released under the leader's lease (raft::Config::lease_ticks)
+  // instead of after a quorum round each. Give every node the same.
+  bool window_lease = false;
   // Clients. The default user's password, as its SHA-256 digest only (--requirepass*).
   std::optional<auth::Digest> requirepass;
   std::string aclfile;           // users and roles; read (and checked) at start

@@ -22,6 +22,7 @@
 //  * A batch is released only once a ReadIndex round that started after it arrived was
 //    confirmed: by then no later leader can have committed a reservation (it needs a quorum
 //    that would have refused our round), so no later leader released anything yet.
+//    With --lease, a lease that holds at release time stands for that round (lease_confirms).
 //  * A Floor that applies trims the windows above its value; a Drop forgets the sequence; an
 //    Allocate of a window sequence (claiming above every reservation) ends its windows.
 // Losing leadership fails every batch not yet released (the client retries elsewhere); their
@@ -66,6 +67,9 @@ class WindowServer {
   std::optional<uint64_t> round_to_start();
   // The round's ReadState: ok confirms every batch that arrived before it started.
   void round_done(uint64_t ctx, bool ok);
+  // --lease: the leader's lease holds now (raft::lease_holds), so no later leader exists
+  // yet: confirms every batch that arrived so far, as a round started and answered now would.
+  void lease_confirms();
 
   // Reserve commands to propose now (at most one in flight per sequence): for sequences
   // with waiting batches, or whose committed window is half used, sized by the recent rate.
