@@ -27,6 +27,9 @@ PKGS=(
   prometheus-redis-exporter prometheus
   # test_rolling_upgrade: git exports the previous release, which cmake builds.
   git
+  # tools/compare --etcd and test_compare_etcd: a 3-node etcd, the peer people would pick
+  # instead, benchmarked next to ticketd (a test/benchmark peer only; ticketd never needs it).
+  etcd-server etcd-client
 )
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NODE_CLIENTS="$ROOT/tests/integration/node"
@@ -69,4 +72,5 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
 node_clients
-# redis-server's package starts a system instance on :6379; we never rely on it.
+# redis-server's package starts a system instance on :6379, etcd-server's one on :2379 (where
+# systemd runs); we never rely on them.

@@ -3,7 +3,9 @@
 
 Checks that the checker catches duplicate and decreasing tickets (exit 3), accepts a
 correct server (exit 0), follows -MOVED, counts error replies, and fails clearly on bad
-flags (exit 2) and on a refused connection (exit 1). Must finish well under 60 s.
+flags (exit 2) and on a refused connection (exit 1). --etcd against a fake etcd v3 JSON
+gateway: puts answered (Content-Length and chunked), revisions checked like tickets, non-200
+replies counted as errors, -P > 1 refused. Must finish well under 60 s.
 """
 import argparse
 import json
@@ -101,6 +103,84 @@ class FakeServer:
                 if out:
                     conn.sendall(b"".join(out))
         except OSError:
+            return
+        finally:
+            conn.close()
+
+
+class FakeEtcd:
+    """etcd's v3 JSON gateway as ticket-bench --etcd sees it: keep-alive HTTP/1.1, each
+    POST /v3/kv/put answered with the store's revision in the reply header."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.lock = threading.Lock()
+        self.revision = 1
+        self.replies = 0
+        self.bad_requests = 0
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self.sock.close()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _response(self):
+        with self.lock:
+            self.replies += 1
+            n = self.replies
+            if self.mode == "errors" and n % 10 == 0:
+                body = b'{"error":"etcdserver: too many requests","code":14}'
+                return b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\n\r\n%s" % (
+                    len(body), body)
+            self.revision += 1
+            rev = self.revision - (50 if self.mode == "decrease" and n == 300 else 0)
+        body = b'{"header":{"cluster_id":"1","member_id":"2","revision":"%d","raft_term":"2"}}' % rev
+        if self.mode == "chunked":
+            half = len(body) // 2
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+                        half, body[:half], len(body) - half, body[half:]))
+        return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body))
+
+    def _serve(self, conn):
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(buf) < length:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                body, buf = buf[:length], buf[length:]
+                req = json.loads(body)
+                if not head.startswith(b"POST /v3/kv/put HTTP/1.1\r\n") or not req.get("key"):
+                    self.bad_requests += 1
+                conn.sendall(self._response())
+        except (OSError, ValueError):
             return
         finally:
             conn.close()
@@ -237,6 +317,31 @@ def main():
         p.communicate()
         check("SIGINT stops a 30 s run at once", False, "still running 5 s after SIGINT")
 
+    # --etcd: HTTP/1.1 puts to etcd's v3 JSON gateway, revisions checked like tickets.
+    etcd = FakeEtcd("good")
+    proc, res = run_bench(bench, ["--etcd", "-p", str(etcd.port), "-c", "4", "-n", "2000"])
+    check("--etcd: correct gateway: exit 0, 2000 puts, checked by default",
+          proc.returncode == 0 and res is not None and res["requests"] == 2000
+          and res["violations"] == 0 and res["config"]["check"] is True and etcd.bad_requests == 0,
+          proc.stdout + proc.stderr)
+    chunked = FakeEtcd("chunked")
+    proc, res = run_bench(bench, ["--etcd", "-p", str(chunked.port), "-c", "2", "-n", "500"])
+    check("--etcd: chunked replies are read", proc.returncode == 0 and res is not None
+          and res["requests"] == 500, proc.stdout + proc.stderr)
+    etcd_back = FakeEtcd("decrease")
+    proc, res = run_bench(bench, ["--etcd", "-p", str(etcd_back.port), "-c", "1", "-n", "1000"])
+    check("--etcd: a revision going back on one connection: exit 3",
+          proc.returncode == 3 and "on one connection" in proc.stdout, proc.stdout)
+    etcd_err = FakeEtcd("errors")
+    proc, res = run_bench(bench, ["--etcd", "-p", str(etcd_err.port), "-c", "2", "-n", "1000"])
+    check("--etcd: non-200 replies are counted as error replies",
+          res is not None and res["errors"] == 100 and "HTTP 503" in res["first_error"], str(res))
+    proc = subprocess.run([bench, "--etcd", "-P", "2", "-p", str(etcd.port), "-n", "10"],
+                          capture_output=True, text=True, timeout=10)
+    check("--etcd with -P 2: exit 2 (no pipelining)", proc.returncode == 2, proc.stderr)
+
+    for server in (etcd, chunked, etcd_back, etcd_err):
+        server.close()
     for server in (good, integer, per_conn, decrease, moved, errors, silent, stall):
         server.close()
     print("%d check(s) failed" % len(FAILURES) if FAILURES else "all checks passed")

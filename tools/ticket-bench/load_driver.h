@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "latency_histogram.h"
@@ -27,7 +28,25 @@ struct BenchPlan {
   int64_t send_end_ns = 0;        // no request is sent after this (duration mode), or INT64_MAX
   int64_t drain_deadline_ns = 0;  // give up on outstanding replies after this
   uint64_t budget = 0;            // measured requests to send (count mode), or UINT64_MAX
+  // HTTP mode (--etcd): `request` is one HTTP/1.1 request and every reply an HTTP/1.1
+  // response (Content-Length or chunked body). A 200 whose JSON body names
+  // "revision":"N" counts as the integer N (etcd's put: the store's revision); any other
+  // status is an error reply. No redirects, no pipelining (pipeline must be 1).
+  bool http = false;
 };
+
+// One HTTP/1.1 response at the start of `in`, for HTTP mode (exposed for the tests of the
+// parser's callers). kOk: `consumed` bytes are the response, `code` its status and `body`
+// its body (decoded into `storage` when chunked). kNeedMore: `needed` bytes at least.
+struct HttpResponse {
+  resp::ReplyStatus status = resp::ReplyStatus::kNeedMore;
+  size_t consumed = 0;
+  size_t needed = 0;
+  int code = 0;
+  std::string_view body;
+  std::string error;
+};
+HttpResponse ParseHttpResponse(std::string_view in, std::string& storage);
 
 struct DriverResult {
   LatencyHistogram latency;
@@ -76,6 +95,8 @@ class LoadDriver {
   bool Flush(Connection& c);
   void OnReadable(Connection& c, int64_t now);
   bool HandleReply(Connection& c, const resp::Reply& reply, int64_t now);
+  bool ParseReplies(Connection& c, int64_t now);      // RESP replies in c.in
+  bool ParseHttpReplies(Connection& c, int64_t now);  // HTTP responses in c.in
   void Redirect(Connection& c, std::string_view moved_text);
   void Fail(Connection& c, const std::string& why);
   void SetWriteInterest(Connection& c, bool want);
@@ -89,6 +110,8 @@ class LoadDriver {
   std::vector<Connection*> conns_;
   std::string out_pattern_;       // the request repeated pipeline+1 times
   resp::ReplyReader reader_;
+  std::string http_body_;         // a chunked response's decoded body
+  std::string http_text_;         // the text of an HTTP error reply
   uint64_t budget_left_ = 0;
   DriverResult result_;
   std::atomic<uint64_t> progress_{0};

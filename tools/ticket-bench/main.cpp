@@ -2,6 +2,9 @@
 // each drive many non-blocking connections (epoll), closed loop or open loop at a fixed
 // rate, and every reply is checked (tickets unique, increasing per connection). It always
 // stops by itself: by request count, by duration, or by the hard timeout.
+// With --etcd it speaks HTTP/1.1 instead: keep-alive POSTs of a put to etcd's v3 JSON
+// gateway, one request in flight per connection, and checks the revision of every reply
+// the same way (tools/compare --etcd: the peer people would pick instead).
 
 #include <CLI/CLI.hpp>
 
@@ -9,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -104,6 +108,44 @@ std::string JsonEscape(const std::string& s) {
   return out;
 }
 
+std::string Base64(const std::string& in) {
+  static const char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t v = (static_cast<uint8_t>(in[i]) << 16) | (static_cast<uint8_t>(in[i + 1]) << 8) |
+                 static_cast<uint8_t>(in[i + 2]);
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += kAlphabet[(v >> 6) & 63];
+    out += kAlphabet[v & 63];
+  }
+  if (i + 1 == in.size()) {
+    uint32_t v = static_cast<uint8_t>(in[i]) << 16;
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += "==";
+  } else if (i + 2 == in.size()) {
+    uint32_t v = (static_cast<uint8_t>(in[i]) << 16) | (static_cast<uint8_t>(in[i + 1]) << 8);
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += kAlphabet[(v >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+// etcd's v3 gateway: POST <prefix>kv/put with {"key": base64, "value": base64}; the reply's
+// header.revision is the store's revision after the put: unique and increasing.
+std::string EtcdPutRequest(const std::string& host, int port, const std::string& prefix,
+                           const std::string& key, const std::string& value) {
+  std::string body = "{\"key\":\"" + Base64(key) + "\",\"value\":\"" + Base64(value) + "\"}";
+  return "POST " + prefix + "kv/put HTTP/1.1\r\nHost: " + host + ":" + std::to_string(port) +
+         "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\n\r\n" + body;
+}
+
 // Checks the histogram against exact percentiles of random data (used by the tests).
 int SelfTest() {
   std::mt19937_64 rng(7);
@@ -174,6 +216,9 @@ int main(int argc, char** argv) {
   std::string json_path;
   bool quiet = false;
   bool self_test = false;
+  bool etcd = false;
+  std::string etcd_prefix = "/v3/";
+  std::string etcd_key = "ticket-bench";
   std::string password, user;
   app.add_option("-h,--host", host, "Server host")->capture_default_str();
   app.add_option("-a,--pass", password,
@@ -207,6 +252,13 @@ int main(int argc, char** argv) {
   app.add_option("--timeout", timeout,
                  "Hard limit in seconds for the whole run (default: duration+warmup+30, or 600)")
       ->check(CLI::Range(0.1, 86400.0));
+  app.add_flag("--etcd", etcd,
+               "Speak HTTP/1.1 to etcd's v3 JSON gateway instead of RESP: keep-alive POST "
+               "PREFIXkv/put of one key; the reply's header revision is checked like a ticket. "
+               "Pipeline 1 only; no AUTH");
+  app.add_option("--etcd-prefix", etcd_prefix, "--etcd: the gateway's path prefix (etcd 3.4: /v3/)")
+      ->capture_default_str();
+  app.add_option("--etcd-key", etcd_key, "--etcd: the key every put writes")->capture_default_str();
   app.add_flag("-q,--quiet", quiet, "No progress line");
   app.add_flag("--self-test", self_test, "Check the latency histogram and exit");
   try {
@@ -231,7 +283,21 @@ int main(int argc, char** argv) {
   }
   std::string upper = words[0];
   std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
-  const bool check = check_on || (!check_off && upper == "TICKET");
+  const bool check = check_on || (!check_off && (upper == "TICKET" || etcd));
+  if (etcd) {
+    if (pipeline != 1) {
+      std::fprintf(stderr, "ticket-bench: --etcd sends one request at a time per connection "
+                           "(HTTP/1.1 without pipelining): -P must be 1\n");
+      return kExitUsage;
+    }
+    if (etcd_prefix.empty() || etcd_prefix.front() != '/' || etcd_prefix.back() != '/' ||
+        etcd_prefix.find_first_of(" \r\n") != std::string::npos) {
+      std::fprintf(stderr, "ticket-bench: --etcd-prefix must start and end with '/': '%s'\n",
+                   etcd_prefix.c_str());
+      return kExitUsage;
+    }
+    command = "etcd POST " + etcd_prefix + "kv/put";
+  }
   if (threads > connections) {
     std::fprintf(stderr, "ticket-bench: -t %d is more than -c %d: every thread needs a connection\n",
                  threads, connections);
@@ -246,10 +312,14 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   // Connect everything first, so a refused connection fails before any load starts.
-  if (password.empty()) {
+  if (password.empty() && !etcd) {
     if (const char* e = std::getenv("TICKETD_PASSWORD"); e != nullptr) password = e;
   }
   ConnectTarget target{host, static_cast<uint16_t>(port), {}};
+  if (!password.empty() && etcd) {
+    std::fprintf(stderr, "ticket-bench: --etcd logs in to nothing: no -a/--pass\n");
+    return kExitUsage;
+  }
   if (!password.empty()) {
     target.login = EncodeCommand(user.empty() ? std::vector<std::string>{"AUTH", password}
                                               : std::vector<std::string>{"AUTH", user, password});
@@ -275,7 +345,9 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<LoadDriver>> drivers;
   for (int t = 0; t < threads; ++t) {
     BenchPlan plan;
-    plan.request = EncodeCommand(words);
+    plan.request = etcd ? EtcdPutRequest(host, port, etcd_prefix, etcd_key, "x")
+                        : EncodeCommand(words);
+    plan.http = etcd;
     plan.pipeline = pipeline;
     plan.check = check;
     plan.rate_per_thread = rate / threads;
