@@ -15,6 +15,8 @@ environment:
   TICKETD_BIN          ticketd binary (default: build/ticketd next to this script's repo)
   TICKETD_CLUSTER_DIR  data + pid + log directory (default: ./cluster-data)
   TICKETD_DURABILITY   high|medium|low (default: high)
+  TICKETD_NODE_ARGS    extra ticketd flags for every node, split on spaces
+                       (e.g. "--default-mode window --lease"; default: none)
 USAGE
 }
 
@@ -22,6 +24,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${TICKETD_BIN:-$here/build/ticketd}"
 dir="${TICKETD_CLUSTER_DIR:-$PWD/cluster-data}"
 durability="${TICKETD_DURABILITY:-high}"
+read -r -a node_args <<<"${TICKETD_NODE_ARGS:-}"
 
 cli() { redis-cli -h 127.0.0.1 -p "$1" "${@:2}" 2>/dev/null; }
 
@@ -38,6 +41,7 @@ start() {
     local args=(--id "$i" --saddr "127.0.0.1:$((11000 + i))" --raddr "127.0.0.1:$((12000 + i))"
                 --dir "$dir" --durability "$durability")
     [[ "$i" -gt 1 ]] && args+=(--join "127.0.0.1:11001")
+    args+=("${node_args[@]}")
     "$bin" "${args[@]}" >>"$dir/node$i.log" 2>&1 &
     echo $! >"$dir/node$i.pid"
     echo "node $i started (pid $!, client 127.0.0.1:$((11000 + i)), log $dir/node$i.log)"

@@ -93,6 +93,12 @@ void RaftTicketLog::start_write() {
 
 void RaftTicketLog::send(const raft::Message& m) {
   TICKETD_TRACE_EV("send", trace_peer(m, m.to), trace_index(m));
+#ifdef TICKETD_TRACE
+  // tools/latency-trace --window: a heartbeat (response) names its ReadIndex round.
+  if (m.type == raft::MessageType::kHeartbeat || m.type == raft::MessageType::kHeartbeatResp) {
+    TICKETD_TRACE_EV("hbsend", trace_peer(m, m.to), m.hint_index);
+  }
+#endif
   transport_->send(m);
 }
 

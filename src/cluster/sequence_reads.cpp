@@ -9,6 +9,7 @@
 // quorum), answers -CLUSTERDOWN: never a value that could be stale.
 #include "raft_ticket_log.h"
 
+#include "../server/trace.h"
 #include "ticketd/resp/writer.h"
 
 namespace ticketd::cluster {
@@ -43,6 +44,7 @@ void RaftTicketLog::admin_last(AdminRequest&& req) {
 
 void RaftTicketLog::read_done(const raft::ReadState& rs) {
   if (rs.ctx & kWindowRoundCtx) {
+    TICKETD_TRACE_EV("wread", rs.ctx & ~kWindowRoundCtx, rs.ok);  // tools/latency-trace
     window_.round_done(rs.ctx & ~kWindowRoundCtx, rs.ok);  // window mode's round
     window_released();
     return;

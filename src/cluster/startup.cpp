@@ -365,6 +365,11 @@ void RaftTicketLog::attach(io::Loop* loop) {
   PeerTransport::Hooks hooks;
   hooks.on_message = [this](raft::Message&& m) {
     TICKETD_TRACE_EV("recv", trace_peer(m, m.from), trace_index(m));
+#ifdef TICKETD_TRACE
+    if (m.type == raft::MessageType::kHeartbeat || m.type == raft::MessageType::kHeartbeatResp) {
+      TICKETD_TRACE_EV("hbrecv", trace_peer(m, m.from), m.hint_index);
+    }
+#endif
     raft::StepResult r = raft_->step(m);
     if (!r.ok()) note_refusal(m, r);
   };

@@ -67,8 +67,12 @@ bool RaftTicketLog::split_submit(uint32_t shard, const BatchRequest& b) {
   sp.parts_left = dense ? 2 : 1;
   NamedBatch* dense_named = sp.dense_named.get();
   window_.set_leader(raft_->role() == raft::Role::kLeader ? raft_->term() : 0);
+  TICKETD_TRACE_EV("wsubmit", id, shard);
   window_.submit(id, std::move(items), tickets_);  // may answer at once (not leading)
-  if (lease_holds_now()) window_.lease_confirms();  // --lease: no round to wait for
+  if (lease_holds_now()) {  // --lease: no round to wait for
+    TICKETD_TRACE_EV("wlease", id, 0);
+    window_.lease_confirms();
+  }
   if (dense) stage(Waiter{shard, sp.dense_default ? b.total : 0, dense_named, 0, id});
   window_released();
   return true;
@@ -141,10 +145,17 @@ void RaftTicketLog::window_turn() {
     }
   }
   if (lease_holds_now()) {
+    TICKETD_TRACE_EV("wlease", 0, 1);
     window_.lease_confirms();
   } else if (std::optional<uint64_t> round = window_.round_to_start()) {
     node_.log_stats().window_rounds.fetch_add(1, std::memory_order_relaxed);
-    if (!raft_->read_index(kWindowRoundCtx | *round).ok()) window_.round_done(*round, false);
+    if (!raft_->read_index(kWindowRoundCtx | *round).ok()) {
+      window_.round_done(*round, false);
+    } else {
+      // tools/latency-trace: the round's ctx, and the heartbeat round it waits beyond (the
+      // first heartbeat round above it that a quorum echoes confirms it).
+      TICKETD_TRACE_EV("wround", *round, raft_->heartbeat_round());
+    }
   }
   window_released();
 }
