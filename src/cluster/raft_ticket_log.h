@@ -60,6 +60,10 @@ constexpr int kHeartbeatTicks = 5;              // heartbeat every 50 ms
 // --lease: 200 ms from the tick before a confirmed round, against the followers' vote guard
 // of at least (kElectionTicks - 1) ticks = 240 ms after they heard it (timers never fire early).
 constexpr int kLeaseTicks = 20;
+// Window mode's quorum rounds out at a time: one. Measured against unbounded (a round per loop
+// turn, pipelined) on a 3-node window cluster, redis-benchmark c50 P1 interleaved rounds:
+// +10% ticket-bench, +20% redis-benchmark (docs/BENCHMARKS.md): every round wakes every voter.
+constexpr uint64_t kWindowRoundsInFlight = 1;
 constexpr uint64_t kProposalTimeoutMs = 5000;   // a proposal never committed fails after this
 // While a member knows no leader (an election), its TICKETs wait this long for one before
 // they fail -CLUSTERDOWN: twice the longest election timeout, so a failover or a transfer

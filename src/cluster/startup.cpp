@@ -308,6 +308,7 @@ bool RaftTicketLog::open(std::string* err) {
   };
   raft_ = std::make_unique<raft::Node>(cfg, std::move(st));
   tick_at_us_[0] = now_us();  // tick number 0: the start
+  window_.set_max_rounds_in_flight(kWindowRoundsInFlight);
   pipeline_ = std::make_unique<driver::ReadyPipeline>(*raft_, static_cast<driver::Storage&>(*this),
                                                       static_cast<driver::Application&>(*this));
   pipeline_->set_applied_index(applied_index_);

@@ -1,9 +1,10 @@
 // Window mode on the leader (issue 15). Which ticket a client gets and when it may be told
 // is decided by tickets::WindowServer (tickets/window.h, the code the simulator checks);
 // this file only wires it to the loop: the role and term into it, its Reserve entries into
-// the log, one ReadIndex round per loop turn for the batches that arrived in it (rounds
-// pipeline: a new one starts while one is in flight) or, with --lease, the leader's lease
-// while it holds, and what it released back to the shards. A shard batch with both window and dense parts is split: the dense part is staged
+// the log, one ReadIndex round for the batches that arrived since the last one started (at
+// most kWindowRoundsInFlight out at a time: the batches that arrive meanwhile share the next)
+// or, with --lease, the leader's lease while it holds, and what it released back to the
+// shards. A shard batch with both window and dense parts is split: the dense part is staged
 // for the next Allocate entry as a batch of its own, and the shard gets one result once both
 // parts answered (results still leave in the shard's submission order: resolve()).
 #include "raft_ticket_log.h"

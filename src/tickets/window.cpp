@@ -23,6 +23,7 @@ void WindowServer::set_leader(uint64_t term) {
   term_ = term;
   min_round_ = next_round_;
   round_wanted_ = false;
+  rounds_in_flight_ = 0;  // an earlier term's rounds are ignored when they end (min_round_)
 }
 
 void WindowServer::fail_all() {
@@ -43,12 +44,15 @@ void WindowServer::submit(uint64_t id, std::vector<Command::Item> items, const S
 
 std::optional<uint64_t> WindowServer::round_to_start() {
   if (!round_wanted_ || term_ == 0) return std::nullopt;
+  if (max_rounds_in_flight_ > 0 && rounds_in_flight_ >= max_rounds_in_flight_) return std::nullopt;
   round_wanted_ = false;
+  ++rounds_in_flight_;
   return next_round_++;
 }
 
 void WindowServer::round_done(uint64_t ctx, bool ok) {
   if (ctx < min_round_ || ctx >= next_round_) return;  // an earlier term's, or not ours
+  if (rounds_in_flight_ > 0) --rounds_in_flight_;
   if (!ok) {
     // Leadership lost (or the round could not start): nothing waiting may be released.
     fail_all();

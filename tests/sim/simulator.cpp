@@ -195,7 +195,8 @@ class Simulation {
   explicit Simulation(const SimOptions& opt)
       : opt_(opt), rng_(opt.seed * 0x2545F4914F6CDD1Dull + 17),
         // From the seed alone (not rng_), so every seed keeps its fault schedule.
-        lease_(opt.lease >= 0 ? opt.lease == 1 : (((opt.seed * 0x9E3779B97F4A7C15ull) >> 41) & 1) != 0) {
+        lease_(opt.lease >= 0 ? opt.lease == 1 : (((opt.seed * 0x9E3779B97F4A7C15ull) >> 41) & 1) != 0),
+        rounds_bound_(((opt.seed * 0x9E3779B97F4A7C15ull) >> 43) & 1) {
     // Per-seed fault profile: some seeds are calm, some are brutal.
     // A third of the seeds are turbulent: leaders crash soon after they win, restarts are quick,
     // so uncommitted suffixes of many terms pile up (Raft paper Figure 8 territory).
@@ -820,6 +821,7 @@ class Simulation {
   void window_pump(SimNode& n) {
     if (!n.node || now_ < n.paused_until) return;
     tickets::WindowServer& w = *n.win;
+    w.set_max_rounds_in_flight(rounds_bound_);  // the server's kWindowRoundsInFlight, or none
     w.set_leader(n.node->role() == Role::kLeader ? n.node->term() : 0);
     bool changed = false;
     for (const tickets::Command& c : w.reservations(n.sm, n.ticks * 10)) {  // its own clock, in ms
@@ -1268,6 +1270,7 @@ class Simulation {
   SimOptions opt_;
   Rng rng_;
   bool lease_ = false;
+  uint64_t rounds_bound_ = 0;  // window rounds in flight per leader: 1 (as the server) or no bound
   uint64_t now_ = 0;
   int step_ = 0;
   double drop_p_, dup_p_, reorder_p_, crash_p_, partition_p_, member_p_, snapshot_p_, propose_p_;

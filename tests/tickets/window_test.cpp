@@ -107,6 +107,35 @@ TEST(Window, ALeaseConfirmsWhatArrivedSoFar) {
   for (const WindowRelease& r : l.w.take_released()) EXPECT_FALSE(r.ok);
 }
 
+// A bound on rounds in flight: batches that arrive while the round is out share the next one,
+// which starts once it is done (or failed); a new term starts with none out.
+TEST(Window, AtMostTheBoundOfRoundsInFlight) {
+  Leader l;
+  l.w.set_max_rounds_in_flight(1);
+  l.w.submit(1, {{"w", 1}}, l.sm);
+  l.reserve_and_commit();
+  auto r1 = l.w.round_to_start();
+  ASSERT_TRUE(r1.has_value());
+  l.w.submit(2, {{"w", 1}}, l.sm);
+  l.w.submit(3, {{"w", 1}}, l.sm);
+  EXPECT_FALSE(l.w.round_to_start().has_value()) << "one round out already";
+  l.w.round_done(*r1, true);
+  std::vector<WindowRelease> out = l.w.take_released();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].id, 1u);
+  auto r2 = l.w.round_to_start();
+  ASSERT_TRUE(r2.has_value()) << "the waiting batches get the next round";
+  l.w.round_done(*r2, false);  // a failed round frees its slot too
+  for (const WindowRelease& r : l.w.take_released()) EXPECT_FALSE(r.ok);
+  l.w.submit(4, {{"w", 1}}, l.sm);
+  auto r3 = l.w.round_to_start();
+  ASSERT_TRUE(r3.has_value());
+  l.w.set_leader(2);  // a new term: the old round no longer counts
+  l.w.submit(5, {{"w", 1}}, l.sm);
+  EXPECT_TRUE(l.w.round_to_start().has_value());
+  l.w.round_done(*r3, true);  // the earlier term's: ignored
+}
+
 TEST(Window, ANewTermServesOnlyFromItsOwnReservation) {
   Leader l;
   l.w.submit(1, {{"w", 1}}, l.sm);

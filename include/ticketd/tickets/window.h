@@ -62,14 +62,19 @@ class WindowServer {
   // `sm` is this node's applied state (the sequences' modes and existence).
   void submit(uint64_t id, std::vector<Command::Item> items, const StateMachine& sm);
   // The context of a ReadIndex round to start now, if batches arrived since the last round
-  // started (one round serves them all; rounds pipeline). The caller passes it to
-  // raft::Node::read_index; if that refuses, call round_done(ctx, false).
+  // started (one round serves them all; up to set_max_rounds_in_flight rounds pipeline).
+  // The caller passes it to raft::Node::read_index; if that refuses, call
+  // round_done(ctx, false).
   std::optional<uint64_t> round_to_start();
   // The round's ReadState: ok confirms every batch that arrived before it started.
   void round_done(uint64_t ctx, bool ok);
   // --lease: the leader's lease holds now (raft::lease_holds), so no later leader exists
   // yet: confirms every batch that arrived so far, as a round started and answered now would.
   void lease_confirms();
+  // At most this many rounds in flight (0: no bound). With a bound, batches that arrive while
+  // the rounds are out wait for the next one: fewer rounds (each costs every voter a wake-up),
+  // a round trip more at worst. Safety does not depend on it.
+  void set_max_rounds_in_flight(uint64_t n) { max_rounds_in_flight_ = n; }
 
   // Reserve commands to propose now (at most one in flight per sequence): for sequences
   // with waiting batches, or whose committed window is half used, sized by the recent rate.
@@ -122,6 +127,8 @@ class WindowServer {
   uint64_t confirmed_round_ = 0;       // every round <= this is confirmed
   uint64_t min_round_ = 1;             // rounds below this belong to an earlier term
   bool round_wanted_ = false;
+  uint64_t rounds_in_flight_ = 0;      // started in this term, not yet done
+  uint64_t max_rounds_in_flight_ = 0;
   std::vector<WindowRelease> released_;
 };
 
