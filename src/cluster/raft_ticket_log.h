@@ -398,6 +398,7 @@ class RaftTicketLog final : public TicketLog, private driver::Storage, private d
   // 64 (raft::Node::now_ticks()); lease_holds_now() measures the lease from there.
   std::array<uint64_t, 64> tick_at_us_{};
   bool lease_holds_now() const;
+  void confirm_by_lease();  // counts it (INFO window_lease_confirms) and releases under it
   uint64_t sync_every_ticks_ = 20;
 
   bool shutting_down_ = false;

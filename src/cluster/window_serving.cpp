@@ -72,7 +72,7 @@ bool RaftTicketLog::split_submit(uint32_t shard, const BatchRequest& b) {
   window_.submit(id, std::move(items), tickets_);  // may answer at once (not leading)
   if (lease_holds_now()) {  // --lease: no round to wait for
     TICKETD_TRACE_EV("wlease", id, 0);
-    window_.lease_confirms();
+    confirm_by_lease();
   }
   if (dense) stage(Waiter{shard, sp.dense_default ? b.total : 0, dense_named, 0, id});
   window_released();
@@ -145,9 +145,9 @@ void RaftTicketLog::window_turn() {
       window_.proposed(c, r.index, r.term, tickets_);
     }
   }
-  if (lease_holds_now()) {
+  if (window_.waiting() > 0 && lease_holds_now()) {
     TICKETD_TRACE_EV("wlease", 0, 1);
-    window_.lease_confirms();
+    confirm_by_lease();
   } else if (std::optional<uint64_t> round = window_.round_to_start()) {
     node_.log_stats().window_rounds.fetch_add(1, std::memory_order_relaxed);
     if (!raft_->read_index(kWindowRoundCtx | *round).ok()) {
@@ -167,10 +167,13 @@ bool RaftTicketLog::lease_holds_now() const {
   // stale). Without --lease the node never has one.
   raft::Lease le = raft_->lease();
   if (le.ticks == 0) return false;
-  bool holds = raft::lease_holds(le, tick_at_us_[le.from_tick % tick_at_us_.size()], now_us(),
-                                 static_cast<uint64_t>(kTickNs / 1000));
-  if (holds) node_.log_stats().window_lease_confirms.fetch_add(1, std::memory_order_relaxed);
-  return holds;
+  return raft::lease_holds(le, tick_at_us_[le.from_tick % tick_at_us_.size()], now_us(),
+                           static_cast<uint64_t>(kTickNs / 1000));
+}
+
+void RaftTicketLog::confirm_by_lease() {
+  node_.log_stats().window_lease_confirms.fetch_add(1, std::memory_order_relaxed);
+  window_.lease_confirms();
 }
 
 }  // namespace ticketd::cluster
